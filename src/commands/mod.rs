@@ -1,0 +1,69 @@
+//! Command handlers: each turns its arguments into a plan, calls the domain modules,
+//! renders the outcome and returns an exit status. No SQL here.
+
+pub mod health;
+
+use std::io::{IsTerminal, Write};
+
+use crate::cli::{Cli, Command, ConnectArgs, PolicyArgs};
+use crate::db::{ConnSettings, ConnSources};
+use crate::error::Error;
+use crate::policy::Policy;
+
+/// Exit codes of ordinary commands: 0 success, 1 failure, 2 usage error.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs the parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Health(args) => health::run(args).await,
+    }
+}
+
+/// Resolves connection settings from flags and environment (see README "Connection settings").
+pub fn conn_settings(args: &ConnectArgs) -> Result<ConnSettings, Error> {
+    let url = args
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .filter(|s| !s.trim().is_empty());
+    ConnSettings::resolve(
+        &ConnSources {
+            url,
+            sslmode: args.sslmode.clone(),
+            sslrootcert: args.sslrootcert.clone(),
+        },
+        |k| std::env::var(k).ok(),
+    )
+}
+
+pub fn load_policy(args: &PolicyArgs) -> Result<Policy, Error> {
+    Policy::load(args.policy.as_deref())
+}
+
+/// Writes to stdout; a closed pipe (`opsctl … | head`) is not an error.
+pub fn print(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes()).and_then(|_| out.flush());
+}
+
+/// Prints an error with its whole chain on stderr.
+pub fn print_error(e: &anyhow::Error) {
+    let mut msg = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        msg.push_str(&format!("\n  caused by: {cause}"));
+    }
+    eprintln!("{msg}");
+}
+
+/// True when stdout is a terminal (colour, progress bars).
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+/// True when stderr is a terminal (progress bars go there).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}

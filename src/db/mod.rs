@@ -1,0 +1,308 @@
+//! Database access shared by every command: connecting over verified TLS, describing
+//! server errors in full, quoting identifiers, and advisory locks.
+
+pub mod conninfo;
+
+use std::time::{Duration, Instant};
+
+use native_tls::{Certificate, Identity, TlsConnector};
+use postgres_native_tls::MakeTlsConnector;
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::{Client, Config, NoTls};
+
+pub use conninfo::{redact, ConnSettings, ConnSources, SslMode};
+
+use crate::error::Error;
+
+/// A live connection plus what a report needs to say about it.
+pub struct Connection {
+    pub client: Client,
+    pub settings: ConnSettings,
+    /// Handle of the task driving the socket; aborted when the connection is dropped.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// Builds the native-tls connector for the settings' sslmode.
+pub fn tls_connector(s: &ConnSettings) -> Result<TlsConnector, Error> {
+    let mut b = TlsConnector::builder();
+    b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+    let rootcert = s.sslrootcert.clone().or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        let p = std::path::Path::new(&home).join(".postgresql/root.crt");
+        p.exists().then_some(p)
+    });
+    match s.sslmode() {
+        SslMode::Require => {
+            b.danger_accept_invalid_certs(true);
+            b.danger_accept_invalid_hostnames(true);
+        }
+        SslMode::VerifyCa => {
+            b.danger_accept_invalid_hostnames(true);
+        }
+        SslMode::VerifyFull | SslMode::Disable => {}
+    }
+    if let Some(path) = rootcert.filter(|_| s.sslmode() != SslMode::Require) {
+        let pem = std::fs::read(&path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read sslrootcert {}: {e}; point sslrootcert (or PGSSLROOTCERT) at the CA \
+                 certificate that signed the server's certificate",
+                path.display()
+            ))
+        })?;
+        let certs = Certificate::stack_from_pem(&pem).map_err(|e| {
+            Error::Config(format!(
+                "sslrootcert {} holds no usable PEM certificate: {e}",
+                path.display()
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(Error::Config(format!(
+                "sslrootcert {} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+                path.display()
+            )));
+        }
+        // As libpq: an explicit root file is the only trust anchor.
+        b.disable_built_in_roots(true);
+        for c in certs {
+            b.add_root_certificate(c);
+        }
+    }
+    match (&s.sslcert, &s.sslkey) {
+        (Some(cert), Some(key)) => {
+            let cert_pem = std::fs::read(cert).map_err(|e| {
+                Error::Config(format!("cannot read sslcert {}: {e}", cert.display()))
+            })?;
+            let key_pem = std::fs::read(key)
+                .map_err(|e| Error::Config(format!("cannot read sslkey {}: {e}", key.display())))?;
+            let id = Identity::from_pkcs8(&cert_pem, &key_pem).map_err(|e| {
+                Error::Config(format!(
+                    "client certificate {} / key {} unusable: {e}. The key must be an unencrypted \
+                     PKCS#8 PEM (-----BEGIN PRIVATE KEY-----); convert an RSA or EC key with \
+                     `openssl pkcs8 -topk8 -nocrypt -in old.key -out client.key`",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            b.identity(id);
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Error::Config(
+                "sslcert and sslkey must be given together".into(),
+            ))
+        }
+        (None, None) => {}
+    }
+    b.build()
+        .map_err(|e| Error::Config(format!("cannot set up TLS: {e}")))
+}
+
+fn pg_config(s: &ConnSettings) -> Config {
+    let mut c = Config::new();
+    c.host(s.host_or_default());
+    if let Some(a) = s.hostaddr {
+        c.hostaddr(a);
+    }
+    c.port(s.port_or_default());
+    c.user(s.user_or_default());
+    if let Some(p) = s.password() {
+        c.password(p);
+    }
+    c.dbname(s.dbname_or_default());
+    c.application_name(s.application_name.as_deref().unwrap_or("opsctl"));
+    c.connect_timeout(s.connect_timeout.unwrap_or(Duration::from_secs(10)));
+    if let Some(o) = &s.options {
+        c.options(o);
+    }
+    c.keepalives(true);
+    c
+}
+
+/// Prints the libpq-style warnings for weak sslmodes on stderr, once per process.
+fn warn_weak_tls(s: &ConnSettings) {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    let msg = match s.sslmode() {
+        _ if s.is_unix_socket() => return,
+        SslMode::Disable => {
+            "warning: sslmode=disable: the connection is not encrypted; passwords and data cross the network in clear"
+        }
+        SslMode::Require => {
+            "warning: sslmode=require: the server certificate is not verified; anyone on the path can impersonate the server (use verify-full with sslrootcert)"
+        }
+        _ => return,
+    };
+    ONCE.call_once(|| eprintln!("{msg}"));
+}
+
+/// Connects with the settings: TLS per sslmode (none over a Unix socket).
+pub async fn connect(s: &ConnSettings) -> Result<Connection, Error> {
+    warn_weak_tls(s);
+    let config = pg_config(s);
+    let target = s.to_string();
+    let use_tls = !s.is_unix_socket() && s.sslmode() != SslMode::Disable;
+    let wrap = |e: tokio_postgres::Error| Error::connect(&target, s, &e);
+    let (client, task) = if use_tls {
+        let mut config = config;
+        config.ssl_mode(PgSslMode::Require);
+        let tls = MakeTlsConnector::new(tls_connector(s)?);
+        let (client, conn) = config.connect(tls).await.map_err(wrap)?;
+        (client, tokio::spawn(drive(conn)))
+    } else {
+        let mut config = config;
+        config.ssl_mode(PgSslMode::Disable);
+        let (client, conn) = config.connect(NoTls).await.map_err(wrap)?;
+        (client, tokio::spawn(drive(conn)))
+    };
+    Ok(Connection {
+        client,
+        settings: s.clone(),
+        task,
+    })
+}
+
+async fn drive<F>(conn: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(e) = conn.await {
+        tracing::debug!("connection closed: {}", describe(&e));
+    }
+}
+
+/// Describes a tokio-postgres error in full: message, detail, hint, SQLSTATE for
+/// server errors; the whole source chain otherwise.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut out = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            out.push_str(&format!("\n  detail: {d}"));
+        }
+        if let Some(h) = db.hint() {
+            out.push_str(&format!("\n  hint: {h}"));
+        }
+        if let Some(w) = db.where_() {
+            out.push_str(&format!("\n  where: {w}"));
+        }
+        out.push_str(&format!("\n  sqlstate: {}", db.code().code()));
+        return out;
+    }
+    let mut out = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    out
+}
+
+/// The SQLSTATE of a server error, if it is one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
+    e.as_db_error().map(|d| d.code().code())
+}
+
+/// Quotes an identifier for SQL text: the one place identifiers are quoted.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a possibly schema-qualified name given as (schema, name).
+pub fn quote_qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
+}
+
+/// Round-trip time of a trivial query.
+pub async fn ping(client: &Client) -> Result<Duration, Error> {
+    let t = Instant::now();
+    client.simple_query("SELECT 1").await.map_err(Error::db)?;
+    Ok(t.elapsed())
+}
+
+/// Advisory-lock keys, one per kind of exclusive work. Values are arbitrary but fixed.
+pub mod locks {
+    /// `opsctl migrate`.
+    pub const MIGRATE: i64 = 0x6f70_7363_746c_0001;
+    /// Maintenance jobs of a database: backup, vacuum, reindex, partitions, archive.
+    pub const MAINTENANCE: i64 = 0x6f70_7363_746c_0002;
+    /// The active scheduler of a database.
+    pub const SCHEDULER: i64 = 0x6f70_7363_746c_0003;
+}
+
+/// Polls `pg_try_advisory_lock` (session level) until it is granted or `wait` passes.
+/// Polling, not blocking, so a waiter holds no snapshot that a concurrent
+/// `CREATE INDEX CONCURRENTLY` would wait on. Returns how long it waited.
+pub async fn acquire_advisory_lock(
+    client: &Client,
+    key: i64,
+    wait: Duration,
+    what: &str,
+) -> Result<Duration, Error> {
+    let start = Instant::now();
+    let mut announced = false;
+    loop {
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(Error::db)?
+            .get(0);
+        if got {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= wait {
+            return Err(Error::Busy(format!(
+                "another {what} is running on this database (advisory lock {key} held); \
+                 waited {}s. Wait for it to finish or raise --lock-wait",
+                wait.as_secs()
+            )));
+        }
+        if !announced {
+            tracing::info!("waiting for another {what} to finish (advisory lock {key})");
+            eprintln!("waiting for another {what} to finish…");
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Releases a session advisory lock taken by [`acquire_advisory_lock`].
+pub async fn release_advisory_lock(client: &Client, key: i64) -> Result<(), Error> {
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .map_err(Error::db)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_ident("trades"), "\"trades\"");
+        assert_eq!(quote_ident("My \"Table\""), "\"My \"\"Table\"\"\"");
+        assert_eq!(quote_qualified("a b", "c"), "\"a b\".\"c\"");
+    }
+}

@@ -1,0 +1,216 @@
+//! The policy file (`--policy FILE` / `OPSCTL_POLICY`): model, built-in defaults, and
+//! validation that names file:line:col for every problem.
+//!
+//! Every section has defaults, so a missing file or section means "built-in policy".
+//! Capability modules own their section's meaning; this module owns reading it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The whole policy. Unknown keys anywhere are rejected.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    pub backup: BackupPolicy,
+    pub drills: DrillPolicy,
+    pub partitions: PartitionPolicy,
+    pub archive: ArchivePolicy,
+    pub maintenance: MaintenancePolicy,
+    pub reports: ReportPolicy,
+    pub audit: AuditPolicy,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupPolicy {
+    /// Backup repository directory; unset means "backups not configured".
+    pub dir: Option<PathBuf>,
+    /// Key file (32 bytes, mode 0600).
+    pub key_file: Option<PathBuf>,
+    /// Cron expression for scheduled backups.
+    pub schedule: Option<String>,
+    pub retention: Retention,
+    /// Warn when the newest verified backup is older than this many hours.
+    pub max_age_hours: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Always keep the newest N backups.
+    pub keep_last: u32,
+    /// Keep one backup per day for this many days.
+    pub daily: u32,
+    /// Keep one backup per ISO week for this many weeks.
+    pub weekly: u32,
+    /// Keep one backup per month for this many months.
+    pub monthly: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_last: 3,
+            daily: 7,
+            weekly: 4,
+            monthly: 6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrillPolicy {
+    pub schedule: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PartitionPolicy {
+    /// Future months kept ready.
+    pub premake: u32,
+    pub schedule: Option<String>,
+    pub tables: Vec<PartitionedTable>,
+}
+
+impl Default for PartitionPolicy {
+    fn default() -> Self {
+        PartitionPolicy {
+            premake: 3,
+            schedule: None,
+            tables: vec![PartitionedTable {
+                table: "trades".into(),
+                schema: "public".into(),
+                column: "entry_time".into(),
+                interval: "month".into(),
+            }],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionedTable {
+    pub table: String,
+    #[serde(default = "public")]
+    pub schema: String,
+    pub column: String,
+    #[serde(default = "month")]
+    pub interval: String,
+}
+
+fn public() -> String {
+    "public".into()
+}
+fn month() -> String {
+    "month".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchivePolicy {
+    pub schedule: Option<String>,
+    /// Tables archived by the scheduled job.
+    pub tables: Vec<String>,
+    /// Age such as "18 months": rows older than now minus this are archived.
+    pub age: Option<String>,
+    pub export_dir: Option<PathBuf>,
+    pub batch_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaintenancePolicy {
+    pub vacuum_schedule: Option<String>,
+    pub reindex_schedule: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportPolicy {
+    pub size_snapshot_schedule: Option<String>,
+    /// node_exporter textfile path for `--format prometheus`.
+    pub textfile: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditPolicy {
+    pub seal_schedule: Option<String>,
+}
+
+impl Policy {
+    /// Reads the policy from `path`, or the built-in defaults when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Policy, Error> {
+        match path {
+            None => Ok(Policy::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    Error::Config(format!("cannot read policy file {}: {e}", p.display()))
+                })?;
+                Policy::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// Parses policy text; `origin` names the file in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, Error> {
+        toml::from_str(text).map_err(|e| Error::Config(locate(text, origin, &e)))
+    }
+}
+
+/// Formats a TOML error as `file:line:col: message`.
+pub fn locate(text: &str, origin: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let (line, col) = line_col(text, span.start);
+            format!("{origin}:{line}:{col}: {msg}")
+        }
+        None => format!("{origin}: {msg}"),
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_empty() {
+        let p = Policy::parse("", "x.toml").unwrap();
+        assert_eq!(p.partitions.premake, 3);
+        assert_eq!(p.partitions.tables[0].column, "entry_time");
+    }
+
+    #[test]
+    fn unknown_key_has_location() {
+        let e = Policy::parse("[backup]\ndir = \"/b\"\nretension = 3\n", "p.toml").unwrap_err();
+        let m = e.to_string();
+        assert!(m.starts_with("p.toml:3:1:"), "{m}");
+        assert!(m.contains("retension"), "{m}");
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    #[test]
+    fn the_documented_default_policy_parses() {
+        let p = super::Policy::parse(
+            include_str!("../policies/opsctl.toml"),
+            "policies/opsctl.toml",
+        )
+        .unwrap();
+        assert_eq!(p.backup.retention.daily, 7);
+    }
+}

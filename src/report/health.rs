@@ -1,0 +1,285 @@
+//! `opsctl health`: the on-call entry point. Connects, measures, and turns what it sees
+//! into checks. Later capabilities add their checks here.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{Check, Metric, State};
+use crate::db::{self, ConnSettings, SslMode};
+use crate::error::Error;
+use crate::policy::Policy;
+
+/// Every check id `health` knows, in report order. Stable: monitoring keys on them.
+pub const CHECK_IDS: &[&str] = &["connectivity", "tls", "server_version"];
+
+/// TLS facts of the session, from `pg_stat_ssl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsInfo {
+    pub version: Option<String>,
+    pub cipher: Option<String>,
+    pub bits: Option<i32>,
+    pub sslmode: String,
+}
+
+/// What `health` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    /// "healthy" unless the worst state is CRITICAL.
+    pub status: String,
+    pub state: State,
+    /// "connected", or the reason it could not connect.
+    pub database: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    pub checks: Vec<Check>,
+}
+
+impl HealthReport {
+    fn finish(mut self) -> Self {
+        self.state = super::worst(&self.checks);
+        self.status = if self.state == State::Critical {
+            "unhealthy".into()
+        } else {
+            "healthy".into()
+        };
+        self
+    }
+}
+
+/// Which checks to run.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub only: Vec<String>,
+    pub skip: Vec<String>,
+}
+
+impl Selection {
+    /// Refuses ids that no check has (a typo must not silently select nothing).
+    pub fn validate(&self) -> Result<(), Error> {
+        for id in self.only.iter().chain(&self.skip) {
+            if !CHECK_IDS.contains(&id.as_str()) {
+                return Err(Error::Config(format!(
+                    "unknown check id {id:?}; known checks: {}",
+                    CHECK_IDS.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn wants(&self, id: &str) -> bool {
+        (self.only.is_empty() || self.only.iter().any(|o| o == id))
+            && !self.skip.iter().any(|s| s == id)
+    }
+}
+
+const SQL_TLS: &str =
+    "SELECT ssl, version, cipher, bits FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+const SQL_SERVER: &str = "SELECT current_setting('server_version'), current_database(), \
+     extract(epoch FROM now() - pg_postmaster_start_time())::float8";
+
+/// Runs the health checks. Never fails: an unreachable database is a CRITICAL report.
+pub async fn run(settings: &ConnSettings, _policy: &Policy, sel: &Selection) -> HealthReport {
+    let mut report = HealthReport {
+        status: String::new(),
+        state: State::Ok,
+        database: "connected".into(),
+        database_name: Some(settings.dbname_or_default()),
+        server_version: None,
+        tls: None,
+        rtt_ms: None,
+        checks: Vec::new(),
+    };
+    let started = Instant::now();
+    let conn = match db::connect(settings).await {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = e.to_string();
+            report.database = reason.clone();
+            report.checks.push(
+                Check::new(
+                    "connectivity",
+                    State::Critical,
+                    reason,
+                    "the database cannot be used: fix the connection problem above first",
+                )
+                .metric(Metric::new(
+                    "up",
+                    "1 when opsctl could connect and run SELECT 1.",
+                    0.0,
+                )),
+            );
+            return report.finish();
+        }
+    };
+    let connect_time = started.elapsed();
+    // Our own queries never hang the report or block the application.
+    let _ = conn
+        .batch_execute("SET statement_timeout = '5s'; SET lock_timeout = '1s'")
+        .await;
+    match db::ping(&conn).await {
+        Ok(rtt) => {
+            report.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+            if sel.wants("connectivity") {
+                report.checks.push(
+                    Check::new(
+                        "connectivity",
+                        State::Ok,
+                        format!(
+                            "connected in {} ms, SELECT 1 round trip {:.2} ms",
+                            connect_time.as_millis(),
+                            rtt.as_secs_f64() * 1000.0
+                        ),
+                        "",
+                    )
+                    .metric(Metric::new(
+                        "up",
+                        "1 when opsctl could connect and run SELECT 1.",
+                        1.0,
+                    ))
+                    .metric(Metric::new(
+                        "rtt_seconds",
+                        "Round-trip time of SELECT 1.",
+                        rtt.as_secs_f64(),
+                    )),
+                );
+            }
+        }
+        Err(e) => {
+            report.database = e.to_string();
+            report.checks.push(Check::new(
+                "connectivity",
+                State::Critical,
+                e.to_string(),
+                "connected but SELECT 1 failed",
+            ));
+            return report.finish();
+        }
+    }
+    let tls = tls_check(&conn, settings).await;
+    report.tls = tls.0;
+    if sel.wants("tls") {
+        report.checks.push(tls.1);
+    }
+    let server = conn.query_one(SQL_SERVER, &[]).await;
+    match server {
+        Ok(row) => {
+            let version: String = row.get(0);
+            let dbname: String = row.get(1);
+            let uptime: f64 = row.get(2);
+            report.server_version = Some(version.clone());
+            report.database_name = Some(dbname);
+            if sel.wants("server_version") {
+                report.checks.push(
+                    Check::new(
+                        "server_version",
+                        State::Ok,
+                        format!("PostgreSQL {version}, up {}", human_duration(uptime)),
+                        "",
+                    )
+                    .metric(Metric::new(
+                        "server_uptime_seconds",
+                        "Seconds since the postmaster started.",
+                        uptime,
+                    )),
+                );
+            }
+        }
+        Err(e) => {
+            if sel.wants("server_version") {
+                report.checks.push(Check::new(
+                    "server_version",
+                    State::Unknown,
+                    db::describe(&e),
+                    "could not read server_version",
+                ));
+            }
+        }
+    }
+    report.finish()
+}
+
+async fn tls_check(conn: &db::Connection, settings: &ConnSettings) -> (Option<TlsInfo>, Check) {
+    let row = match conn.query_one(SQL_TLS, &[]).await {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                None,
+                Check::new(
+                    "tls",
+                    State::Unknown,
+                    db::describe(&e),
+                    "pg_stat_ssl is not readable by this role",
+                ),
+            )
+        }
+    };
+    let ssl: bool = row.get(0);
+    let info = TlsInfo {
+        version: row.get(1),
+        cipher: row.get(2),
+        bits: row.get(3),
+        sslmode: if settings.is_unix_socket() {
+            "unix-socket".into()
+        } else {
+            settings.sslmode().to_string()
+        },
+    };
+    let check = if !ssl {
+        if settings.is_unix_socket() {
+            Check::new("tls", State::Ok, "local Unix socket (no TLS needed)", "")
+        } else {
+            Check::new(
+                "tls",
+                State::Warning,
+                "connection is NOT encrypted",
+                "use sslmode=verify-full with sslrootcert",
+            )
+        }
+    } else {
+        let desc = format!(
+            "{} {} ({} bits), sslmode={}",
+            info.version.as_deref().unwrap_or("?"),
+            info.cipher.as_deref().unwrap_or("?"),
+            info.bits.unwrap_or(0),
+            info.sslmode
+        );
+        match settings.sslmode() {
+            SslMode::Require => Check::new(
+                "tls",
+                State::Warning,
+                desc,
+                "the server certificate is not verified: use sslmode=verify-full with sslrootcert",
+            ),
+            _ => Check::new("tls", State::Ok, desc, ""),
+        }
+    }
+    .metric(Metric::new(
+        "tls_enabled",
+        "1 when opsctl's own connection uses TLS.",
+        if ssl { 1.0 } else { 0.0 },
+    ));
+    (Some(info), check)
+}
+
+/// "3d 4h", "5m 2s": durations as on-call people read them.
+pub fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    let (d, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}

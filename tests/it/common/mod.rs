@@ -1,0 +1,470 @@
+//! Test harness: one throwaway PostgreSQL 15 cluster per test binary (TLS on, a CA and
+//! server certificate made here, hostssl-only pg_hba, a password, a free port, a temp
+//! dir), a fresh database per test, and an `opsctl()` command builder.
+//!
+//! libtest never drops statics, so a watchdog process stops the cluster and removes its
+//! directory as soon as the test binary exits, however it exits.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+pub const PASSWORD: &str = "It-s3cret-Pw!7";
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub socket_dir: PathBuf,
+    pub bindir: PathBuf,
+    as_postgres: bool,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static DB_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The shared cluster, started on first use.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(Cluster::start)
+}
+
+pub fn bindir() -> PathBuf {
+    let std = PathBuf::from("/usr/lib/postgresql/15/bin");
+    if std.join("initdb").exists() {
+        return std;
+    }
+    let out = Command::new("pg_config").arg("--bindir").output();
+    match out {
+        Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+        _ => panic!(
+            "PostgreSQL 15 server binaries not found: install postgresql-15 (scripts/test.sh does)"
+        ),
+    }
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Makes a CA and a certificate signed by it for `sans`, with openssl.
+pub fn make_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let crt = dir.join(format!("{name}.crt"));
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "3",
+                "-subj",
+            ])
+            .arg(format!("/CN={name}"))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt),
+        "openssl CA",
+    );
+    (crt, key)
+}
+
+pub fn make_cert(
+    dir: &Path,
+    name: &str,
+    ca: &(PathBuf, PathBuf),
+    cn: &str,
+    sans: &str,
+) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let crt = dir.join(format!("{name}.crt"));
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        format!("subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\n"),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+            ])
+            .arg(format!("/CN={cn}"))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr),
+        "openssl csr",
+    );
+    run_ok(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "3", "-CAcreateserial"])
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca.0)
+            .arg("-CAkey")
+            .arg(&ca.1)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&crt),
+        "openssl sign",
+    );
+    (crt, key)
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let bindir = bindir();
+        let as_postgres = is_root();
+        let dir = tempfile::Builder::new()
+            .prefix("opsctl-it-")
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
+        let data = dir.join("data");
+        let socket_dir = dir.join("sock");
+        std::fs::create_dir_all(&socket_dir).unwrap();
+        let ca = make_ca(&dir, "ca");
+        let other = make_ca(&dir, "other-ca");
+        let server = make_cert(
+            &dir,
+            "server",
+            &ca,
+            "localhost",
+            "DNS:localhost,IP:127.0.0.1",
+        );
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&server.1, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if as_postgres {
+            run_ok(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&dir),
+                "chown",
+            );
+        }
+        let pg = |prog: &str| -> Command {
+            if as_postgres {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(bindir.join(prog));
+                c
+            } else {
+                Command::new(bindir.join(prog))
+            }
+        };
+        run_ok(
+            pg("initdb")
+                .arg("-D")
+                .arg(&data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ])
+                .arg(format!("--pwfile={}", pwfile.display())),
+            "initdb",
+        );
+        let port = free_port();
+        let conf = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{sock}'\n\
+             ssl = on\nssl_cert_file = '{crt}'\nssl_key_file = '{key}'\n\
+             shared_preload_libraries = 'pg_stat_statements'\nmax_connections = 300\n\
+             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             log_min_messages = warning\ntimezone = 'UTC'\n",
+            sock = socket_dir.display(),
+            crt = server.0.display(),
+            key = server.1.display()
+        );
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).unwrap();
+        text.push_str(&conf);
+        std::fs::write(&conf_path, text).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all scram-sha-256\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostssl all all ::1/128 scram-sha-256\n\
+             hostnossl all all all reject\n",
+        )
+        .unwrap();
+        // The watchdog: stops and removes the cluster once this test process is gone.
+        let pgctl = bindir.join("pg_ctl");
+        let stop = if as_postgres {
+            format!(
+                "runuser -u postgres -- {} -D {} stop -m immediate",
+                pgctl.display(),
+                data.display()
+            )
+        } else {
+            format!(
+                "{} -D {} stop -m immediate",
+                pgctl.display(),
+                data.display()
+            )
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            dir = dir.display()
+        );
+        // Deliberately not waited for: it must outlive this process.
+        #[allow(clippy::zombie_processes)]
+        let _watchdog = Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start the cluster watchdog");
+        run_ok(
+            pg("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.join("server.log"))
+                .args(["-w", "-t", "60", "start"]),
+            "pg_ctl start",
+        );
+        Cluster {
+            dir,
+            port,
+            ca: ca.0,
+            other_ca: other.0,
+            socket_dir,
+            bindir,
+            as_postgres,
+        }
+    }
+
+    /// A verify-full URL for a database on this cluster.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgresql://postgres:{}@localhost:{}/{db}?sslmode=verify-full&sslrootcert={}",
+            urlencode(PASSWORD),
+            self.port,
+            self.ca.display()
+        )
+    }
+
+    /// Runs SQL as the superuser through psql over verified TLS; returns unaligned output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self.psql_output(db, sql);
+        assert!(
+            out.status.success(),
+            "psql failed on {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    pub fn psql_output(&self, db: &str, sql: &str) -> Output {
+        Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGHOST", "localhost")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGDATABASE", db)
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", &self.ca)
+            .output()
+            .expect("psql not found: install postgresql-client")
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A fresh database for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn new(tag: &str) -> TestDb {
+        let c = cluster();
+        let n = DB_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("t_{}_{}_{}", tag, std::process::id(), n).to_lowercase();
+        c.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        TestDb {
+            url: c.url(&name),
+            name,
+        }
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        cluster().psql(&self.name, sql)
+    }
+
+    /// `opsctl` pointed at this database.
+    pub fn opsctl(&self) -> Opsctl {
+        let mut o = Opsctl::new();
+        o.env("OPSCTL_DATABASE_URL", &self.url);
+        o
+    }
+}
+
+/// Builder around the opsctl binary with a clean environment.
+pub struct Opsctl {
+    cmd: Command,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    #[track_caller]
+    pub fn success(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl Opsctl {
+    pub fn new() -> Opsctl {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_opsctl"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PG") || k.starts_with("OPSCTL_") || k == "DATABASE_URL" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("HOME", "/nonexistent-home-for-tests");
+        cmd.stdin(Stdio::null());
+        Opsctl { cmd }
+    }
+
+    pub fn arg(&mut self, a: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+        self.cmd.arg(a);
+        self
+    }
+
+    pub fn args<I, S>(&mut self, a: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(a);
+        self
+    }
+
+    pub fn env(&mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn env_remove(&mut self, k: &str) -> &mut Self {
+        self.cmd.env_remove(k);
+        self
+    }
+
+    pub fn stdin_file(&mut self, path: &Path) -> &mut Self {
+        self.cmd.stdin(std::fs::File::open(path).unwrap());
+        self
+    }
+
+    pub fn run(&mut self) -> Run {
+        let out = self.cmd.output().expect("cannot run opsctl");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn spawn(&mut self) -> std::process::Child {
+        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.cmd.spawn().expect("cannot spawn opsctl")
+    }
+}
+
+pub fn opsctl() -> Opsctl {
+    Opsctl::new()
+}
