@@ -468,3 +468,48 @@ impl Opsctl {
 pub fn opsctl() -> Opsctl {
     Opsctl::new()
 }
+
+/// The migration files of the repository, ordered by version.
+pub fn migration_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let name = p.file_name()?.to_str()?.to_string();
+            let v = name.strip_prefix('V')?.split("__").next()?.parse().ok()?;
+            Some((v, p))
+        })
+        .collect();
+    files.sort();
+    files.into_iter().map(|(_, p)| p).collect()
+}
+
+impl TestDb {
+    /// A fresh database with the whole schema of `migrations/` applied.
+    pub fn with_schema(tag: &str) -> TestDb {
+        // TODO(migrate): switch to `opsctl migrate up` once the runner exists.
+        let db = TestDb::new(tag);
+        for f in migration_files() {
+            let out = Command::new("psql")
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+                .arg(&f)
+                .env("PGHOST", "localhost")
+                .env("PGPORT", cluster().port.to_string())
+                .env("PGUSER", "postgres")
+                .env("PGPASSWORD", PASSWORD)
+                .env("PGDATABASE", &db.name)
+                .env("PGSSLMODE", "verify-full")
+                .env("PGSSLROOTCERT", &cluster().ca)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                f.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        db
+    }
+}
