@@ -14,5 +14,9 @@ export OPSCTL_DATABASE_URL
 
 log "opsctl health"
 "$OPSCTL" health
+log "opsctl policy check + schedule list (policies/examples/quickstart.toml)"
+"$OPSCTL" policy check policies/examples/quickstart.toml >/dev/null
+"$OPSCTL" schedule list --policy policies/examples/quickstart.toml
+
 log "quick start finished: every step above ran against $(echo "$OPSCTL_DATABASE_URL" | sed -E 's#//([^:]+):[^@]*@#//\1:****@#')"
 echo "stop the cluster with: scripts/local-cluster.sh stop"

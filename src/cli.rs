@@ -32,6 +32,12 @@ pub enum LogFormat {
 pub enum Command {
     /// On-call health report (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Health(HealthArgs),
+    /// Check the policy file.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Scheduled jobs from the policy: list them, or run the scheduler.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
 }
 
 impl Command {
@@ -113,4 +119,50 @@ pub struct HealthArgs {
     /// Skip these checks (by id; repeatable).
     #[arg(long = "skip", value_name = "ID")]
     pub skips: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy file: every problem with file:line:col, then the effective policy (exit 1 on problems).
+    Check(PolicyCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCheckArgs {
+    /// The policy file (default: --policy / OPSCTL_POLICY).
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Each job, its expression, its next three fire times, its last run and outcome.
+    List(ScheduleListArgs),
+    /// The scheduler daemon (foreground, for systemd or a container), or one job with --once.
+    Run(ScheduleRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleListArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleRunArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Run this one job now and exit with its outcome (backup, prune, drill, vacuum,
+    /// reindex, partitions, archive, size-snapshot, audit-seal).
+    #[arg(long, value_name = "JOB")]
+    pub once: Option<String>,
 }

@@ -6,10 +6,13 @@
 pub mod cli;
 pub mod commands;
 pub mod db;
+pub mod duration;
 pub mod error;
 pub mod fsutil;
 pub mod logging;
 pub mod policy;
+pub mod policy_check;
 pub mod report;
+pub mod schedule;
 
 pub use error::{Error, Result};

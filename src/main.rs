@@ -14,7 +14,11 @@ fn main() -> ExitCode {
             return ExitCode::from(usage_exit_code(&e, &args));
         }
     };
-    opsctl::logging::init(cli.log_format);
+    let default_log = match &cli.command {
+        Command::Schedule(opsctl::cli::ScheduleCommand::Run(_)) => "info",
+        _ => "warn",
+    };
+    opsctl::logging::init(cli.log_format, default_log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,11 +38,17 @@ fn usage_exit_code(e: &clap::Error, args: &[std::ffi::OsString]) -> u8 {
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         return 0;
     }
-    let sub = args
-        .iter()
-        .skip(1)
-        .map(|a| a.to_string_lossy())
-        .find(|a| !a.starts_with('-'));
+    // The first word that is neither a flag nor the value of the global --log-format.
+    let mut words = args.iter().skip(1).map(|a| a.to_string_lossy());
+    let mut sub = None;
+    while let Some(a) = words.next() {
+        if a == "--log-format" {
+            words.next();
+        } else if !a.starts_with('-') {
+            sub = Some(a);
+            break;
+        }
+    }
     match sub {
         Some(s) if Command::MONITORING.contains(&s.as_ref()) => 3,
         _ => 2,

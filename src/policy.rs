@@ -21,6 +21,7 @@ pub struct Policy {
     pub maintenance: MaintenancePolicy,
     pub reports: ReportPolicy,
     pub audit: AuditPolicy,
+    pub scheduler: SchedulerPolicy,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -32,6 +33,8 @@ pub struct BackupPolicy {
     pub key_file: Option<PathBuf>,
     /// Cron expression for scheduled backups.
     pub schedule: Option<String>,
+    /// Cron expression for scheduled pruning by the retention below.
+    pub prune_schedule: Option<String>,
     pub retention: Retention,
     /// Warn when the newest verified backup is older than this many hours.
     pub max_age_hours: Option<f64>,
@@ -140,6 +143,37 @@ pub struct ReportPolicy {
 #[serde(default, deny_unknown_fields)]
 pub struct AuditPolicy {
     pub seal_schedule: Option<String>,
+}
+
+/// How `opsctl schedule run` behaves.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerPolicy {
+    /// IANA time zone of the cron expressions (default UTC).
+    pub timezone: String,
+    /// Retries after a failed run.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub retry_backoff: String,
+    /// How long a job whose time came while another ran may wait before it is skipped.
+    pub max_wait: String,
+    /// How often a standby scheduler checks whether the active one is gone.
+    pub standby_poll: String,
+    /// How long a running job gets to stop after SIGTERM before it is killed.
+    pub stop_grace: String,
+}
+
+impl Default for SchedulerPolicy {
+    fn default() -> Self {
+        SchedulerPolicy {
+            timezone: "UTC".into(),
+            retries: 2,
+            retry_backoff: "1 minute".into(),
+            max_wait: "30 minutes".into(),
+            standby_poll: "5 seconds".into(),
+            stop_grace: "60 seconds".into(),
+        }
+    }
 }
 
 impl Policy {

@@ -2,6 +2,8 @@
 //! renders the outcome and returns an exit status. No SQL here.
 
 pub mod health;
+pub mod policy;
+pub mod schedule;
 
 use std::io::{IsTerminal, Write};
 
@@ -19,6 +21,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Health(args) => health::run(args).await,
+        Command::Policy(cmd) => policy::run(cmd),
+        Command::Schedule(cmd) => schedule::run(cmd).await,
     }
 }
 

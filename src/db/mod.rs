@@ -286,6 +286,15 @@ pub async fn acquire_advisory_lock(
     }
 }
 
+/// One non-blocking attempt at a session advisory lock.
+pub async fn try_advisory_lock(client: &Client, key: i64) -> Result<bool, Error> {
+    Ok(client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .await
+        .map_err(Error::db)?
+        .get(0))
+}
+
 /// Releases a session advisory lock taken by [`acquire_advisory_lock`].
 pub async fn release_advisory_lock(client: &Client, key: i64) -> Result<(), Error> {
     client

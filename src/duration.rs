@@ -1,0 +1,142 @@
+//! Durations and ages as people write them in policies and flags: "90 seconds",
+//! "30 minutes", "2 hours", "7 days", "18 months", "1 year 6 months", "1h 30min".
+//!
+//! Months and years are calendar units (an archive age of "18 months" on 31 August means
+//! the last day of February a year and a half earlier), so an [`Age`] keeps them apart
+//! from fixed durations. Bare `m`/`M` are refused: say minutes or months.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Months, Utc};
+
+use crate::error::Error;
+
+/// A span of calendar months plus a fixed duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Age {
+    pub months: u32,
+    pub fixed: Duration,
+}
+
+impl Age {
+    pub fn parse(text: &str) -> Result<Age, Error> {
+        let bad = |why: &str| {
+            Error::Config(format!(
+                "invalid duration {text:?}: {why}; write e.g. \"90 seconds\", \"30 minutes\", \"2 hours\", \
+                 \"7 days\", \"2 weeks\", \"18 months\", \"1 year\""
+            ))
+        };
+        let mut age = Age::default();
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            if digits == 0 {
+                return Err(bad("expected a number"));
+            }
+            let n: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| bad("number too large"))?;
+            rest = rest[digits..].trim_start();
+            let unit_len = rest
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(rest.len());
+            let unit = &rest[..unit_len];
+            rest = rest[unit_len..]
+                .trim_start()
+                .trim_start_matches(',')
+                .trim_start();
+            let secs = |k: u64| Duration::from_secs(n.saturating_mul(k));
+            match unit {
+                "s" | "sec" | "secs" | "second" | "seconds" => age.fixed += secs(1),
+                "min" | "mins" | "minute" | "minutes" => age.fixed += secs(60),
+                "h" | "hr" | "hrs" | "hour" | "hours" => age.fixed += secs(3600),
+                "d" | "day" | "days" => age.fixed += secs(86_400),
+                "w" | "week" | "weeks" => age.fixed += secs(604_800),
+                "month" | "months" | "mon" => age.months += n as u32,
+                "y" | "year" | "years" => age.months += (n as u32).saturating_mul(12),
+                "m" | "M" => return Err(bad("\"m\" is ambiguous (minutes or months?)")),
+                "" => return Err(bad("a unit is missing after the number")),
+                other => return Err(bad(&format!("unknown unit {other:?}"))),
+            }
+        }
+        Ok(age)
+    }
+
+    /// `now` minus this age.
+    pub fn before(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let t = now
+            .checked_sub_months(Months::new(self.months))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        t - chrono::Duration::from_std(self.fixed).unwrap_or(chrono::Duration::zero())
+    }
+
+    /// A fixed duration; refuses calendar units where a fixed span is needed.
+    pub fn as_duration(&self) -> Result<Duration, Error> {
+        if self.months > 0 {
+            return Err(Error::Config(
+                "months and years are calendar units and cannot be used here; use days or weeks"
+                    .into(),
+            ));
+        }
+        Ok(self.fixed)
+    }
+}
+
+/// Parses a fixed duration ("30 minutes", "2h", "90 seconds").
+pub fn parse_duration(text: &str) -> Result<Duration, Error> {
+    Age::parse(text)?.as_duration()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_spelled_and_short_units() {
+        assert_eq!(
+            parse_duration("90 seconds").unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse_duration("1h 30min").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_duration("2 days").unwrap(),
+            Duration::from_secs(172_800)
+        );
+        assert_eq!(Age::parse("18 months").unwrap().months, 18);
+        assert_eq!(Age::parse("1 year, 6 months").unwrap().months, 18);
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5m",
+            "5 M",
+            "five days",
+            "3 fortnights",
+            "-1 day",
+        ] {
+            assert!(Age::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_duration("1 month").is_err());
+    }
+
+    #[test]
+    fn calendar_months_before() {
+        let now = DateTime::parse_from_rfc3339("2026-08-31T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let t = Age::parse("18 months").unwrap().before(now);
+        assert_eq!(t.to_rfc3339(), "2025-02-28T12:00:00+00:00");
+    }
+}

@@ -1,0 +1,324 @@
+//! `opsctl policy check`: every problem of a policy file at once, each with
+//! file:line:col — unknown keys (with the nearest valid key), types, cron expressions,
+//! durations, time zone, paths and key-file permissions.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::Value as Json;
+use toml_edit::{ImDocument, Item, Table};
+
+use crate::duration::{parse_duration, Age};
+use crate::policy::{line_col, locate, Policy};
+use crate::schedule::cron::CronExpr;
+
+/// One problem found in a policy file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+}
+
+/// The outcome of checking a policy.
+#[derive(Debug)]
+pub struct CheckOutcome {
+    pub problems: Vec<Problem>,
+    /// The effective policy, when the file could be read as one.
+    pub policy: Option<Policy>,
+}
+
+/// Checks policy `text` read from `origin`.
+pub fn check(text: &str, origin: &str) -> CheckOutcome {
+    let doc = match ImDocument::parse(text.to_string()) {
+        Ok(d) => d,
+        Err(e) => {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            return CheckOutcome {
+                problems: vec![Problem {
+                    line,
+                    column,
+                    key: String::new(),
+                    message: format!("TOML syntax error: {}", e.message().trim()),
+                }],
+                policy: None,
+            };
+        }
+    };
+    let mut problems = Vec::new();
+    let schema = serde_json::to_value(Policy::default()).unwrap_or(Json::Null);
+    walk_table(text, doc.as_table(), &schema, "", &mut problems);
+    let policy = match toml::from_str::<Policy>(text) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            if !e.message().contains("unknown field") {
+                let located = locate(text, origin, &e);
+                let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+                let message = located
+                    .splitn(4, ':')
+                    .nth(3)
+                    .map(|m| m.trim().to_string())
+                    .unwrap_or(located);
+                problems.push(Problem {
+                    line,
+                    column,
+                    key: String::new(),
+                    message,
+                });
+            }
+            None
+        }
+    };
+    semantic_checks(text, doc.as_table(), &mut problems);
+    problems.sort_by_key(|p| (p.line, p.column));
+    CheckOutcome { problems, policy }
+}
+
+fn span_of(text: &str, table: &Table, key: &str) -> (usize, usize) {
+    table
+        .key(key)
+        .and_then(|k| k.span())
+        .or_else(|| table.get(key).and_then(|i| i.span()))
+        .map(|s| line_col(text, s.start))
+        .unwrap_or((1, 1))
+}
+
+fn walk_table(text: &str, table: &Table, schema: &Json, path: &str, out: &mut Vec<Problem>) {
+    let Some(known) = schema.as_object() else {
+        return;
+    };
+    for (key, item) in table.iter() {
+        let full = if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        };
+        let Some(sub) = known.get(key) else {
+            let (line, column) = span_of(text, table, key);
+            let where_ = if path.is_empty() {
+                "at the top level".to_string()
+            } else {
+                format!("in [{path}]")
+            };
+            let mut message = format!("unknown key `{key}` {where_}");
+            if let Some(near) = nearest(key, known.keys().map(String::as_str)) {
+                message.push_str(&format!(" (did you mean `{near}`?)"));
+            } else {
+                let valid: Vec<&str> = known.keys().map(String::as_str).collect();
+                message.push_str(&format!("; valid keys: {}", valid.join(", ")));
+            }
+            out.push(Problem {
+                line,
+                column,
+                key: full,
+                message,
+            });
+            continue;
+        };
+        match item {
+            Item::Table(t) => walk_table(text, t, sub, &full, out),
+            Item::Value(toml_edit::Value::InlineTable(t)) => {
+                let t = t.clone().into_table();
+                walk_table(text, &t, sub, &full, out)
+            }
+            Item::ArrayOfTables(arr) => {
+                if let Some(elem) = sub.as_array().and_then(|a| a.first()) {
+                    for t in arr.iter() {
+                        walk_table(text, t, elem, &full, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The closest key by edit distance, if close enough to be a likely typo.
+fn nearest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(key, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn str_at<'a>(table: &'a Table, path: &[&'a str]) -> Option<(&'a Table, &'a str, &'a str)> {
+    let (last, parents) = path.split_last()?;
+    let mut t = table;
+    for p in parents {
+        t = t.get(p)?.as_table()?;
+    }
+    let v = t.get(last)?.as_str()?;
+    Some((t, last, v))
+}
+
+fn semantic_checks(text: &str, root: &Table, out: &mut Vec<Problem>) {
+    let mut push = |t: &Table, key: &str, path: &str, message: String| {
+        let (line, column) = span_of(text, t, key);
+        out.push(Problem {
+            line,
+            column,
+            key: path.to_string(),
+            message,
+        });
+    };
+    // Every schedule is a cron expression.
+    for (section, item) in root.iter() {
+        let Some(t) = item.as_table() else { continue };
+        for (key, v) in t.iter() {
+            if key == "schedule" || key.ends_with("_schedule") {
+                if let Some(expr) = v.as_str() {
+                    if let Err(e) = CronExpr::parse(expr) {
+                        push(t, key, &format!("{section}.{key}"), e.to_string());
+                    }
+                }
+            }
+        }
+    }
+    for path in [
+        ["scheduler", "retry_backoff"],
+        ["scheduler", "max_wait"],
+        ["scheduler", "standby_poll"],
+        ["scheduler", "stop_grace"],
+    ] {
+        if let Some((t, k, v)) = str_at(root, &path) {
+            if let Err(e) = parse_duration(v) {
+                push(t, k, &path.join("."), e.to_string());
+            }
+        }
+    }
+    if let Some((t, k, v)) = str_at(root, &["archive", "age"]) {
+        if let Err(e) = Age::parse(v) {
+            push(t, k, "archive.age", e.to_string());
+        }
+    }
+    if let Some((t, k, v)) = str_at(root, &["scheduler", "timezone"]) {
+        if v.parse::<chrono_tz::Tz>().is_err() {
+            push(t, k, "scheduler.timezone", format!("unknown time zone {v:?}: use an IANA name such as \"UTC\" or \"Europe/Berlin\""));
+        }
+    }
+    if let Some((t, k, v)) = str_at(root, &["backup", "key_file"]) {
+        match std::fs::metadata(v) {
+            Err(e) => push(t, k, "backup.key_file", format!("key file {v}: {e}")),
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => push(
+                t,
+                k,
+                "backup.key_file",
+                format!(
+                    "key file {v} has mode {:o}: readable by group or others; run `chmod 600 {v}`",
+                    m.permissions().mode() & 0o777
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+    for path in [["backup", "dir"], ["archive", "export_dir"]] {
+        if let Some((t, k, v)) = str_at(root, &path) {
+            let p = Path::new(v);
+            if p.exists() && !p.is_dir() {
+                push(
+                    t,
+                    k,
+                    &path.join("."),
+                    format!("{v} exists and is not a directory"),
+                );
+            } else if !p.exists() && !p.parent().is_some_and(Path::is_dir) {
+                push(
+                    t,
+                    k,
+                    &path.join("."),
+                    format!("neither {v} nor its parent directory exists"),
+                );
+            }
+        }
+    }
+    if let Some((t, k, v)) = str_at(root, &["reports", "textfile"]) {
+        if !Path::new(v).parent().is_some_and(Path::is_dir) {
+            push(
+                t,
+                k,
+                "reports.textfile",
+                format!("the directory of {v} does not exist"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_listed_with_location() {
+        let text = "[backup]\nretension = 3\nschedule = \"61 * * * *\"\n\n[archiv]\nage = 1\n\n[archive]\nage = \"5 m\"\n\n[scheduler]\ntimezone = \"Mars/Olympus\"\n";
+        let out = check(text, "p.toml");
+        let msgs: Vec<String> = out
+            .problems
+            .iter()
+            .map(|p| format!("{}:{} {}", p.line, p.column, p.message))
+            .collect();
+        let joined = msgs.join("\n");
+        assert!(
+            joined.contains("2:1 unknown key `retension` in [backup] (did you mean `retention`?)"),
+            "{joined}"
+        );
+        assert!(joined.contains("3:1 invalid cron minute field"), "{joined}");
+        assert!(
+            joined.contains("5:2 unknown key `archiv` at the top level (did you mean `archive`?)"),
+            "{joined}"
+        );
+        assert!(joined.contains("9:1 invalid duration \"5 m\""), "{joined}");
+        assert!(joined.contains("12:1 unknown time zone"), "{joined}");
+        assert!(out.policy.is_none());
+    }
+
+    #[test]
+    fn the_shipped_policies_are_clean() {
+        for (name, text) in [
+            ("opsctl.toml", include_str!("../policies/opsctl.toml")),
+            (
+                "production.toml",
+                include_str!("../policies/examples/production.toml"),
+            ),
+        ] {
+            let out = check(text, name);
+            let problems: Vec<_> = out
+                .problems
+                .iter()
+                .filter(|p| {
+                    !p.key.ends_with("dir")
+                        && !p.key.ends_with("key_file")
+                        && !p.key.ends_with("textfile")
+                })
+                .collect();
+            assert!(problems.is_empty(), "{name}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn type_errors_are_located() {
+        let out = check("[backup.retention]\ndaily = \"seven\"\n", "p.toml");
+        assert_eq!(out.problems.len(), 1, "{:?}", out.problems);
+        assert_eq!(out.problems[0].line, 2);
+        assert!(
+            out.problems[0].message.contains("invalid type"),
+            "{:?}",
+            out.problems
+        );
+    }
+}

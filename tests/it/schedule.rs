@@ -1,0 +1,231 @@
+//! `opsctl policy check`, `opsctl schedule list` and `opsctl schedule run`.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use crate::common::{opsctl, TestDb};
+
+fn policy_file(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join("policy.toml");
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    p
+}
+
+#[test]
+fn policy_check_lists_every_problem_with_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("backup.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let p = policy_file(
+        &dir,
+        &format!(
+            "[backup]\nkey_file = \"{}\"\nschedule = \"0 2 * * 8\"\n\n[maintenance]\nvacum_schedule = \"@daily\"\n\n[archive]\nage = \"18 m\"\n",
+            key.display()
+        ),
+    );
+    let r = opsctl().args(["policy", "check"]).arg(&p).run().code(1);
+    let f = p.display().to_string();
+    assert!(
+        r.stderr.contains(&format!("{f}:2:1: key file")) && r.stderr.contains("chmod 600"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("{f}:3:1: invalid cron day-of-week field \"8\"")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!("{f}:6:1: unknown key `vacum_schedule` in [maintenance] (did you mean `vacuum_schedule`?)")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("{f}:9:1: invalid duration \"18 m\"")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("4 problem(s)"), "{}", r.stderr);
+}
+
+#[test]
+fn policy_check_prints_the_effective_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy_file(&dir, "[backup.retention]\ndaily = 10\n");
+    let r = opsctl().args(["policy", "check"]).arg(&p).run().success();
+    assert!(r.stdout.contains("daily = 10"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("keep_last = 3"),
+        "defaults filled in: {}",
+        r.stdout
+    );
+    // The shipped default and example policies are what they claim to be.
+    let root = env!("CARGO_MANIFEST_DIR");
+    opsctl()
+        .args(["policy", "check", &format!("{root}/policies/opsctl.toml")])
+        .run()
+        .success();
+    let r = opsctl()
+        .args([
+            "policy",
+            "check",
+            "--format",
+            "json",
+            &format!("{root}/policies/examples/production.toml"),
+        ])
+        .run();
+    let j = r.json();
+    // Only host paths that do not exist on a test machine may be reported.
+    for p in j["problems"].as_array().unwrap() {
+        let key = p["key"].as_str().unwrap();
+        assert!(
+            ["backup.dir", "backup.key_file", "reports.textfile"].contains(&key),
+            "{p}"
+        );
+    }
+    // A syntax error is located too.
+    let bad = policy_file(&dir, "[backup\n");
+    let r = opsctl().args(["policy", "check"]).arg(&bad).run().code(1);
+    assert!(r.stderr.contains(":1:"), "{}", r.stderr);
+}
+
+#[test]
+fn schedule_list_shows_next_fire_times_and_last_runs() {
+    let db = TestDb::with_schema("schedlist");
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy_file(&dir, "[maintenance]\nvacuum_schedule = \"30 3 * * *\"\n[audit]\nseal_schedule = \"*/15 * * * *\"\n");
+    db.sql("INSERT INTO opsctl.job_runs (job, started_at, finished_at, outcome) VALUES ('vacuum', now() - interval '1 day', now() - interval '1 day' + interval '5 min', 'success')");
+    let j = db
+        .opsctl()
+        .args(["schedule", "list", "--format", "json", "--policy"])
+        .arg(&p)
+        .run()
+        .success()
+        .json();
+    let jobs = j["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 9);
+    let vac = jobs.iter().find(|x| x["job"] == "vacuum").unwrap();
+    assert_eq!(vac["expression"], "30 3 * * *");
+    let next = vac["next"].as_array().unwrap();
+    assert_eq!(next.len(), 3);
+    for t in next {
+        assert!(t.as_str().unwrap().contains("T03:30:00"), "{t}");
+    }
+    assert_eq!(vac["last_run"]["outcome"], "success");
+    let backup = jobs.iter().find(|x| x["job"] == "backup").unwrap();
+    assert!(backup["expression"].is_null());
+    let text = db
+        .opsctl()
+        .args(["schedule", "list", "--policy"])
+        .arg(&p)
+        .run()
+        .success();
+    assert!(text.stdout.contains("audit-seal"), "{}", text.stdout);
+}
+
+#[test]
+fn once_runs_one_job_and_records_it() {
+    let db = TestDb::with_schema("once");
+    // A job that is not configured fails clearly and is recorded as a failure.
+    let r = db
+        .opsctl()
+        .args(["schedule", "run", "--once", "backup"])
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("backup.dir is not set"), "{}", r.stderr);
+    assert_eq!(
+        db.sql("SELECT outcome FROM opsctl.job_runs WHERE job = 'backup'"),
+        "failure"
+    );
+    let r = db
+        .opsctl()
+        .args(["schedule", "run", "--once", "nonsense"])
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("unknown job"), "{}", r.stderr);
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn one_active_scheduler_and_the_standby_takes_over() {
+    let db = TestDb::with_schema("leader");
+    let dir = tempfile::tempdir().unwrap();
+    // A 6-field (seconds) schedule: every 2 seconds. Jobs fail fast (no backup dir) but
+    // each run is recorded with the scheduler's pid: that is what this test watches.
+    let p = policy_file(
+        &dir,
+        "[backup]\nschedule = \"*/2 * * * * *\"\n[scheduler]\nretries = 0\nstandby_poll = \"1 second\"\n",
+    );
+    let mut a = db
+        .opsctl()
+        .args(["schedule", "run", "--policy"])
+        .arg(&p)
+        .spawn();
+    let pid_a = a.id();
+    wait_for(
+        "the first scheduler's runs",
+        Duration::from_secs(30),
+        || {
+            db.sql(&format!(
+                "SELECT count(*) FROM opsctl.job_runs WHERE pid = {pid_a}"
+            )) != "0"
+        },
+    );
+    let mut b = db
+        .opsctl()
+        .args(["schedule", "run", "--policy"])
+        .arg(&p)
+        .spawn();
+    let pid_b = b.id();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        db.sql(&format!(
+            "SELECT count(*) FROM opsctl.job_runs WHERE pid = {pid_b}"
+        )),
+        "0",
+        "the standby ran jobs"
+    );
+    let _ = a.kill();
+    let _ = a.wait();
+    wait_for("the standby to take over", Duration::from_secs(30), || {
+        db.sql(&format!(
+            "SELECT count(*) FROM opsctl.job_runs WHERE pid = {pid_b}"
+        )) != "0"
+    });
+    unsafe {
+        libc::kill(pid_b as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = b.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "scheduler did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+    let out = b.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("standby"), "{stderr}");
+    assert_eq!(
+        db.sql("SELECT count(*) FROM opsctl.job_runs WHERE outcome = 'running'"),
+        "0"
+    );
+}
