@@ -3,12 +3,14 @@
 //! Layout: `cli` (clap types) → `commands` (one handler per subcommand) → domain modules
 //! (`report`, `policy`, ...) → `db` (connections, TLS, quoting, locks).
 
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod db;
 pub mod error;
 pub mod fsutil;
 pub mod logging;
+pub mod oplog;
 pub mod policy;
 pub mod report;
 

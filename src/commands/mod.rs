@@ -1,6 +1,7 @@
 //! Command handlers: each turns its arguments into a plan, calls the domain modules,
 //! renders the outcome and returns an exit status. No SQL here.
 
+pub mod audit;
 pub mod health;
 
 use std::io::{IsTerminal, Write};
@@ -19,6 +20,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Health(args) => health::run(args).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
     }
 }
 
