@@ -123,7 +123,7 @@ BEGIN
         pg_catalog.txid_current(), session_user::text,
         pg_catalog.current_setting('application_name', true),
         pg_catalog.inet_client_addr(), pg_catalog.inet_client_port(),
-        pg_catalog.nullif(pg_catalog.current_setting('app.actor', true), ''),
+        NULLIF(pg_catalog.current_setting('app.actor', true), ''),
         CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN pg_catalog.to_jsonb(OLD) END,
         CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN pg_catalog.to_jsonb(NEW) END);
     RETURN NULL;
@@ -144,7 +144,7 @@ BEGIN
         pg_catalog.txid_current(), session_user::text,
         pg_catalog.current_setting('application_name', true),
         pg_catalog.inet_client_addr(), pg_catalog.inet_client_port(),
-        pg_catalog.nullif(pg_catalog.current_setting('app.actor', true), ''),
+        NULLIF(pg_catalog.current_setting('app.actor', true), ''),
         NULL, NULL);
     RETURN NULL;
 END

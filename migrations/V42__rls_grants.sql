@@ -27,8 +27,8 @@ BEGIN
             'USING (true) WITH CHECK (true)', t);
         EXECUTE pg_catalog.format(
             'CREATE POLICY opsctl_app_own_rows ON %I AS RESTRICTIVE FOR ALL TO opsctl_app '
-            'USING (user_id = pg_catalog.nullif(pg_catalog.current_setting(''app.user_id'', true), '''')::integer) '
-            'WITH CHECK (user_id = pg_catalog.nullif(pg_catalog.current_setting(''app.user_id'', true), '''')::integer)', t);
+            'USING (user_id = NULLIF(pg_catalog.current_setting(''app.user_id'', true), '''')::integer) '
+            'WITH CHECK (user_id = NULLIF(pg_catalog.current_setting(''app.user_id'', true), '''')::integer)', t);
     END LOOP;
 END
 $$;
