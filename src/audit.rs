@@ -268,6 +268,8 @@ pub enum Problem {
     FutureTransaction { row_id: i64, transaction_id: i64 },
     /// The seals themselves were altered, removed or reordered.
     BrokenSeal { seal_id: i64, reason: String },
+    /// A seal hash recorded outside the database (a backup manifest) is not in the chain.
+    MissingHash { hash: String },
 }
 
 impl std::fmt::Display for Problem {
@@ -293,6 +295,10 @@ impl std::fmt::Display for Problem {
                 "audit row {row_id} was inserted out of chain: it names transaction {transaction_id}, which has not started yet"
             ),
             Problem::BrokenSeal { seal_id, reason } => write!(f, "seal {seal_id}: {reason}"),
+            Problem::MissingHash { hash } => write!(
+                f,
+                "the chain holds no seal with hash {hash} (recorded outside the database, e.g. in a backup manifest): the chain was rewritten or truncated"
+            ),
         }
     }
 }
@@ -325,8 +331,14 @@ struct SealHeader {
     hash: String,
 }
 
-/// Walks the whole chain: seal links, each seal's hash, and every sealed row.
-pub async fn verify(client: &mut Client, batch: i64) -> Result<VerifyOutcome, Error> {
+/// Walks the whole chain: seal links, each seal's hash, and every sealed row. Each of
+/// `expected` (seal hashes recorded elsewhere, e.g. in backup manifests) must be a
+/// seal of the chain.
+pub async fn verify(
+    client: &mut Client,
+    batch: i64,
+    expected: &[String],
+) -> Result<VerifyOutcome, Error> {
     ensure_present(client).await?;
     let batch = batch.max(1);
     let tx = client
@@ -495,6 +507,12 @@ pub async fn verify(client: &mut Client, batch: i64) -> Result<VerifyOutcome, Er
                 row_id: r.get(0),
                 transaction_id: r.get(1),
             });
+        }
+    }
+    for want in expected {
+        let want = want.trim().to_ascii_lowercase();
+        if !headers.iter().any(|h| h.hash == want) && problems.len() < MAX_PROBLEMS {
+            problems.push(Problem::MissingHash { hash: want });
         }
     }
     let head_xid = headers.last().map(|h| h.xid_hi).unwrap_or(0);

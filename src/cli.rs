@@ -148,6 +148,19 @@ pub struct AuditVerifyArgs {
     pub connect: ConnectArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// A seal hash recorded outside the database (e.g. a backup manifest's
+    /// audit_seal_hash) that must be part of the chain; repeatable.
+    #[arg(long, value_name = "HASH", value_parser = parse_seal_hash)]
+    pub expect_hash: Vec<String>,
+}
+
+fn parse_seal_hash(s: &str) -> Result<String, String> {
+    let h = s.trim().to_ascii_lowercase();
+    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(h)
+    } else {
+        Err("a seal hash is 64 hexadecimal digits (sha256)".into())
+    }
 }
 
 #[derive(Debug, Args)]

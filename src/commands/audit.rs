@@ -95,7 +95,7 @@ async fn verify(args: AuditVerifyArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let out = match audit::verify(&mut conn, audit::DEFAULT_BATCH).await {
+    let out = match audit::verify(&mut conn, audit::DEFAULT_BATCH, &args.expect_hash).await {
         Ok(o) => o,
         Err(e) => return fail(e),
     };

@@ -545,3 +545,36 @@ fn creating_roles_without_the_privilege_names_the_statement() {
     );
     assert!(err.contains("have a superuser run"), "{err}");
 }
+
+#[test]
+fn a_rewritten_chain_is_caught_against_a_hash_kept_outside() {
+    let db = TestDb::with_schema("audit_rewrite");
+    seed(&db);
+    let head = seal_all(&db)["head_hash"].as_str().unwrap().to_string();
+    db.opsctl()
+        .args(["audit", "verify", "--expect-hash", &head])
+        .run()
+        .success();
+    // A superuser rewrites history: drops the seals, changes a row, seals again.
+    db.sql(
+        "SET session_replication_role = replica;
+         DELETE FROM audit.seals;
+         UPDATE audit.logged_actions SET app_actor = 'nobody' WHERE app_actor = 'seeder';",
+    );
+    seal_all(&db);
+    verify_json(&db, 0); // consistent in itself…
+    let run = db
+        .opsctl()
+        .args(["audit", "verify", "--format", "json", "--expect-hash", &head])
+        .run()
+        .code(1);
+    let v = run.json();
+    assert_eq!(v["first_problem"]["kind"], "missing_hash");
+    assert_eq!(v["first_problem"]["hash"], head.as_str());
+    let run = db
+        .opsctl()
+        .args(["audit", "verify", "--expect-hash", "xyz"])
+        .run()
+        .code(2);
+    assert!(run.stderr.contains("64 hexadecimal digits"), "{}", run.stderr);
+}
