@@ -578,3 +578,61 @@ fn a_rewritten_chain_is_caught_against_a_hash_kept_outside() {
         .code(2);
     assert!(run.stderr.contains("64 hexadecimal digits"), "{}", run.stderr);
 }
+
+#[test]
+fn a_non_superuser_owner_with_createrole_migrates_a_second_database_cleanly() {
+    // Roles exist already (other databases of this cluster were migrated): the
+    // migrations must not need a superuser then, and the owner must not end up able to
+    // rewrite audit rows.
+    TestDb::with_schema("audit_first");
+    let owner = format!("t_owner_{}", std::process::id());
+    let pw = "Owner-pw-3z";
+    cluster().psql(
+        "postgres",
+        &format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{owner}') THEN \
+             CREATE ROLE {owner} LOGIN CREATEROLE PASSWORD '{pw}'; END IF; END $$"
+        ),
+    );
+    let db = TestDb::new("audit_owner");
+    cluster().psql("postgres", &format!("ALTER DATABASE \"{}\" OWNER TO {owner}", db.name));
+    let as_owner = |args: &[&str]| {
+        std::process::Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(args)
+            .env("PGHOST", "localhost")
+            .env("PGPORT", cluster().port.to_string())
+            .env("PGUSER", &owner)
+            .env("PGPASSWORD", pw)
+            .env("PGDATABASE", &db.name)
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", &cluster().ca)
+            .output()
+            .unwrap()
+    };
+    for f in crate::common::migration_files() {
+        let out = as_owner(&["-1", "-f", f.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = as_owner(&[
+        "-c",
+        "SET app.actor = 'owner-app'; INSERT INTO users (username, email) VALUES ('o', 'o@x')",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        db.sql("SELECT session_user_name, app_actor FROM audit.logged_actions"),
+        format!("{owner}|owner-app")
+    );
+    let out = as_owner(&["-c", "DELETE FROM audit.logged_actions"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
+    assert_eq!(
+        db.sql(&format!("SELECT pg_has_role('{owner}', 'opsctl_audit_owner', 'MEMBER')")),
+        "f"
+    );
+}
