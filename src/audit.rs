@@ -165,11 +165,18 @@ async fn seal_locked(client: &mut Client, batch: i64) -> Result<SealOutcome, Err
     tx.batch_execute(CANONICAL_SETTINGS)
         .await
         .map_err(Error::db)?;
-    let bounds = tx.query_one(SNAPSHOT_BOUNDS, &[]).await.map_err(Error::db)?;
+    let bounds = tx
+        .query_one(SNAPSHOT_BOUNDS, &[])
+        .await
+        .map_err(Error::db)?;
     let horizon: i64 = bounds.get(0);
     let last = tx.query_opt(LAST_SEAL, &[]).await.map_err(Error::db)?;
     let (mut seal_id, xid_lo, mut prev_hash) = match last {
-        Some(r) => (r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, String>(2)),
+        Some(r) => (
+            r.get::<_, i64>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, String>(2),
+        ),
         None => (0, 0, GENESIS_HASH.to_string()),
     };
     let mut out = SealOutcome {
@@ -183,7 +190,10 @@ async fn seal_locked(client: &mut Client, batch: i64) -> Result<SealOutcome, Err
         let mut id_lo = i64::MIN;
         loop {
             let rows = tx
-                .query(ROWS_IN_RANGE, &[&xid_lo, &horizon, &id_lo, &i64::MAX, &(batch + 1)])
+                .query(
+                    ROWS_IN_RANGE,
+                    &[&xid_lo, &horizon, &id_lo, &i64::MAX, &(batch + 1)],
+                )
                 .await
                 .map_err(Error::db_ctx("cannot read audit rows to seal"))?;
             if rows.is_empty() && id_lo == i64::MIN {
@@ -418,7 +428,8 @@ pub async fn verify(
                 push(
                     Problem::BrokenSeal {
                         seal_id: s.seal_id,
-                        reason: "its hash does not match its recorded rows: the seal was altered".into(),
+                        reason: "its hash does not match its recorded rows: the seal was altered"
+                            .into(),
                     },
                     &mut problems,
                 );
@@ -430,7 +441,8 @@ pub async fn verify(
             push(
                 Problem::BrokenSeal {
                     seal_id: s.seal_id,
-                    reason: "its row count does not match its recorded rows: the seal was altered".into(),
+                    reason: "its row count does not match its recorded rows: the seal was altered"
+                        .into(),
                 },
                 &mut problems,
             );
@@ -440,7 +452,10 @@ pub async fn verify(
         let mut cursor = s.id_lo;
         loop {
             let rows = tx
-                .query(ROWS_IN_RANGE, &[&s.xid_lo, &s.xid_hi, &cursor, &s.id_hi, &batch])
+                .query(
+                    ROWS_IN_RANGE,
+                    &[&s.xid_lo, &s.xid_hi, &cursor, &s.id_hi, &batch],
+                )
                 .await
                 .map_err(Error::db_ctx("cannot read sealed audit rows"))?;
             for r in &rows {
@@ -501,7 +516,11 @@ pub async fn verify(
         .await
         .map_err(Error::db)?
         .get(1);
-    if let Some(r) = tx.query_opt(FUTURE_ROWS, &[&xmax]).await.map_err(Error::db)? {
+    if let Some(r) = tx
+        .query_opt(FUTURE_ROWS, &[&xmax])
+        .await
+        .map_err(Error::db)?
+    {
         if problems.len() < MAX_PROBLEMS {
             problems.push(Problem::FutureTransaction {
                 row_id: r.get(0),

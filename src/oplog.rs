@@ -63,7 +63,11 @@ pub async fn start(client: &Client, argv: &[String]) -> Result<OpGuard, Error> {
 }
 
 /// Records the start of an operation under an explicit command name.
-pub async fn start_named(client: &Client, command: &str, argv: &[String]) -> Result<OpGuard, Error> {
+pub async fn start_named(
+    client: &Client,
+    command: &str,
+    argv: &[String],
+) -> Result<OpGuard, Error> {
     let line = redact_argv(argv);
     let host = hostname::get()
         .ok()
@@ -239,15 +243,37 @@ mod tests {
 
     #[test]
     fn ordinary_arguments_are_kept() {
-        let line = redact_argv(&v(&["opsctl", "backup", "prune", "--keep", "3", "--format=json"]));
+        let line = redact_argv(&v(&[
+            "opsctl",
+            "backup",
+            "prune",
+            "--keep",
+            "3",
+            "--format=json",
+        ]));
         assert_eq!(line, "opsctl backup prune --keep 3 --format=json");
     }
 
     #[test]
     fn command_names() {
-        assert_eq!(command_name(&v(&["opsctl", "audit", "seal", "--format", "json"])), "audit seal");
-        assert_eq!(command_name(&v(&["opsctl", "--log-format", "json", "vacuum", "--dry-run"])), "vacuum");
-        assert_eq!(command_name(&v(&["opsctl", "migrate", "up", "extra"])), "migrate up");
+        assert_eq!(
+            command_name(&v(&["opsctl", "audit", "seal", "--format", "json"])),
+            "audit seal"
+        );
+        assert_eq!(
+            command_name(&v(&[
+                "opsctl",
+                "--log-format",
+                "json",
+                "vacuum",
+                "--dry-run"
+            ])),
+            "vacuum"
+        );
+        assert_eq!(
+            command_name(&v(&["opsctl", "migrate", "up", "extra"])),
+            "migrate up"
+        );
         assert_eq!(command_name(&v(&["opsctl"])), "opsctl");
     }
 }

@@ -225,9 +225,8 @@ pub fn plan_report(a: &AuditReportArgs, now: DateTime<Utc>) -> Result<ReportFilt
 
 /// Parses `90s`, `15m`, `24h`, `7d`, `2w` (also spelled out: `7 days`, `3 hours`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("invalid duration {s:?}: expected a number and a unit, e.g. 90m, 24h, 7d, 2w")
-    };
+    let bad =
+        || format!("invalid duration {s:?}: expected a number and a unit, e.g. 90m, 24h, 7d, 2w");
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (num, unit) = t.split_at(split);
@@ -283,14 +282,23 @@ fn ts(t: &DateTime<Utc>) -> String {
 
 fn report_text(r: &Report) -> String {
     let mut t = String::new();
-    let _ = writeln!(t, "opsctl audit report: {} – {} UTC", ts(&r.from), ts(&r.to));
+    let _ = writeln!(
+        t,
+        "opsctl audit report: {} – {} UTC",
+        ts(&r.from),
+        ts(&r.to)
+    );
     if let Some(tb) = &r.table {
         let _ = writeln!(t, "table: {tb}");
     }
     if let Some(a) = &r.actor {
         let _ = writeln!(t, "actor: {a}");
     }
-    let _ = writeln!(t, "\nchanges by table, operation and actor ({} in all)", r.total_changes);
+    let _ = writeln!(
+        t,
+        "\nchanges by table, operation and actor ({} in all)",
+        r.total_changes
+    );
     if r.changes.is_empty() {
         let _ = writeln!(t, "  none");
     }
@@ -332,7 +340,12 @@ fn report_text(r: &Report) -> String {
     for o in &r.operations {
         let dur = o
             .finished_at
-            .map(|f| format!("{:.1}s", (f - o.started_at).num_milliseconds() as f64 / 1000.0))
+            .map(|f| {
+                format!(
+                    "{:.1}s",
+                    (f - o.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             t,
@@ -430,7 +443,11 @@ mod tests {
         let now = parse_time("2026-02-01T00:00:00Z", "now").unwrap();
         let f = plan_report(&args(None, None, None), now).unwrap();
         assert_eq!(f.to - f.from, Duration::hours(24));
-        let f = plan_report(&args(None, Some("2026-01-01"), Some("2026-01-02 12:00")), now).unwrap();
+        let f = plan_report(
+            &args(None, Some("2026-01-01"), Some("2026-01-02 12:00")),
+            now,
+        )
+        .unwrap();
         assert_eq!(f.to - f.from, Duration::hours(36));
         assert!(plan_report(&args(None, Some("2026-01-02"), Some("2026-01-01")), now).is_err());
         assert!(plan_report(&args(None, None, Some("2026-01-01")), now).is_err());

@@ -49,7 +49,10 @@ fn insert_update_delete_truncate_are_audited_with_who_what_old_new() {
          row_old IS NULL, transaction_id > 0, action_tstamp_stm >= action_tstamp_tx \
          FROM audit.logged_actions WHERE table_name = 'trades' AND action = 'I' AND row_new->>'id' = 't-a1'",
     );
-    assert_eq!(ins, "I|public|trades_default|postgres|seeder|1.50000000|t|t|t");
+    assert_eq!(
+        ins,
+        "I|public|trades_default|postgres|seeder|1.50000000|t|t|t"
+    );
     let upd = db.sql(
         "SELECT app_actor, application_name, row_old->>'exit_price' IS NULL, row_new->>'exit_price', \
          client_addr IS NOT NULL \
@@ -196,9 +199,8 @@ fn verify_names_a_changed_row() {
     let db = TestDb::with_schema("audit_changed");
     seed(&db);
     seal_all(&db);
-    let id = db.sql(
-        "SELECT id FROM audit.logged_actions WHERE row_new->>'id' = 't-b1' AND action = 'I'",
-    );
+    let id = db
+        .sql("SELECT id FROM audit.logged_actions WHERE row_new->>'id' = 't-b1' AND action = 'I'");
     db.sql(&format!(
         "SET session_replication_role = replica;
          UPDATE audit.logged_actions SET row_new = jsonb_set(row_new, '{{quantity}}', '\"30.00000000\"') WHERE id = {id}"
@@ -221,7 +223,9 @@ fn verify_names_a_deleted_row() {
     let db = TestDb::with_schema("audit_deleted");
     seed(&db);
     seal_all(&db);
-    let id = db.sql("SELECT id FROM audit.logged_actions WHERE table_name = 'positions' ORDER BY id LIMIT 1");
+    let id = db.sql(
+        "SELECT id FROM audit.logged_actions WHERE table_name = 'positions' ORDER BY id LIMIT 1",
+    );
     db.sql(&format!(
         "SET session_replication_role = replica; DELETE FROM audit.logged_actions WHERE id = {id}"
     ));
@@ -309,19 +313,31 @@ fn the_application_role_sees_and_writes_only_its_own_rows() {
             .unwrap()
     };
     let out = app("SELECT string_agg(id, ',' ORDER BY id) FROM trades");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t-a1,t-a2");
-    let out = app("SELECT (SELECT count(*) FROM positions) || '/' || (SELECT count(*) FROM account_totals)");
+    let out = app(
+        "SELECT (SELECT count(*) FROM positions) || '/' || (SELECT count(*) FROM account_totals)",
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1/1");
     // Writing another user's row is refused; updating them touches nothing.
-    let out = app("INSERT INTO positions (user_id, symbol, quantity, entry_price) VALUES (2, 'X', 1, 1)");
+    let out =
+        app("INSERT INTO positions (user_id, symbol, quantity, entry_price) VALUES (2, 'X', 1, 1)");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("row-level security"));
     let out = app("UPDATE trades SET exit_price = 1 WHERE user_id = 2 RETURNING id");
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
-    let out = app("INSERT INTO positions (user_id, symbol, quantity, entry_price) VALUES (1, 'X', 1, 1)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        app("INSERT INTO positions (user_id, symbol, quantity, entry_price) VALUES (1, 'X', 1, 1)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without app.user_id the role sees nothing.
     let out = db.sql("SET ROLE opsctl_app; SELECT count(*) FROM trades");
     assert_eq!(out, "0");
@@ -335,12 +351,18 @@ fn the_application_role_sees_and_writes_only_its_own_rows() {
         ),
     );
     db.sql(&format!("GRANT SELECT ON trades TO {other}"));
-    assert_eq!(db.sql(&format!("SET ROLE {other}; SELECT count(*) FROM trades")), "3");
+    assert_eq!(
+        db.sql(&format!("SET ROLE {other}; SELECT count(*) FROM trades")),
+        "3"
+    );
     let forced = db.sql(
         "SELECT string_agg(relname || ':' || relrowsecurity || relforcerowsecurity, ',' ORDER BY relname) \
          FROM pg_class WHERE relname IN ('trades', 'positions', 'account_totals')",
     );
-    assert_eq!(forced, "account_totals:truefalse,positions:truefalse,trades:truefalse");
+    assert_eq!(
+        forced,
+        "account_totals:truefalse,positions:truefalse,trades:truefalse"
+    );
 }
 
 #[test]
@@ -358,7 +380,14 @@ fn the_maintenance_role_bypasses_rls_so_a_dump_holds_every_row() {
     );
     // Membership does not inherit BYPASSRLS: the dump runs with --role.
     let out = std::process::Command::new(cluster().bindir.join("pg_dump"))
-        .args(["--data-only", "--role=opsctl_maintenance", "-t", "trades*", "-t", "positions"])
+        .args([
+            "--data-only",
+            "--role=opsctl_maintenance",
+            "-t",
+            "trades*",
+            "-t",
+            "positions",
+        ])
         .env("PGHOST", "localhost")
         .env("PGPORT", cluster().port.to_string())
         .env("PGUSER", &role)
@@ -369,7 +398,11 @@ fn the_maintenance_role_bypasses_rls_so_a_dump_holds_every_row() {
         .output()
         .unwrap();
     let dump = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for t in ["t-a1", "t-a2", "t-b1"] {
         assert!(dump.contains(t), "{t} missing from the dump");
     }
@@ -401,7 +434,10 @@ fn opsctl_operations_are_recorded_without_secrets() {
         .args(["audit", "seal", "--database-url", &db.url, "--format=json"])
         .run()
         .success();
-    assert!(run.json()["rows_sealed"].as_i64().unwrap() > 0 || run.json()["rows_waiting"].as_i64().unwrap() > 0);
+    assert!(
+        run.json()["rows_sealed"].as_i64().unwrap() > 0
+            || run.json()["rows_waiting"].as_i64().unwrap() > 0
+    );
     let r = db
         .opsctl()
         .args(["audit", "report", "--format", "json"])
@@ -418,7 +454,10 @@ fn opsctl_operations_are_recorded_without_secrets() {
     assert!(op["finished_at"].is_string());
     assert!(op["host"].is_string());
     let line = op["command_line"].as_str().unwrap();
-    assert!(line.contains("audit seal --database-url **** --format=json"), "{line}");
+    assert!(
+        line.contains("audit seal --database-url **** --format=json"),
+        "{line}"
+    );
     let stored = db.sql("SELECT command_line FROM opsctl.operations");
     assert!(!stored.contains(crate::common::PASSWORD));
     assert!(!stored.contains("%21"), "{stored}");
@@ -453,7 +492,9 @@ fn report_filters_and_bad_arguments() {
     db.sql("SET app.actor = 'mallory'; DELETE FROM trades WHERE user_id = 2");
     let r = db
         .opsctl()
-        .args(["audit", "report", "--table", "trades", "--actor", "mallory", "--format", "json"])
+        .args([
+            "audit", "report", "--table", "trades", "--actor", "mallory", "--format", "json",
+        ])
         .run()
         .success()
         .json();
@@ -464,22 +505,45 @@ fn report_filters_and_bad_arguments() {
     assert_eq!(r["chain"]["unsealed_rows"], 10);
     let r = db
         .opsctl()
-        .args(["audit", "report", "--from", "2000-01-01", "--to", "2000-01-02", "--format", "json"])
+        .args([
+            "audit",
+            "report",
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2000-01-02",
+            "--format",
+            "json",
+        ])
         .run()
         .success()
         .json();
     assert_eq!(r["total_changes"], 0);
-    let t = db.opsctl().args(["audit", "report", "--since", "2h"]).run().success();
+    let t = db
+        .opsctl()
+        .args(["audit", "report", "--since", "2h"])
+        .run()
+        .success();
     assert!(t.stdout.contains("deletes of trades (1)"), "{}", t.stdout);
-    assert!(t.stdout.contains("trade t-b1 (user 2, BTC)"), "{}", t.stdout);
+    assert!(
+        t.stdout.contains("trade t-b1 (user 2, BTC)"),
+        "{}",
+        t.stdout
+    );
     assert!(t.stdout.contains("unsealed rows: 10"), "{}", t.stdout);
     for (args, needle) in [
         (vec!["--since", "forever"], "invalid duration"),
-        (vec!["--from", "2026-02-01", "--to", "2026-01-01"], "window is empty"),
+        (
+            vec!["--from", "2026-02-01", "--to", "2026-01-01"],
+            "window is empty",
+        ),
         (vec!["--from", "yesterday"], "is not a time"),
         (vec!["--to", "2026-01-01"], "--to needs --from"),
         (vec!["--table", "orders"], "not audited"),
-        (vec!["--since", "1h", "--from", "2026-01-01"], "cannot be used with"),
+        (
+            vec!["--since", "1h", "--from", "2026-01-01"],
+            "cannot be used with",
+        ),
         (vec!["--format", "xml"], "invalid value"),
     ] {
         let mut all = vec!["audit", "report"];
@@ -494,7 +558,11 @@ fn audit_commands_explain_a_database_without_the_audit_schema() {
     let db = TestDb::new("audit_nomig");
     for sub in ["seal", "verify", "report"] {
         let run = db.opsctl().args(["audit", sub]).run().code(1);
-        assert!(run.stderr.contains("opsctl migrate up"), "{sub}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("opsctl migrate up"),
+            "{sub}: {}",
+            run.stderr
+        );
     }
 }
 
@@ -528,11 +596,19 @@ fn creating_roles_without_the_privilege_names_the_statement() {
             .output()
             .unwrap()
     };
-    db.sql(&format!("GRANT CREATE ON DATABASE \"{}\" TO {user}", db.name));
+    db.sql(&format!(
+        "GRANT CREATE ON DATABASE \"{}\" TO {user}",
+        db.name
+    ));
     let out = run(&sql);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("CREATE ROLE {tag}opsctl_audit_owner NOLOGIN needs the CREATEROLE privilege")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "CREATE ROLE {tag}opsctl_audit_owner NOLOGIN needs the CREATEROLE privilege"
+        )),
+        "{err}"
+    );
     assert!(err.contains("HINT"), "{err}");
     // With CREATEROLE but no superuser, BYPASSRLS is the statement that fails.
     cluster().psql("postgres", &format!("ALTER ROLE {user} CREATEROLE"));
@@ -540,7 +616,9 @@ fn creating_roles_without_the_privilege_names_the_statement() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains(&format!("CREATE ROLE {tag}opsctl_maintenance NOLOGIN BYPASSRLS needs a superuser")),
+        err.contains(&format!(
+            "CREATE ROLE {tag}opsctl_maintenance NOLOGIN BYPASSRLS needs a superuser"
+        )),
         "{err}"
     );
     assert!(err.contains("have a superuser run"), "{err}");
@@ -565,7 +643,14 @@ fn a_rewritten_chain_is_caught_against_a_hash_kept_outside() {
     verify_json(&db, 0); // consistent in itself…
     let run = db
         .opsctl()
-        .args(["audit", "verify", "--format", "json", "--expect-hash", &head])
+        .args([
+            "audit",
+            "verify",
+            "--format",
+            "json",
+            "--expect-hash",
+            &head,
+        ])
         .run()
         .code(1);
     let v = run.json();
@@ -576,7 +661,11 @@ fn a_rewritten_chain_is_caught_against_a_hash_kept_outside() {
         .args(["audit", "verify", "--expect-hash", "xyz"])
         .run()
         .code(2);
-    assert!(run.stderr.contains("64 hexadecimal digits"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("64 hexadecimal digits"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -595,7 +684,10 @@ fn a_non_superuser_owner_with_createrole_migrates_a_second_database_cleanly() {
         ),
     );
     let db = TestDb::new("audit_owner");
-    cluster().psql("postgres", &format!("ALTER DATABASE \"{}\" OWNER TO {owner}", db.name));
+    cluster().psql(
+        "postgres",
+        &format!("ALTER DATABASE \"{}\" OWNER TO {owner}", db.name),
+    );
     let as_owner = |args: &[&str]| {
         std::process::Command::new("psql")
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
@@ -623,7 +715,11 @@ fn a_non_superuser_owner_with_createrole_migrates_a_second_database_cleanly() {
         "-c",
         "SET app.actor = 'owner-app'; INSERT INTO users (username, email) VALUES ('o', 'o@x')",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         db.sql("SELECT session_user_name, app_actor FROM audit.logged_actions"),
         format!("{owner}|owner-app")
@@ -632,7 +728,9 @@ fn a_non_superuser_owner_with_createrole_migrates_a_second_database_cleanly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
     assert_eq!(
-        db.sql(&format!("SELECT pg_has_role('{owner}', 'opsctl_audit_owner', 'MEMBER')")),
+        db.sql(&format!(
+            "SELECT pg_has_role('{owner}', 'opsctl_audit_owner', 'MEMBER')"
+        )),
         "f"
     );
 }

@@ -1,6 +1,6 @@
 //! The integration tests: one binary, one throwaway cluster, a module per command.
 
-mod common;
 mod audit;
+mod common;
 mod connect;
 mod health;
