@@ -734,3 +734,60 @@ fn a_non_superuser_owner_with_createrole_migrates_a_second_database_cleanly() {
         "f"
     );
 }
+
+#[test]
+fn rows_of_running_transactions_wait_for_the_next_seal() {
+    use std::io::Write;
+    let db = TestDb::with_schema("audit_horizon");
+    seed(&db);
+    // A transaction that stays open: its audit row takes an id before the rows below.
+    let mut open = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .env("PGHOST", "localhost")
+        .env("PGPORT", cluster().port.to_string())
+        .env("PGUSER", "postgres")
+        .env("PGPASSWORD", crate::common::PASSWORD)
+        .env("PGDATABASE", &db.name)
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", &cluster().ca)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = open.stdin.as_mut().unwrap();
+    writeln!(
+        stdin,
+        "BEGIN; INSERT INTO positions (user_id, symbol, quantity, entry_price) VALUES (1, 'LONG', 1, 1);"
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let mut waited = 0;
+    while db.sql("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()") != "1" {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+        assert!(waited < 100, "the open transaction did not start");
+    }
+    db.sql(
+        "INSERT INTO positions (user_id, symbol, quantity, entry_price) VALUES (2, 'LATER', 1, 1)",
+    );
+    let s = db
+        .opsctl()
+        .args(["audit", "seal", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    assert!(s["rows_waiting"].as_i64().unwrap() >= 1, "{s}");
+    let text = db.opsctl().args(["audit", "seal"]).run().success();
+    assert!(
+        text.stdout.contains("wait for transactions still running"),
+        "{}",
+        text.stdout
+    );
+    writeln!(stdin, "COMMIT;").unwrap();
+    drop(open.stdin.take());
+    assert!(open.wait().unwrap().success());
+    seal_all(&db);
+    let v = verify_json(&db, 0);
+    assert_eq!(v["rows_verified"], 11);
+    assert_eq!(v["unsealed_rows"], 0);
+}
