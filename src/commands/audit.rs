@@ -62,13 +62,16 @@ fn seal_text(o: &SealOutcome) -> String {
     } else {
         let first = o.seals.iter().find_map(|s| s.first_row_id);
         let last = o.seals.iter().rev().find_map(|s| s.last_row_id);
+        let (a, b) = (o.seals[0].seal_id, o.seals[o.seals.len() - 1].seal_id);
+        let seals = if a == b {
+            format!("seal {a}")
+        } else {
+            format!("seals {a}–{b}")
+        };
         let _ = writeln!(
             t,
-            "audit seal: sealed {} row(s) in {} seal(s) (seals {}–{}, audit ids {}–{})",
+            "audit seal: sealed {} row(s) ({seals}, audit ids {}–{})",
             o.rows_sealed,
-            o.seals.len(),
-            o.seals[0].seal_id,
-            o.seals[o.seals.len() - 1].seal_id,
             first.map_or("-".into(), |v| v.to_string()),
             last.map_or("-".into(), |v| v.to_string()),
         );
@@ -136,7 +139,7 @@ fn verify_text(o: &VerifyOutcome) -> String {
     if let Some(h) = &o.head_hash {
         let _ = writeln!(
             t,
-            "chain head: {h} (compare with the audit_seal_hash of the latest backup manifest)"
+            "chain head: {h} (keep it outside the database, as backup manifests do; check it later with --expect-hash)"
         );
     } else {
         let _ = writeln!(t, "no seals yet: run `opsctl audit seal`");
