@@ -172,12 +172,19 @@ fn verify_passes_on_an_intact_chain_across_several_seals() {
     let v = verify_json(&db, 0);
     assert_eq!(v["seals"], 0);
     seed(&db);
-    let s = db
-        .opsctl()
-        .args(["audit", "seal", "--batch-size", "4", "--format", "json"])
-        .run()
-        .success()
-        .json();
+    let mut s = serde_json::Value::Null;
+    for _ in 0..50 {
+        s = db
+            .opsctl()
+            .args(["audit", "seal", "--batch-size", "4", "--format", "json"])
+            .run()
+            .success()
+            .json();
+        if s["rows_waiting"] == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(s["seals"].as_array().unwrap().len() >= 3, "{s}");
     db.sql("UPDATE trades SET exit_price = 1 WHERE id = 't-b1'");
     let s2 = seal_all(&db);
