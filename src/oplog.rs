@@ -4,9 +4,11 @@
 //!
 //! Usage from a command handler:
 //! ```ignore
-//! let op = oplog::start(&client, &std::env::args().collect::<Vec<_>>()).await?;
+//! let argv: Vec<String> = std::env::args().collect();
+//! let op = oplog::start(&client, &argv).await?;
 //! let result = do_the_work(&client).await;
-//! op.finish(&client, oplog::Outcome::of(&result), result.as_ref().err()).await?;
+//! let err = result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+//! op.finish(&client, oplog::Outcome::of(&result), err).await?;
 //! ```
 
 use std::fmt::Display;
@@ -21,6 +23,12 @@ const INSERT_OPERATION: &str = "INSERT INTO opsctl.operations \
 
 const FINISH_OPERATION: &str = "UPDATE opsctl.operations \
      SET finished_at = clock_timestamp(), outcome = $2, error = $3 WHERE id = $1";
+
+const INSERT_FINISHED: &str = "INSERT INTO opsctl.operations \
+     (command, command_line, os_user, host, pid, started_at, finished_at, outcome, error) \
+     VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp(), $7, $8)";
+
+const TABLE_PRESENT: &str = "SELECT to_regclass('opsctl.operations') IS NOT NULL";
 
 /// How a recorded operation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,11 +57,17 @@ impl Outcome {
 
 /// A started operation; call [`OpGuard::finish`] when it ends. An operation never
 /// finished (the process was killed) stays `running` in the log, which the audit
-/// report shows.
+/// report shows. When the database has no `opsctl.operations` yet (`migrate up` on a
+/// fresh database, a restore into an empty one), nothing is written at the start and
+/// `finish` records the whole operation if the table exists by then.
 #[derive(Debug)]
 #[must_use = "finish() the operation so its outcome is recorded"]
 pub struct OpGuard {
-    pub id: i64,
+    /// The row in opsctl.operations, when it was written at the start.
+    pub id: Option<i64>,
+    command: String,
+    line: String,
+    started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Records the start of an operation; the command name is taken from `argv`
@@ -68,21 +82,44 @@ pub async fn start_named(
     command: &str,
     argv: &[String],
 ) -> Result<OpGuard, Error> {
-    let line = redact_argv(argv);
-    let host = hostname::get()
-        .ok()
-        .map(|h| h.to_string_lossy().into_owned());
-    let pid = std::process::id() as i32;
+    let mut guard = OpGuard {
+        id: None,
+        command: command.to_string(),
+        line: redact_argv(argv),
+        started_at: chrono::Utc::now(),
+    };
+    if !table_present(client).await? {
+        return Ok(guard);
+    }
     let row = client
         .query_one(
             INSERT_OPERATION,
-            &[&command, &line, &os_user(), &host, &pid],
+            &[&guard.command, &guard.line, &os_user(), &host(), &pid()],
         )
         .await
         .map_err(Error::db_ctx(
-            "cannot record the operation in opsctl.operations (is the schema migrated? run `opsctl migrate up`)",
+            "cannot record the operation in opsctl.operations",
         ))?;
-    Ok(OpGuard { id: row.get(0) })
+    guard.id = Some(row.get(0));
+    Ok(guard)
+}
+
+async fn table_present(client: &Client) -> Result<bool, Error> {
+    Ok(client
+        .query_one(TABLE_PRESENT, &[])
+        .await
+        .map_err(Error::db)?
+        .get(0))
+}
+
+fn host() -> Option<String> {
+    hostname::get()
+        .ok()
+        .map(|h| h.to_string_lossy().into_owned())
+}
+
+fn pid() -> i32 {
+    std::process::id() as i32
 }
 
 impl OpGuard {
@@ -95,10 +132,34 @@ impl OpGuard {
         error: Option<&dyn Display>,
     ) -> Result<(), Error> {
         let error = error.map(|e| db::redact(&e.to_string()));
-        client
-            .execute(FINISH_OPERATION, &[&self.id, &outcome.as_str(), &error])
-            .await
-            .map_err(Error::db_ctx("cannot record the end of the operation"))?;
+        let ctx = "cannot record the end of the operation in opsctl.operations";
+        match self.id {
+            Some(id) => {
+                client
+                    .execute(FINISH_OPERATION, &[&id, &outcome.as_str(), &error])
+                    .await
+                    .map_err(Error::db_ctx(ctx))?;
+            }
+            None if table_present(client).await? => {
+                client
+                    .execute(
+                        INSERT_FINISHED,
+                        &[
+                            &self.command,
+                            &self.line,
+                            &os_user(),
+                            &host(),
+                            &pid(),
+                            &self.started_at,
+                            &outcome.as_str(),
+                            &error,
+                        ],
+                    )
+                    .await
+                    .map_err(Error::db_ctx(ctx))?;
+            }
+            None => tracing::debug!("opsctl.operations does not exist: operation not recorded"),
+        }
         Ok(())
     }
 }

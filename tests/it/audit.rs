@@ -809,3 +809,56 @@ fn rows_of_running_transactions_wait_for_the_next_seal() {
     assert_eq!(v["rows_verified"], 11);
     assert_eq!(v["unsealed_rows"], 0);
 }
+
+/// The oplog API the other sensitive commands call, against a real database.
+#[test]
+fn the_oplog_api_records_start_and_end_even_when_the_table_appears_midway() {
+    use opsctl::db::{connect, ConnSettings, ConnSources};
+    use opsctl::oplog::{self, Outcome};
+    let fresh = TestDb::new("audit_oplog_api");
+    let settings = ConnSettings::resolve(
+        &ConnSources {
+            url: Some(fresh.url.clone()),
+            sslmode: None,
+            sslrootcert: None,
+        },
+        |_| None,
+    )
+    .unwrap();
+    let argv: Vec<String> = ["opsctl", "migrate", "up", "--database-url", &fresh.url]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = connect(&settings).await.unwrap();
+        // No opsctl.operations yet (a fresh database before `migrate up`).
+        let op = oplog::start(&conn, &argv).await.unwrap();
+        assert!(op.id.is_none());
+        for f in crate::common::migration_files() {
+            let sql = std::fs::read_to_string(f).unwrap();
+            conn.batch_execute(&sql).await.unwrap();
+        }
+        op.finish(&conn, Outcome::Success, None).await.unwrap();
+        // A failing operation, recorded from the start.
+        let op = oplog::start(&conn, &argv).await.unwrap();
+        assert!(op.id.is_some());
+        let err = format!("could not reach {}", fresh.url);
+        op.finish(&conn, Outcome::Failure, Some(&err))
+            .await
+            .unwrap();
+    });
+    let rows = fresh.sql(
+        "SELECT command, outcome, started_at <= finished_at, coalesce(error, '-') FROM opsctl.operations ORDER BY id",
+    );
+    assert!(!rows.contains(crate::common::PASSWORD), "{rows}");
+    let lines: Vec<&str> = rows.lines().collect();
+    assert_eq!(lines[0], "migrate up|success|t|-");
+    assert!(
+        lines[1].starts_with("migrate up|failure|t|could not reach postgresql://postgres:****@"),
+        "{rows}"
+    );
+}
