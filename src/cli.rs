@@ -148,8 +148,8 @@ pub struct AuditVerifyArgs {
     pub connect: ConnectArgs,
     #[command(flatten)]
     pub output: OutputArgs,
-    /// A seal hash recorded outside the database (e.g. a backup manifest's
-    /// audit_seal_hash) that must be part of the chain; repeatable.
+    /// A seal hash recorded outside the database (e.g. the chain head stored in a
+    /// backup manifest) that must be part of the chain; repeatable.
     #[arg(long, value_name = "HASH", value_parser = parse_seal_hash)]
     pub expect_hash: Vec<String>,
 }

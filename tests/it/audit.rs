@@ -862,3 +862,43 @@ fn the_oplog_api_records_start_and_end_even_when_the_table_appears_midway() {
         "{rows}"
     );
 }
+
+/// The library calls the backup manifest and health use.
+#[test]
+fn latest_seal_hash_and_chain_status_for_backups_and_health() {
+    use opsctl::db::{connect, ConnSettings, ConnSources};
+    let db = TestDb::with_schema("audit_status");
+    let bare = TestDb::new("audit_status_bare");
+    seed(&db);
+    let head = seal_all(&db)["head_hash"].as_str().unwrap().to_string();
+    db.sql("UPDATE users SET email = 'new@x' WHERE id = 1");
+    let settings = |url: &str| {
+        ConnSettings::resolve(
+            &ConnSources {
+                url: Some(url.to_string()),
+                sslmode: None,
+                sslrootcert: None,
+            },
+            |_| None,
+        )
+        .unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = connect(&settings(&db.url)).await.unwrap();
+        let got = opsctl::audit::latest_seal_hash(&conn).await.unwrap();
+        assert_eq!(got.as_deref(), Some(head.as_str()));
+        let st = opsctl::audit::chain_status(&conn).await.unwrap().unwrap();
+        assert_eq!(st.head_hash.as_deref(), Some(head.as_str()));
+        assert_eq!(st.sealed_rows, 9);
+        assert_eq!(st.unsealed_rows, 1);
+        assert!(st.oldest_unsealed.is_some());
+        assert!(st.last_sealed_at.is_some());
+        let conn = connect(&settings(&bare.url)).await.unwrap();
+        assert_eq!(opsctl::audit::latest_seal_hash(&conn).await.unwrap(), None);
+        assert!(opsctl::audit::chain_status(&conn).await.unwrap().is_none());
+    });
+}
