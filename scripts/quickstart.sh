@@ -18,5 +18,13 @@ log "opsctl policy check + schedule list (policies/examples/quickstart.toml)"
 "$OPSCTL" policy check policies/examples/quickstart.toml >/dev/null
 "$OPSCTL" schedule list --policy policies/examples/quickstart.toml
 
+# Audit (needs the schema: `opsctl migrate up` above). Seal what finished, verify the
+# chain, then the last hour's report.
+log "opsctl audit seal"
+"$OPSCTL" audit seal
+log "opsctl audit verify"
+"$OPSCTL" audit verify
+log "opsctl audit report --since 1h"
+"$OPSCTL" audit report --since 1h
 log "quick start finished: every step above ran against $(echo "$OPSCTL_DATABASE_URL" | sed -E 's#//([^:]+):[^@]*@#//\1:****@#')"
 echo "stop the cluster with: scripts/local-cluster.sh stop"

@@ -38,6 +38,9 @@ pub enum Command {
     /// Scheduled jobs from the policy: list them, or run the scheduler.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Tamper-evident audit log: seal, verify, report.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 impl Command {
@@ -165,4 +168,73 @@ pub struct ScheduleRunArgs {
     /// reindex, partitions, archive, size-snapshot, audit-seal).
     #[arg(long, value_name = "JOB")]
     pub once: Option<String>,
+}
+
+/// `opsctl audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Chain the not-yet-sealed audit rows of finished transactions into the seal chain.
+    Seal(AuditSealArgs),
+    /// Walk the seal chain: exit 0 intact, 1 naming the first changed, deleted or
+    /// inserted-out-of-chain row.
+    Verify(AuditVerifyArgs),
+    /// Changes by table, operation and actor; deletes of trades; opsctl's operations;
+    /// the largest transactions; rows not yet sealed.
+    Report(AuditReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditSealArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Audit rows per seal (bounds memory and the size of one seal).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub batch_size: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// A seal hash recorded outside the database (e.g. the chain head stored in a
+    /// backup manifest) that must be part of the chain; repeatable.
+    #[arg(long, value_name = "HASH", value_parser = parse_seal_hash)]
+    pub expect_hash: Vec<String>,
+}
+
+fn parse_seal_hash(s: &str) -> Result<String, String> {
+    let h = s.trim().to_ascii_lowercase();
+    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(h)
+    } else {
+        Err("a seal hash is 64 hexadecimal digits (sha256)".into())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AuditReportArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Report the last DURATION (e.g. 24h, 7d, 90m, 2w). Default: 24h.
+    #[arg(long, value_name = "DURATION", conflicts_with_all = ["from", "to"])]
+    pub since: Option<String>,
+    /// Start of the window (RFC 3339, or YYYY-MM-DD[ HH:MM[:SS]] in UTC).
+    #[arg(long, value_name = "T")]
+    pub from: Option<String>,
+    /// End of the window, exclusive (same forms as --from). Default: now.
+    #[arg(long, value_name = "T")]
+    pub to: Option<String>,
+    /// Only changes of this table (users, trades, positions, account_totals).
+    #[arg(long, value_name = "T")]
+    pub table: Option<String>,
+    /// Only changes by this actor (app.actor or database session user) and operations
+    /// by this OS user or database role.
+    #[arg(long, value_name = "A")]
+    pub actor: Option<String>,
 }

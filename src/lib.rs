@@ -3,6 +3,7 @@
 //! Layout: `cli` (clap types) → `commands` (one handler per subcommand) → domain modules
 //! (`report`, `policy`, ...) → `db` (connections, TLS, quoting, locks).
 
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod db;
@@ -10,6 +11,7 @@ pub mod duration;
 pub mod error;
 pub mod fsutil;
 pub mod logging;
+pub mod oplog;
 pub mod policy;
 pub mod policy_check;
 pub mod report;

@@ -1,6 +1,7 @@
 //! Command handlers: each turns its arguments into a plan, calls the domain modules,
 //! renders the outcome and returns an exit status. No SQL here.
 
+pub mod audit;
 pub mod health;
 pub mod policy;
 pub mod schedule;
@@ -23,6 +24,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Health(args) => health::run(args).await,
         Command::Policy(cmd) => policy::run(cmd),
         Command::Schedule(cmd) => schedule::run(cmd).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
     }
 }
 

@@ -1,0 +1,462 @@
+//! `opsctl audit seal | verify | report`: plans the arguments, calls crate::audit and
+//! renders the outcome (text or `--format json`).
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+
+use super::{conn_settings, print, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use crate::audit::{self, Report, ReportFilter, SealOutcome, VerifyOutcome};
+use crate::cli::{AuditCommand, AuditReportArgs, AuditSealArgs, AuditVerifyArgs, Format};
+use crate::db;
+use crate::oplog;
+
+pub async fn run(cmd: AuditCommand) -> u8 {
+    match cmd {
+        AuditCommand::Seal(a) => seal(a).await,
+        AuditCommand::Verify(a) => verify(a).await,
+        AuditCommand::Report(a) => report(a).await,
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {e}");
+    EXIT_FAILURE
+}
+
+async fn seal(args: AuditSealArgs) -> u8 {
+    let settings = match conn_settings(&args.connect) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let mut conn = match db::connect(&settings).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    let op = match oplog::start(&conn, &argv).await {
+        Ok(op) => op,
+        Err(e) => return fail(e),
+    };
+    let result = audit::seal(&mut conn, args.batch_size).await;
+    let err = result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+    if let Err(e) = op.finish(&conn, oplog::Outcome::of(&result), err).await {
+        eprintln!("warning: {e}");
+    }
+    match result {
+        Ok(out) => {
+            match args.output.format {
+                Format::Json => print(&(json(&out) + "\n")),
+                Format::Text => print(&seal_text(&out)),
+            }
+            EXIT_OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn seal_text(o: &SealOutcome) -> String {
+    let mut t = String::new();
+    if o.seals.is_empty() {
+        let _ = writeln!(t, "audit seal: nothing new to seal");
+    } else {
+        let first = o.seals.iter().find_map(|s| s.first_row_id);
+        let last = o.seals.iter().rev().find_map(|s| s.last_row_id);
+        let (a, b) = (o.seals[0].seal_id, o.seals[o.seals.len() - 1].seal_id);
+        let seals = if a == b {
+            format!("seal {a}")
+        } else {
+            format!("seals {a}–{b}")
+        };
+        let _ = writeln!(
+            t,
+            "audit seal: sealed {} row(s) ({seals}, audit ids {}–{})",
+            o.rows_sealed,
+            first.map_or("-".into(), |v| v.to_string()),
+            last.map_or("-".into(), |v| v.to_string()),
+        );
+    }
+    if let Some(h) = &o.head_hash {
+        let _ = writeln!(t, "chain head: {h}");
+    }
+    if o.rows_waiting > 0 {
+        let _ = writeln!(
+            t,
+            "{} row(s) wait for transactions still running (xid ≥ {}); the next seal takes them",
+            o.rows_waiting, o.xid_horizon
+        );
+    }
+    t
+}
+
+async fn verify(args: AuditVerifyArgs) -> u8 {
+    let settings = match conn_settings(&args.connect) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let mut conn = match db::connect(&settings).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let out = match audit::verify(&mut conn, audit::DEFAULT_BATCH, &args.expect_hash).await {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
+    match args.output.format {
+        Format::Json => print(&(json(&out) + "\n")),
+        Format::Text => print(&verify_text(&out)),
+    }
+    if out.intact {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+fn verify_text(o: &VerifyOutcome) -> String {
+    let mut t = String::new();
+    if o.intact {
+        let _ = writeln!(
+            t,
+            "audit verify: OK: {} seal(s), {} sealed row(s) intact",
+            o.seals, o.rows_verified
+        );
+    } else {
+        let first = o.first_problem.as_ref().expect("not intact has a problem");
+        let _ = writeln!(t, "audit verify: TAMPERED: {first}");
+        if o.problems.len() > 1 {
+            let more = if o.problems.len() >= audit::MAX_PROBLEMS {
+                format!("at least {}", o.problems.len())
+            } else {
+                o.problems.len().to_string()
+            };
+            let _ = writeln!(t, "{more} problem(s) in all:");
+            for p in &o.problems {
+                let _ = writeln!(t, "  - {p}");
+            }
+        }
+    }
+    if let Some(h) = &o.head_hash {
+        let _ = writeln!(
+            t,
+            "chain head: {h} (keep it outside the database, as backup manifests do; check it later with --expect-hash)"
+        );
+    } else {
+        let _ = writeln!(t, "no seals yet: run `opsctl audit seal`");
+    }
+    if o.unsealed_rows > 0 {
+        let _ = writeln!(
+            t,
+            "{} row(s) not yet sealed (not covered by this verification)",
+            o.unsealed_rows
+        );
+    }
+    t
+}
+
+async fn report(args: AuditReportArgs) -> u8 {
+    let filter = match plan_report(&args, Utc::now()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let settings = match conn_settings(&args.connect) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let conn = match db::connect(&settings).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    match audit::report(&conn, &filter).await {
+        Ok(r) => {
+            match args.output.format {
+                Format::Json => print(&(json(&r) + "\n")),
+                Format::Text => print(&report_text(&r)),
+            }
+            EXIT_OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
+const TABLES: &[&str] = &["users", "trades", "positions", "account_totals"];
+
+/// Turns the report flags into a window and filters; errors are usage errors.
+pub fn plan_report(a: &AuditReportArgs, now: DateTime<Utc>) -> Result<ReportFilter, String> {
+    let (from, to) = match (&a.since, &a.from, &a.to) {
+        (Some(s), _, _) => (now - parse_duration(s)?, now),
+        (None, None, None) => (now - Duration::hours(24), now),
+        (None, Some(f), t) => (
+            parse_time(f, "--from")?,
+            t.as_deref()
+                .map(|t| parse_time(t, "--to"))
+                .transpose()?
+                .unwrap_or(now),
+        ),
+        (None, None, Some(_)) => {
+            return Err("--to needs --from (or use --since DURATION)".into());
+        }
+    };
+    if from >= to {
+        return Err(format!(
+            "the window is empty: --from {} is not before --to {}",
+            from.to_rfc3339(),
+            to.to_rfc3339()
+        ));
+    }
+    if let Some(t) = &a.table {
+        if !TABLES.contains(&t.as_str()) {
+            return Err(format!(
+                "--table {t:?} is not audited; audited tables: {}",
+                TABLES.join(", ")
+            ));
+        }
+    }
+    if a.actor.as_deref() == Some("") {
+        return Err("--actor must not be empty".into());
+    }
+    Ok(ReportFilter {
+        from,
+        to,
+        table: a.table.clone(),
+        actor: a.actor.clone(),
+    })
+}
+
+/// Parses `90s`, `15m`, `24h`, `7d`, `2w` (also spelled out: `7 days`, `3 hours`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("invalid duration {s:?}: expected a number and a unit, e.g. 90m, 24h, 7d, 2w");
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (num, unit) = t.split_at(split);
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit.trim().to_ascii_lowercase().as_str() {
+        "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
+        "w" | "week" | "weeks" => 604_800,
+        _ => return Err(bad()),
+    };
+    if n <= 0 {
+        return Err(format!("duration {s:?} must be positive"));
+    }
+    n.checked_mul(secs)
+        .filter(|v| *v < 100 * 365 * 86_400)
+        .map(Duration::seconds)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
+}
+
+/// Parses RFC 3339, or `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` / `…THH:MM[:SS]` in UTC.
+pub fn parse_time(s: &str, flag: &str) -> Result<DateTime<Utc>, String> {
+    let t = s.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(t, fmt) {
+            return Ok(n.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    Err(format!(
+        "{flag} {s:?} is not a time: use RFC 3339 (2026-01-31T12:00:00Z) or YYYY-MM-DD[ HH:MM[:SS]] (UTC)"
+    ))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).expect("report serialises")
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn report_text(r: &Report) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "opsctl audit report: {} – {} UTC",
+        ts(&r.from),
+        ts(&r.to)
+    );
+    if let Some(tb) = &r.table {
+        let _ = writeln!(t, "table: {tb}");
+    }
+    if let Some(a) = &r.actor {
+        let _ = writeln!(t, "actor: {a}");
+    }
+    let _ = writeln!(
+        t,
+        "\nchanges by table, operation and actor ({} in all)",
+        r.total_changes
+    );
+    if r.changes.is_empty() {
+        let _ = writeln!(t, "  none");
+    }
+    for c in &r.changes {
+        let _ = writeln!(
+            t,
+            "  {:<15} {:<9} {:<24} {:>10}",
+            c.table, c.operation, c.actor, c.count
+        );
+    }
+    let _ = writeln!(t, "\ndeletes of trades ({})", r.trade_deletes_total);
+    if r.trade_deletes.is_empty() {
+        let _ = writeln!(t, "  none");
+    }
+    for d in &r.trade_deletes {
+        let what = if d.operation == "TRUNCATE" {
+            format!("TRUNCATE of {}", d.relation)
+        } else {
+            format!(
+                "trade {} (user {}, {})",
+                d.trade_id.as_deref().unwrap_or("?"),
+                d.user_id.as_deref().unwrap_or("-"),
+                d.symbol.as_deref().unwrap_or("?")
+            )
+        };
+        let _ = writeln!(t, "  {}  {:<20} {what}", ts(&d.at), d.actor);
+    }
+    if (r.trade_deletes.len() as i64) < r.trade_deletes_total {
+        let _ = writeln!(
+            t,
+            "  … {} more (narrow the window or use --format json)",
+            r.trade_deletes_total - r.trade_deletes.len() as i64
+        );
+    }
+    let _ = writeln!(t, "\nopsctl operations ({})", r.operations.len());
+    if r.operations.is_empty() {
+        let _ = writeln!(t, "  none");
+    }
+    for o in &r.operations {
+        let dur = o
+            .finished_at
+            .map(|f| {
+                format!(
+                    "{:.1}s",
+                    (f - o.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            t,
+            "  {}  {:<8} {:>7}  {}@{} as {}: {}",
+            ts(&o.started_at),
+            o.outcome,
+            dur,
+            o.os_user.as_deref().unwrap_or("?"),
+            o.host.as_deref().unwrap_or("?"),
+            o.db_role,
+            o.command_line
+        );
+        if let Some(e) = &o.error {
+            let _ = writeln!(t, "      error: {}", e.lines().next().unwrap_or(""));
+        }
+    }
+    let _ = writeln!(t, "\nlargest transactions");
+    if r.largest_transactions.is_empty() {
+        let _ = writeln!(t, "  none");
+    }
+    for b in &r.largest_transactions {
+        let _ = writeln!(
+            t,
+            "  xid {:<12} {:>10} row(s)  {}  {:<20} {}",
+            b.transaction_id,
+            b.rows,
+            ts(&b.started_at),
+            b.actor,
+            b.tables
+        );
+    }
+    let _ = writeln!(t, "\nseal chain");
+    match &r.chain {
+        Some(c) => {
+            let _ = writeln!(
+                t,
+                "  {} seal(s) over {} row(s); last sealed {}",
+                c.seals,
+                c.sealed_rows,
+                c.last_sealed_at.as_ref().map_or("never".into(), ts)
+            );
+            let _ = writeln!(
+                t,
+                "  unsealed rows: {}{}",
+                c.unsealed_rows,
+                c.oldest_unsealed
+                    .as_ref()
+                    .map_or(String::new(), |o| format!(" (oldest {})", ts(o)))
+            );
+            if let Some(h) = &c.head_hash {
+                let _ = writeln!(t, "  chain head: {h}");
+            }
+        }
+        None => {
+            let _ = writeln!(t, "  no audit schema");
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(since: Option<&str>, from: Option<&str>, to: Option<&str>) -> AuditReportArgs {
+        AuditReportArgs {
+            connect: crate::cli::ConnectArgs {
+                database_url: None,
+                sslmode: None,
+                sslrootcert: None,
+            },
+            output: crate::cli::OutputArgs {
+                format: Format::Text,
+            },
+            since: since.map(Into::into),
+            from: from.map(Into::into),
+            to: to.map(Into::into),
+            table: None,
+            actor: None,
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h").unwrap(), Duration::hours(24));
+        assert_eq!(parse_duration("7 days").unwrap(), Duration::days(7));
+        assert_eq!(parse_duration("90m").unwrap(), Duration::minutes(90));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("3 fortnights").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn windows() {
+        let now = parse_time("2026-02-01T00:00:00Z", "now").unwrap();
+        let f = plan_report(&args(None, None, None), now).unwrap();
+        assert_eq!(f.to - f.from, Duration::hours(24));
+        let f = plan_report(
+            &args(None, Some("2026-01-01"), Some("2026-01-02 12:00")),
+            now,
+        )
+        .unwrap();
+        assert_eq!(f.to - f.from, Duration::hours(36));
+        assert!(plan_report(&args(None, Some("2026-01-02"), Some("2026-01-01")), now).is_err());
+        assert!(plan_report(&args(None, None, Some("2026-01-01")), now).is_err());
+        assert!(plan_report(&args(None, Some("yesterday"), None), now).is_err());
+        let mut a = args(Some("1h"), None, None);
+        a.table = Some("orders".into());
+        assert!(plan_report(&a, now).unwrap_err().contains("not audited"));
+    }
+}

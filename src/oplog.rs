@@ -1,0 +1,340 @@
+//! opsctl's own operations log (`opsctl.operations`): who ran which sensitive command
+//! (OS user, database role, host), with the command line stripped of secrets, when it
+//! started and ended, and how it ended.
+//!
+//! Usage from a command handler:
+//! ```ignore
+//! let argv: Vec<String> = std::env::args().collect();
+//! let op = oplog::start(&client, &argv).await?;
+//! let result = do_the_work(&client).await;
+//! let err = result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
+//! op.finish(&client, oplog::Outcome::of(&result), err).await?;
+//! ```
+
+use std::fmt::Display;
+
+use tokio_postgres::Client;
+
+use crate::db;
+use crate::error::Error;
+
+const INSERT_OPERATION: &str = "INSERT INTO opsctl.operations \
+     (command, command_line, os_user, host, pid) VALUES ($1, $2, $3, $4, $5) RETURNING id";
+
+const FINISH_OPERATION: &str = "UPDATE opsctl.operations \
+     SET finished_at = clock_timestamp(), outcome = $2, error = $3 WHERE id = $1";
+
+const INSERT_FINISHED: &str = "INSERT INTO opsctl.operations \
+     (command, command_line, os_user, host, pid, started_at, finished_at, outcome, error) \
+     VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp(), $7, $8)";
+
+const TABLE_PRESENT: &str = "SELECT to_regclass('opsctl.operations') IS NOT NULL";
+
+/// How a recorded operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+
+    /// Success for `Ok`, failure for `Err`.
+    pub fn of<T, E>(r: &Result<T, E>) -> Outcome {
+        if r.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        }
+    }
+}
+
+/// A started operation; call [`OpGuard::finish`] when it ends. An operation never
+/// finished (the process was killed) stays `running` in the log, which the audit
+/// report shows. When the database has no `opsctl.operations` yet (`migrate up` on a
+/// fresh database, a restore into an empty one), nothing is written at the start and
+/// `finish` records the whole operation if the table exists by then.
+#[derive(Debug)]
+#[must_use = "finish() the operation so its outcome is recorded"]
+pub struct OpGuard {
+    /// The row in opsctl.operations, when it was written at the start.
+    pub id: Option<i64>,
+    command: String,
+    line: String,
+    started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Records the start of an operation; the command name is taken from `argv`
+/// (e.g. `backup prune`).
+pub async fn start(client: &Client, argv: &[String]) -> Result<OpGuard, Error> {
+    start_named(client, &command_name(argv), argv).await
+}
+
+/// Records the start of an operation under an explicit command name.
+pub async fn start_named(
+    client: &Client,
+    command: &str,
+    argv: &[String],
+) -> Result<OpGuard, Error> {
+    let mut guard = OpGuard {
+        id: None,
+        command: command.to_string(),
+        line: redact_argv(argv),
+        started_at: chrono::Utc::now(),
+    };
+    if !table_present(client).await? {
+        return Ok(guard);
+    }
+    let row = client
+        .query_one(
+            INSERT_OPERATION,
+            &[&guard.command, &guard.line, &os_user(), &host(), &pid()],
+        )
+        .await
+        .map_err(Error::db_ctx(
+            "cannot record the operation in opsctl.operations",
+        ))?;
+    guard.id = Some(row.get(0));
+    Ok(guard)
+}
+
+async fn table_present(client: &Client) -> Result<bool, Error> {
+    Ok(client
+        .query_one(TABLE_PRESENT, &[])
+        .await
+        .map_err(Error::db)?
+        .get(0))
+}
+
+fn host() -> Option<String> {
+    hostname::get()
+        .ok()
+        .map(|h| h.to_string_lossy().into_owned())
+}
+
+fn pid() -> i32 {
+    std::process::id() as i32
+}
+
+impl OpGuard {
+    /// Records the end of the operation: outcome and, for failures, the error (secrets
+    /// removed).
+    pub async fn finish(
+        self,
+        client: &Client,
+        outcome: Outcome,
+        error: Option<&dyn Display>,
+    ) -> Result<(), Error> {
+        let error = error.map(|e| db::redact(&e.to_string()));
+        let ctx = "cannot record the end of the operation in opsctl.operations";
+        match self.id {
+            Some(id) => {
+                client
+                    .execute(FINISH_OPERATION, &[&id, &outcome.as_str(), &error])
+                    .await
+                    .map_err(Error::db_ctx(ctx))?;
+            }
+            None if table_present(client).await? => {
+                client
+                    .execute(
+                        INSERT_FINISHED,
+                        &[
+                            &self.command,
+                            &self.line,
+                            &os_user(),
+                            &host(),
+                            &pid(),
+                            &self.started_at,
+                            &outcome.as_str(),
+                            &error,
+                        ],
+                    )
+                    .await
+                    .map_err(Error::db_ctx(ctx))?;
+            }
+            None => tracing::debug!("opsctl.operations does not exist: operation not recorded"),
+        }
+        Ok(())
+    }
+}
+
+/// The operating-system user running opsctl.
+pub fn os_user() -> Option<String> {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(u) = std::env::var(var) {
+            if !u.is_empty() {
+                return Some(u);
+            }
+        }
+    }
+    // SAFETY: getpwuid returns a pointer into static storage or null; read at once.
+    unsafe {
+        let uid = libc::geteuid();
+        let pw = libc::getpwuid(uid);
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return Some(format!("uid {uid}"));
+        }
+        Some(
+            std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
+
+/// The subcommand words of an argv (`opsctl backup prune --keep 3` → `backup prune`).
+pub fn command_name(argv: &[String]) -> String {
+    let mut words = Vec::new();
+    let mut skip_value = false;
+    for a in argv.iter().skip(1) {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        if a.starts_with('-') {
+            if !words.is_empty() {
+                break;
+            }
+            // Global flags before the subcommand take a value unless given as --k=v.
+            skip_value = !a.contains('=');
+            continue;
+        }
+        words.push(a.as_str());
+        if words.len() == 2 {
+            break;
+        }
+    }
+    if words.is_empty() {
+        "opsctl".into()
+    } else {
+        words.join(" ")
+    }
+}
+
+/// Flags whose value is a secret, or names one: the value is replaced by `****`.
+fn is_secret_flag(name: &str) -> bool {
+    let n = name.trim_start_matches('-').to_ascii_lowercase();
+    n == "database-url"
+        || n.ends_with("-url")
+        || n == "url"
+        || n.starts_with("passphrase")
+        || n.contains("password")
+        || n.contains("secret")
+        || n.contains("token")
+        || n == "key"
+}
+
+/// The command line with secrets removed: values of `--database-url`, `--passphrase*`,
+/// `--*password*`, `--*secret*`, `--*token*`, `--key`; `password=` in conninfo strings;
+/// the password of any URL. Arguments are shell-quoted where needed.
+pub fn redact_argv(argv: &[String]) -> String {
+    let mut out: Vec<String> = Vec::with_capacity(argv.len());
+    let mut redact_next = false;
+    for a in argv {
+        if redact_next {
+            redact_next = false;
+            out.push("****".into());
+            continue;
+        }
+        if a.starts_with("--") {
+            if let Some((name, _)) = a.split_once('=') {
+                if is_secret_flag(name) {
+                    out.push(format!("{name}=****"));
+                    continue;
+                }
+            } else if is_secret_flag(a) {
+                out.push(a.clone());
+                redact_next = true;
+                continue;
+            }
+        }
+        out.push(shell_quote(&db::redact(a)));
+    }
+    out.join(" ")
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%*".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn secrets_are_removed() {
+        let line = redact_argv(&v(&[
+            "opsctl",
+            "restore",
+            "--database-url",
+            "postgresql://ops:hunter2@db/trading",
+            "--passphrase-file=/etc/opsctl/pass",
+            "--passphrase",
+            "correct horse",
+            "--target",
+            "host=db password=s3cret user=ops",
+            "postgres://u:pw@h/d",
+        ]));
+        assert!(!line.contains("hunter2"), "{line}");
+        assert!(!line.contains("s3cret"), "{line}");
+        assert!(!line.contains("correct horse"), "{line}");
+        assert!(!line.contains(":pw@"), "{line}");
+        assert!(!line.contains("/etc/opsctl/pass"), "{line}");
+        assert!(line.starts_with("opsctl restore --database-url **** --passphrase-file=****"));
+        assert!(line.contains("'host=db password=**** user=ops'"), "{line}");
+        assert!(line.contains("postgres://u:****@h/d"), "{line}");
+    }
+
+    #[test]
+    fn ordinary_arguments_are_kept() {
+        let line = redact_argv(&v(&[
+            "opsctl",
+            "backup",
+            "prune",
+            "--keep",
+            "3",
+            "--format=json",
+        ]));
+        assert_eq!(line, "opsctl backup prune --keep 3 --format=json");
+    }
+
+    #[test]
+    fn command_names() {
+        assert_eq!(
+            command_name(&v(&["opsctl", "audit", "seal", "--format", "json"])),
+            "audit seal"
+        );
+        assert_eq!(
+            command_name(&v(&[
+                "opsctl",
+                "--log-format",
+                "json",
+                "vacuum",
+                "--dry-run"
+            ])),
+            "vacuum"
+        );
+        assert_eq!(
+            command_name(&v(&["opsctl", "migrate", "up", "extra"])),
+            "migrate up"
+        );
+        assert_eq!(command_name(&v(&["opsctl"])), "opsctl");
+    }
+}
