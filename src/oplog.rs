@@ -3,7 +3,7 @@
 //! started and ended, and how it ended.
 //!
 //! Usage from a command handler:
-//! ```ignore
+//! ```text
 //! let argv: Vec<String> = std::env::args().collect();
 //! let op = oplog::start(&client, &argv).await?;
 //! let result = do_the_work(&client).await;
