@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod fsutil;
 pub mod logging;
+pub mod partition;
 pub mod policy;
 pub mod report;
 

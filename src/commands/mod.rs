@@ -1,7 +1,9 @@
 //! Command handlers: each turns its arguments into a plan, calls the domain modules,
 //! renders the outcome and returns an exit status. No SQL here.
 
+pub mod archive;
 pub mod health;
+pub mod partition;
 
 use std::io::{IsTerminal, Write};
 
@@ -19,6 +21,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Health(args) => health::run(args).await,
+        Command::Partition(cmd) => partition::run(cmd).await,
+        Command::Archive(args) => archive::run(args).await,
     }
 }
 
