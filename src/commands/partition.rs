@@ -205,6 +205,7 @@ fn render_listing(l: &Listing) -> String {
                     PartitionState::Live => "live",
                     PartitionState::Default => "default",
                     PartitionState::Archived => "archived",
+                    PartitionState::Detached => "detached (pending attach to the archive)",
                 }
                 .into(),
             ]

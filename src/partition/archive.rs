@@ -499,7 +499,7 @@ async fn run_locked(
     let arch = ensure_archive_table(client, t).await?;
     pause_at("archive-table").await;
     let mut finished_first = None;
-    let journal = match running_journal(client, t).await? {
+    let (journal, resumed) = match running_journal(client, t).await? {
         Some(j) if j.cutoff == req.cutoff => {
             obs.notice(&format!(
                 "resuming the unfinished archive of {} before {} (journal #{}, started {}): \
@@ -511,7 +511,7 @@ async fn run_locked(
                 j.moved_rows,
                 j.source_rows
             ));
-            j
+            (j, true)
         }
         Some(j) => {
             obs.notice(&format!(
@@ -524,28 +524,15 @@ async fn run_locked(
                 req.cutoff
             ));
             finished_first = Some(execute(client, t, &arch, j, req.batch_size, true, obs).await?);
-            start_journal(client, t, req.cutoff).await?
+            (start_journal(client, t, req.cutoff).await?, false)
         }
-        None => start_journal(client, t, req.cutoff).await?,
+        None => (start_journal(client, t, req.cutoff).await?, false),
     };
-    let resumed = journal.moved_rows > 0 || journal.position.is_some();
-    let resumed = resumed || finished_first.is_none() && journal_has_parts(client, &journal).await?;
     let summary = execute(client, t, &arch, journal, req.batch_size, resumed, obs).await?;
     Ok(Outcome {
         finished_first,
         summary,
     })
-}
-
-async fn journal_has_parts(client: &Client, j: &Journal) -> Result<bool, Error> {
-    Ok(client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM opsctl.archive_journal_partitions WHERE journal_id = $1)",
-            &[&j.id],
-        )
-        .await
-        .map_err(Error::db)?
-        .get(0))
 }
 
 /// Records a new run: counts the source rows and the archive's rows of the range in one

@@ -546,6 +546,9 @@ pub enum PartitionState {
     Live,
     Default,
     Archived,
+    /// Detached from the live table by an interrupted archive and not yet attached to
+    /// the archive table (the next `archive` run attaches it first).
+    Detached,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -578,6 +581,50 @@ pub async fn archive_oid(client: &Client, table: &str) -> Result<Option<u32>, Er
         .map(|r| r.get(0)))
 }
 
+const SQL_PENDING_DETACHED: &str = r#"
+SELECT n.nspname::text, c.relname::text, c.oid, jp.range_from, jp.range_to,
+       CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::int8 END,
+       pg_total_relation_size(c.oid)
+  FROM opsctl.archive_journal_partitions jp
+  JOIN opsctl.archive_journal j ON j.id = jp.journal_id
+  JOIN pg_namespace n ON n.nspname = 'archive'
+  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = jp.partition
+ WHERE j.table_schema = $1 AND j.table_name = $2 AND jp.state = 'detached'
+ ORDER BY jp.range_from"#;
+
+/// Months an interrupted archive detached but did not attach to the archive yet.
+pub async fn pending_detached(client: &Client, table: &Table) -> Result<Vec<Partition>, Error> {
+    let journal: bool = client
+        .query_one(
+            "SELECT to_regclass('opsctl.archive_journal_partitions') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(Error::db)?
+        .get(0);
+    if !journal {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(SQL_PENDING_DETACHED, &[&table.schema, &table.name])
+        .await
+        .map_err(Error::db)?;
+    Ok(rows
+        .iter()
+        .map(|r| Partition {
+            schema: r.get(0),
+            name: r.get(1),
+            oid: r.get(2),
+            is_default: false,
+            from: r.get(3),
+            to: r.get(4),
+            estimated_rows: r.get(5),
+            bytes: r.get(6),
+            has_range_check: true,
+        })
+        .collect())
+}
+
 /// Lists a table's partitions (live, default, and those archived to `archive.<table>`).
 pub async fn list(client: &Client, table: &Table) -> Result<Listing, Error> {
     let live = partitions(client, table.oid).await?;
@@ -590,6 +637,12 @@ pub async fn list(client: &Client, table: &Table) -> Result<Listing, Error> {
                 state: PartitionState::Archived,
             });
         }
+    }
+    for p in pending_detached(client, table).await? {
+        out.push(ListedPartition {
+            partition: p,
+            state: PartitionState::Detached,
+        });
     }
     for p in live {
         let state = if p.is_default {
