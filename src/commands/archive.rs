@@ -182,6 +182,7 @@ fn render_summary(s: &Summary) -> String {
          \x20 rows moved: {rows} ({byp} by partition moves, {byb} in {batches} batches)\n\
          \x20 bytes moved: {bytes}\n\
          \x20 verification: {verification}\n\
+         \x20 live table lock per month moved: at most {lock:.1} ms (wait + hold)\n\
          \x20 duration: {dur:.2} s (journal #{jid})\n",
         table = s.table,
         cutoff = fmt_ts(s.cutoff),
@@ -200,6 +201,7 @@ fn render_summary(s: &Summary) -> String {
         batches = s.batches,
         bytes = fmt_bytes(s.bytes_moved),
         verification = s.verification,
+        lock = s.max_live_lock_ms,
         dur = s.duration_ms as f64 / 1000.0,
         jid = s.journal_id,
     )

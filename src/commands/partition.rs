@@ -84,12 +84,16 @@ async fn ensure_cmd(args: PartitionEnsureArgs) -> u8 {
                 o.last_month.format("%Y-%m")
             ));
         } else {
-            let names: Vec<&str> = o.created.iter().map(|m| m.partition.as_str()).collect();
+            let mut names: Vec<&str> = o.created.iter().map(|m| m.partition.as_str()).collect();
+            let total = names.len();
+            if total > 6 {
+                names = vec![names[0], "…", names[total - 1]];
+            }
             out.push_str(&format!(
                 "{}: {verb} {} partition{}{}{}",
                 o.table,
-                names.len(),
-                if names.len() == 1 { "" } else { "s" },
+                total,
+                if total == 1 { "" } else { "s" },
                 if names.is_empty() {
                     String::new()
                 } else {

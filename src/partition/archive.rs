@@ -108,6 +108,9 @@ pub struct Summary {
     pub archive_rows_added: i64,
     pub verified: bool,
     pub verification: String,
+    /// Longest time one whole-month move waited for and held the live table's ACCESS
+    /// EXCLUSIVE lock (DETACH to COMMIT), in milliseconds.
+    pub max_live_lock_ms: f64,
     pub duration_ms: u64,
 }
 
@@ -626,6 +629,7 @@ async fn execute(
     }
 
     // 2. Whole months, by metadata.
+    let mut max_lock = Duration::ZERO;
     let archived = partitions(client, arch.oid).await?;
     for p in partitions(client, t.oid).await? {
         if !whole_movable(&p, j.cutoff, &archived) {
@@ -643,7 +647,8 @@ async fn execute(
         if !p.has_range_check {
             add_range_check(client, t, &p, from, to).await?;
         }
-        detach(client, t, &p, j.id, from, to).await?;
+        let held = detach(client, t, &p, j.id, from, to).await?;
+        max_lock = max_lock.max(held);
         pause_at("detached").await;
         let rows = attach_moved(client, t, arch, j.id, &p.name, from, to).await?;
         obs.advance(rows.max(0) as u64);
@@ -679,7 +684,9 @@ async fn execute(
 
     // 4. Verification.
     pause_at("verify").await;
-    verify_and_finish(client, t, j, resumed, started).await
+    let mut summary = verify_and_finish(client, t, j, resumed, started).await?;
+    summary.max_live_lock_ms = max_lock.as_secs_f64() * 1000.0;
+    Ok(summary)
 }
 
 /// Adds the `<partition>_range` CHECK constraint a partition made elsewhere lacks, so the
@@ -722,6 +729,7 @@ async fn add_range_check(
 }
 
 /// DETACH from the live table + SET SCHEMA archive + journal, one short-lock transaction.
+/// Returns how long the live table's lock was waited for and held.
 async fn detach(
     client: &Client,
     t: &Table,
@@ -729,21 +737,26 @@ async fn detach(
     journal_id: i64,
     from: NaiveDateTime,
     to: NaiveDateTime,
-) -> Result<(), Error> {
+) -> Result<Duration, Error> {
     let ddl = format!(
         "ALTER TABLE {live} DETACH PARTITION {part}; ALTER TABLE {part} SET SCHEMA {schema}",
         live = t.sql_name(),
         part = p.sql_name(),
         schema = quote_ident(ARCHIVE_SCHEMA)
     );
+    let last_start = std::sync::Mutex::new(Instant::now());
     in_tx(client, &format!("detaching {}", p.qualified()), || async {
+        *last_start.lock().expect("not poisoned") = Instant::now();
         client.batch_execute(&ddl).await?;
         client
             .execute(SQL_J_PART_DETACHED, &[&journal_id, &p.name, &from, &to])
             .await?;
         Ok(())
     })
-    .await
+    .await?;
+    // From the DETACH (lock wait included) to the commit that released the lock.
+    let held = last_start.lock().expect("not poisoned").elapsed();
+    Ok(held)
 }
 
 /// ATTACH a detached month (now in schema archive) to the archive table, after taking
@@ -914,6 +927,7 @@ async fn verify_and_finish(
         archive_rows_added: added,
         verified,
         verification,
+        max_live_lock_ms: 0.0,
         duration_ms: started.elapsed().as_millis() as u64,
     })
 }

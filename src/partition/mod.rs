@@ -297,7 +297,7 @@ const SQL_PARTITIONS: &str = r#"
 SELECT n.nspname::text, c.relname::text, c.oid, b.expr = 'DEFAULT',
        ((regexp_match(b.expr, 'FROM \(''([^'']+)''\)'))[1])::timestamptz AT TIME ZONE 'UTC',
        ((regexp_match(b.expr, 'TO \(''([^'']+)''\)'))[1])::timestamptz AT TIME ZONE 'UTC',
-       CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::int8 END,
+       CASE WHEN c.reltuples < 0 THEN pg_stat_get_live_tuples(c.oid) ELSE c.reltuples::int8 END,
        pg_total_relation_size(c.oid),
        EXISTS (SELECT 1 FROM pg_constraint k
                 WHERE k.conrelid = c.oid AND k.contype = 'c'
@@ -416,9 +416,15 @@ where
             Err(e) if retryable(&e) && attempt < LOCK_ATTEMPTS => {
                 let base = 50u64.saturating_mul(1 << attempt.min(7)).min(3000);
                 let wait = base + rand::thread_rng().gen_range(0..=base / 2);
-                tracing::info!(
-                    "{what}: lock not granted within {LOCK_TIMEOUT_MS} ms (attempt {attempt}); retrying in {wait} ms"
-                );
+                if attempt < 5 {
+                    tracing::info!(
+                        "{what}: lock not granted within {LOCK_TIMEOUT_MS} ms (attempt {attempt}); retrying in {wait} ms"
+                    );
+                } else {
+                    tracing::warn!(
+                        "{what}: lock not granted within {LOCK_TIMEOUT_MS} ms (attempt {attempt} of {LOCK_ATTEMPTS}); retrying in {wait} ms"
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
             Err(e) if retryable(&e) => {
@@ -583,7 +589,7 @@ pub async fn archive_oid(client: &Client, table: &str) -> Result<Option<u32>, Er
 
 const SQL_PENDING_DETACHED: &str = r#"
 SELECT n.nspname::text, c.relname::text, c.oid, jp.range_from, jp.range_to,
-       CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::int8 END,
+       CASE WHEN c.reltuples < 0 THEN pg_stat_get_live_tuples(c.oid) ELSE c.reltuples::int8 END,
        pg_total_relation_size(c.oid)
   FROM opsctl.archive_journal_partitions jp
   JOIN opsctl.archive_journal j ON j.id = jp.journal_id

@@ -663,3 +663,32 @@ fn a_concurrent_second_archive_refuses_and_never_interleaves() {
     assert_eq!(j["verified"], true);
     assert_eq!(fingerprint(&db), fp);
 }
+
+#[test]
+fn a_busy_live_table_is_retried_with_short_lock_timeouts() {
+    let db = seeded("alock", 3600);
+    let fp = fingerprint(&db);
+    let name = db.name.clone();
+    // A long reader: DETACH cannot get its lock until it ends.
+    let holder = std::thread::spawn(move || {
+        cluster().psql(
+            &name,
+            "BEGIN; LOCK TABLE trades IN ACCESS SHARE MODE; SELECT pg_sleep(2); COMMIT;",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let r = db
+        .opsctl()
+        .env("OPSCTL_LOG", "info")
+        .args(["archive", "--before", "2025-03-01", "--format", "json"])
+        .run()
+        .success();
+    holder.join().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    assert!(r.stderr.contains("lock not granted within 100 ms"), "{}", r.stderr);
+    let j = r.json();
+    assert_eq!(j["verified"], true, "{j}");
+    assert_eq!(j["summary"]["rows_moved"], 744 + 672);
+    assert_eq!(fingerprint(&db), fp);
+}
