@@ -42,9 +42,9 @@ impl Observer for Progress {
 
 pub async fn run(args: ArchiveArgs) -> u8 {
     // Everything about the arguments is checked before connecting.
-    let cutoff = match archive::parse_cutoff(&args.before).and_then(|c| {
-        archive::check_not_future(c, partition::now_utc(), args.force).map(|_| c)
-    }) {
+    let cutoff = match archive::parse_cutoff(&args.before)
+        .and_then(|c| archive::check_not_future(c, partition::now_utc(), args.force).map(|_| c))
+    {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -163,7 +163,11 @@ fn emit_plan(p: &Plan, format: Format) {
 
 fn emit_outcome(o: &Outcome, format: Format) {
     if format == Format::Json {
-        print(&(pretty(&json!({ "dry_run": false, "verified": o.verified(), "finished_first": o.finished_first, "summary": o.summary })) + "\n"));
+        print(
+            &(pretty(
+                &json!({ "dry_run": false, "verified": o.verified(), "finished_first": o.finished_first, "summary": o.summary }),
+            ) + "\n"),
+        );
         return;
     }
     let mut out = String::new();
@@ -188,7 +192,11 @@ fn render_summary(s: &Summary) -> String {
         cutoff = fmt_ts(s.cutoff),
         arch = s.archive_table,
         resumed = if s.resumed { " (resumed)" } else { "" },
-        state = if s.verified { "done, verified" } else { "VERIFICATION FAILED" },
+        state = if s.verified {
+            "done, verified"
+        } else {
+            "VERIFICATION FAILED"
+        },
         np = s.partitions_moved.len(),
         names = if s.partitions_moved.is_empty() {
             String::new()

@@ -49,11 +49,11 @@ async fn setup(
 }
 
 async fn ensure_cmd(args: PartitionEnsureArgs) -> u8 {
-    let (conn, policy, specs) = match setup(&args.connect, &args.policy, args.table.as_deref()).await
-    {
-        Ok(x) => x,
-        Err(e) => return fail(e),
-    };
+    let (conn, policy, specs) =
+        match setup(&args.connect, &args.policy, args.table.as_deref()).await {
+            Ok(x) => x,
+            Err(e) => return fail(e),
+        };
     let premake = args.premake.unwrap_or(policy.partitions.premake);
     let now = partition::now_utc();
     let mut outcomes = Vec::new();
@@ -199,10 +199,7 @@ fn render_listing(l: &Listing) -> String {
                     if q.is_default { "DEFAULT" } else { "MINVALUE" }.into(),
                     fmt_ts,
                 ),
-                q.to.map_or(
-                    if q.is_default { "" } else { "MAXVALUE" }.into(),
-                    fmt_ts,
-                ),
+                q.to.map_or(if q.is_default { "" } else { "MAXVALUE" }.into(), fmt_ts),
                 q.estimated_rows.map_or("?".into(), |n| n.to_string()),
                 fmt_bytes(q.bytes),
                 match p.state {

@@ -241,25 +241,19 @@ fn sql_count_archive(t: &Table) -> String {
     )
 }
 
+/// One batch: the next `$2` rows in keyset order (time column, then the rest of the
+/// primary key) after the position `$3..`, deleted by key range so each partition is read
+/// by index, never scanned whole.
 fn sql_batch(t: &Table, with_position: bool) -> String {
     let keys: Vec<String> = t.key.iter().map(|(c, _)| quote_ident(c)).collect();
+    let join = |f: &dyn Fn(&String) -> String| keys.iter().map(f).collect::<Vec<_>>().join(", ");
     let klist = keys.join(", ");
-    let tkeys = keys
-        .iter()
-        .map(|k| format!("t.{k}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let desc = keys
-        .iter()
-        .map(|k| format!("{k} DESC"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let texts = keys
-        .iter()
-        .map(|k| format!("{k}::text"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let cond = if with_position {
+    let tkeys = join(&|k| format!("t.{k}"));
+    let desc = join(&|k| format!("{k} DESC"));
+    let texts = join(&|k| format!("{k}::text"));
+    let c = t.sql_column();
+    let live = t.sql_name();
+    let (after, tafter) = if with_position {
         let pos = t
             .key
             .iter()
@@ -267,22 +261,26 @@ fn sql_batch(t: &Table, with_position: bool) -> String {
             .map(|(i, (_, ty))| format!("${}::text::{ty}", i + 3))
             .collect::<Vec<_>>()
             .join(", ");
-        format!(" AND ({klist}) > ({pos})")
+        (
+            format!(" AND ({klist}) > ({pos})"),
+            format!(" AND ({tkeys}) > ({pos})"),
+        )
     } else {
-        String::new()
+        (String::new(), String::new())
     };
     let cols = t.sql_columns();
     format!(
         "WITH moved AS (\
-           DELETE FROM {live} AS t WHERE ({tkeys}) IN (\
-             SELECT {klist} FROM {live} WHERE {c} < $1::timestamp{cond} ORDER BY {klist} LIMIT $2) \
+           DELETE FROM {live} AS t \
+            WHERE t.{c} < $1::timestamp{tafter} \
+              AND ({tkeys}) <= (SELECT {klist} FROM (\
+                    SELECT {klist} FROM {live} WHERE {c} < $1::timestamp{after} \
+                     ORDER BY {klist} LIMIT $2) AS b ORDER BY {desc} LIMIT 1) \
            RETURNING t.*), \
          ins AS (INSERT INTO {arch} ({cols}) SELECT {cols} FROM moved) \
          SELECT (SELECT count(*) FROM moved), \
                 (SELECT coalesce(sum(pg_column_size(m.*)), 0)::int8 FROM moved m), \
                 (SELECT ARRAY[{texts}] FROM moved ORDER BY {desc} LIMIT 1)",
-        live = t.sql_name(),
-        c = t.sql_column(),
         arch = archive_name(t),
     )
 }
@@ -358,9 +356,11 @@ async fn ensure_archive_table(client: &Client, t: &Table) -> Result<ArchiveTable
                 live = t.sql_name(),
                 c = t.sql_column(),
             );
-            in_tx(client, &format!("creating {}.{}", ARCHIVE_SCHEMA, t.name), || {
-                client.batch_execute(&sql)
-            })
+            in_tx(
+                client,
+                &format!("creating {}.{}", ARCHIVE_SCHEMA, t.name),
+                || client.batch_execute(&sql),
+            )
             .await?;
         }
     }
@@ -540,7 +540,11 @@ async fn run_locked(
 
 /// Records a new run: counts the source rows and the archive's rows of the range in one
 /// snapshot, in the transaction that inserts the journal row.
-async fn start_journal(client: &Client, t: &Table, cutoff: NaiveDateTime) -> Result<Journal, Error> {
+async fn start_journal(
+    client: &Client,
+    t: &Table,
+    cutoff: NaiveDateTime,
+) -> Result<Journal, Error> {
     let count_older = sql_count_older(t);
     let count_archive = sql_count_archive(t);
     client
@@ -619,7 +623,8 @@ async fn execute(
         .await
         .map_err(Error::db)?;
     for r in pending {
-        let (name, from, to): (String, NaiveDateTime, NaiveDateTime) = (r.get(0), r.get(1), r.get(2));
+        let (name, from, to): (String, NaiveDateTime, NaiveDateTime) =
+            (r.get(0), r.get(1), r.get(2));
         obs.notice(&format!(
             "attaching archive.{name}, detached by the interrupted run, to archive.{}",
             t.name
@@ -716,15 +721,19 @@ async fn add_range_check(
             lo = ts_literal(from),
             hi = ts_literal(to)
         );
-        in_tx(client, &format!("adding the range CHECK to {}", p.qualified()), || {
-            client.batch_execute(&add)
-        })
+        in_tx(
+            client,
+            &format!("adding the range CHECK to {}", p.qualified()),
+            || client.batch_execute(&add),
+        )
         .await?;
     }
     let validate = format!("ALTER TABLE {} VALIDATE CONSTRAINT {name}", p.sql_name());
-    in_tx(client, &format!("validating the range CHECK of {}", p.qualified()), || {
-        client.batch_execute(&validate)
-    })
+    in_tx(
+        client,
+        &format!("validating the range CHECK of {}", p.qualified()),
+        || client.batch_execute(&validate),
+    )
     .await
 }
 
@@ -786,21 +795,25 @@ async fn attach_moved(
         "ALTER TABLE {arch} ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})",
         arch = archive_name(t)
     );
-    in_tx(client, &format!("attaching {part} to the archive"), || async {
-        let rows: i64 = client.query_one(&count, &[]).await?.get(0);
-        let bytes: i64 = client.query_one(SQL_REL_SIZE, &[&part]).await?.get(0);
-        if let Some(sql) = &take_default {
-            client.execute(sql.as_str(), &[]).await?;
-        }
-        client.batch_execute(&attach).await?;
-        client
-            .execute(SQL_J_PART_ATTACHED, &[&journal_id, &name, &rows, &bytes])
-            .await?;
-        client
-            .execute(SQL_J_ADD_PARTITION, &[&journal_id, &rows, &bytes])
-            .await?;
-        Ok(rows)
-    })
+    in_tx(
+        client,
+        &format!("attaching {part} to the archive"),
+        || async {
+            let rows: i64 = client.query_one(&count, &[]).await?.get(0);
+            let bytes: i64 = client.query_one(SQL_REL_SIZE, &[&part]).await?.get(0);
+            if let Some(sql) = &take_default {
+                client.execute(sql.as_str(), &[]).await?;
+            }
+            client.batch_execute(&attach).await?;
+            client
+                .execute(SQL_J_PART_ATTACHED, &[&journal_id, &name, &rows, &bytes])
+                .await?;
+            client
+                .execute(SQL_J_ADD_PARTITION, &[&journal_id, &rows, &bytes])
+                .await?;
+            Ok(rows)
+        },
+    )
     .await
 }
 
@@ -952,7 +965,11 @@ pub fn parse_cutoff(s: &str) -> Result<NaiveDateTime, Error> {
 }
 
 /// Refuses a cutoff in the future unless forced.
-pub fn check_not_future(cutoff: NaiveDateTime, now: NaiveDateTime, force: bool) -> Result<(), Error> {
+pub fn check_not_future(
+    cutoff: NaiveDateTime,
+    now: NaiveDateTime,
+    force: bool,
+) -> Result<(), Error> {
     if cutoff > now && !force {
         return Err(Error::Config(format!(
             "the date {cutoff} UTC is in the future (now {}): that would archive current rows. \
@@ -974,7 +991,9 @@ mod tests {
             "2026-01-15 00:00:00"
         );
         assert_eq!(
-            parse_cutoff("2026-01-15T12:30:00+02:00").unwrap().to_string(),
+            parse_cutoff("2026-01-15T12:30:00+02:00")
+                .unwrap()
+                .to_string(),
             "2026-01-15 10:30:00"
         );
         assert_eq!(
@@ -982,7 +1001,13 @@ mod tests {
             "2026-01-15 12:30:00"
         );
         for bad in [
-            "", "2026-13-01", "2026-02-30", "15/01/2026", "yesterday", "2026-1-5", "2026-01-15T25:00:00Z",
+            "",
+            "2026-13-01",
+            "2026-02-30",
+            "15/01/2026",
+            "yesterday",
+            "2026-1-5",
+            "2026-01-15T25:00:00Z",
             "2026-01-15T12:00:00",
         ] {
             assert!(parse_cutoff(bad).is_err(), "{bad}");

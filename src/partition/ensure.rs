@@ -54,7 +54,11 @@ pub struct EnsureOutcome {
 }
 
 fn sql_min(t: &Table) -> String {
-    format!("SELECT min({})::timestamp FROM {}", t.sql_column(), t.sql_name())
+    format!(
+        "SELECT min({})::timestamp FROM {}",
+        t.sql_column(),
+        t.sql_name()
+    )
 }
 
 fn sql_default_months(t: &Table, def: &str) -> String {
@@ -75,7 +79,10 @@ pub async fn plan(
     let oldest: Option<NaiveDateTime> = client
         .query_one(&sql_min(table), &[])
         .await
-        .map_err(Error::db_ctx(format!("cannot read the oldest row of {}", table.qualified())))?
+        .map_err(Error::db_ctx(format!(
+            "cannot read the oldest row of {}",
+            table.qualified()
+        )))?
         .get(0);
     let current = month_of(now);
     let first_month = oldest.map(month_of).unwrap_or(current).min(current);

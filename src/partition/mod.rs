@@ -287,9 +287,7 @@ impl Partition {
     }
     /// True when the partition's range overlaps `[from, to)`.
     pub fn overlaps(&self, from: NaiveDateTime, to: NaiveDateTime) -> bool {
-        !self.is_default
-            && self.from.map_or(true, |f| f < to)
-            && self.to.map_or(true, |t| t > from)
+        !self.is_default && self.from.map_or(true, |f| f < to) && self.to.map_or(true, |t| t > from)
     }
 }
 

@@ -195,14 +195,23 @@ fn ensure_creates_months_moves_default_rows_and_is_idempotent() {
 #[test]
 fn ensure_premake_and_dry_run() {
     let db = TestDb::with_schema("ppre");
-    let n = || count(&db, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'trades'::regclass");
+    let n = || {
+        count(
+            &db,
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'trades'::regclass",
+        )
+    };
     assert_eq!(n(), 1);
     let r = db
         .opsctl()
         .args(["partition", "ensure", "--premake", "6", "--dry-run"])
         .run()
         .success();
-    assert!(r.stdout.contains("would create 7 partitions"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("would create 7 partitions"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(n(), 1, "dry run created something");
     let j = db
         .opsctl()
@@ -232,7 +241,11 @@ fn stray_rows_in_the_default_partition_are_moved() {
         .json();
     assert_eq!(j["tables"][0]["rows_in_default"], 2);
     let r = db.opsctl().args(["partition", "ensure"]).run().success();
-    assert!(r.stdout.contains("moved 2 rows from the default"), "{}", r.all());
+    assert!(
+        r.stdout.contains("moved 2 rows from the default"),
+        "{}",
+        r.all()
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM trades_default"), 0);
     assert_eq!(count(&db, "SELECT count(*) FROM trades_p2024_06"), 2);
     assert_eq!(count(&db, "SELECT count(*) FROM trades"), 3602);
@@ -246,7 +259,11 @@ fn non_partitioned_or_missing_tables_are_clear_errors() {
         .args(["partition", "ensure", "--table", "account_totals"])
         .run()
         .code(2);
-    assert!(r.stderr.contains("account_totals is not partitioned"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("account_totals is not partitioned"),
+        "{}",
+        r.stderr
+    );
     // Named in the policy: same clear error.
     let dir = tempfile::tempdir().unwrap();
     let pol = dir.path().join("p.toml");
@@ -270,7 +287,13 @@ fn non_partitioned_or_missing_tables_are_clear_errors() {
     assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
     let r = db
         .opsctl()
-        .args(["archive", "--before", "2025-01-01", "--table", "account_totals"])
+        .args([
+            "archive",
+            "--before",
+            "2025-01-01",
+            "--table",
+            "account_totals",
+        ])
         .run()
         .code(2);
     assert!(r.stderr.contains("not partitioned"), "{}", r.stderr);
@@ -320,7 +343,10 @@ fn archive_at_a_month_start_moves_whole_months_only() {
         .success()
         .json();
     let parts = j["tables"][0]["partitions"].as_array().unwrap();
-    let jan = parts.iter().find(|p| p["name"] == "trades_p2025_01").unwrap();
+    let jan = parts
+        .iter()
+        .find(|p| p["name"] == "trades_p2025_01")
+        .unwrap();
     assert_eq!(jan["state"], "archived");
     assert_eq!(jan["schema"], "archive");
     // The same date again: nothing left to do, still verified.
@@ -335,7 +361,13 @@ fn archive_mid_month_moves_the_partial_month_in_batches() {
     let fp = fingerprint(&db);
     let r = db
         .opsctl()
-        .args(["archive", "--before", "2025-03-15T12:00:00Z", "--batch-size", "50"])
+        .args([
+            "archive",
+            "--before",
+            "2025-03-15T12:00:00Z",
+            "--batch-size",
+            "50",
+        ])
         .run()
         .success();
     assert!(r.stdout.contains("done, verified"), "{}", r.stdout);
@@ -343,14 +375,23 @@ fn archive_mid_month_moves_the_partial_month_in_batches() {
     // March 1 00:00 .. 15 12:00 = 14.5 days = 348 hourly rows, in 7 batches of 50.
     assert!(r.stdout.contains("348 in 7 batches"), "{}", r.stdout);
     assert_eq!(live_older(&db, "2025-03-15 12:00"), 0);
-    assert_eq!(count(&db, "SELECT count(*) FROM trades_p2025_03"), 744 - 348);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM trades_p2025_03"),
+        744 - 348
+    );
     assert_eq!(fingerprint(&db), fp);
     // A later date that covers March whole: the month moves by DETACH/ATTACH and takes
     // over the rows the earlier run put in the archive's default partition.
     let j = archive_json(&db, &["--before", "2025-04-01"]);
     assert_eq!(j["verified"], true, "{j}");
-    assert_eq!(j["summary"]["partitions_moved"][0], "archive.trades_p2025_03");
-    assert_eq!(count(&db, "SELECT count(*) FROM archive.trades_p2025_03"), 744);
+    assert_eq!(
+        j["summary"]["partitions_moved"][0],
+        "archive.trades_p2025_03"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM archive.trades_p2025_03"),
+        744
+    );
     assert_eq!(count(&db, "SELECT count(*) FROM archive.trades_default"), 0);
     assert_eq!(fingerprint(&db), fp);
 }
@@ -453,7 +494,14 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let before = state(&db);
     let r = db
         .opsctl()
-        .args(["archive", "--before", "2025-03-15", "--dry-run", "--batch-size", "100"])
+        .args([
+            "archive",
+            "--before",
+            "2025-03-15",
+            "--dry-run",
+            "--batch-size",
+            "100",
+        ])
         .run()
         .success();
     assert!(r.stdout.contains("dry run"), "{}", r.stdout);
@@ -461,7 +509,14 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert!(r.stdout.contains("336 in 4 batches"), "{}", r.stdout);
     let j = db
         .opsctl()
-        .args(["archive", "--before", "2025-03-15", "--dry-run", "--format", "json"])
+        .args([
+            "archive",
+            "--before",
+            "2025-03-15",
+            "--dry-run",
+            "--format",
+            "json",
+        ])
         .run()
         .success()
         .json();
@@ -491,7 +546,11 @@ fn kill_9_at_every_point_then_rerun_with_the_same_date_finishes() {
         let args = ["archive", "--before", "2025-03-15", "--batch-size", "50"];
         let child = spawn_paused(&db, &args, point);
         kill9(child);
-        assert_eq!(fingerprint(&db), fp, "rows lost or duplicated after kill at {point}");
+        assert_eq!(
+            fingerprint(&db),
+            fp,
+            "rows lost or duplicated after kill at {point}"
+        );
         if *point == "detached" {
             let j = db
                 .opsctl()
@@ -501,7 +560,9 @@ fn kill_9_at_every_point_then_rerun_with_the_same_date_finishes() {
                 .json();
             let parts = j["tables"][0]["partitions"].as_array().unwrap();
             assert!(
-                parts.iter().any(|p| p["state"] == "detached" && p["name"] == "trades_p2025_01"),
+                parts
+                    .iter()
+                    .any(|p| p["state"] == "detached" && p["name"] == "trades_p2025_01"),
                 "{j}"
             );
         }
@@ -517,17 +578,27 @@ fn kill_9_at_every_point_then_rerun_with_the_same_date_finishes() {
         assert_eq!(s["rows_moved"], 744 + 672 + 336, "{point}: {j}");
         assert_eq!(s["source_rows"], 744 + 672 + 336, "{point}: {j}");
         if !["archive-table"].contains(point) {
-            assert!(r.stderr.contains("resuming the unfinished archive"), "{point}: {}", r.stderr);
+            assert!(
+                r.stderr.contains("resuming the unfinished archive"),
+                "{point}: {}",
+                r.stderr
+            );
             assert_eq!(s["resumed"], true, "{point}");
         }
         assert_eq!(live_older(&db, "2025-03-15"), 0, "{point}");
         assert_eq!(fingerprint(&db), fp, "{point}");
         assert_eq!(
-            count(&db, "SELECT count(*) FROM opsctl.archive_journal WHERE state = 'running'"),
+            count(
+                &db,
+                "SELECT count(*) FROM opsctl.archive_journal WHERE state = 'running'"
+            ),
             0
         );
         assert_eq!(
-            count(&db, "SELECT count(*) FROM opsctl.archive_journal_partitions WHERE state <> 'attached'"),
+            count(
+                &db,
+                "SELECT count(*) FROM opsctl.archive_journal_partitions WHERE state <> 'attached'"
+            ),
             0
         );
     }
@@ -550,7 +621,8 @@ fn a_new_date_while_one_is_unfinished_first_finishes_the_recorded_one() {
         .run()
         .success();
     assert!(
-        r.stderr.contains("unfinished archive of public.trades before 2025-03-15")
+        r.stderr
+            .contains("unfinished archive of public.trades before 2025-03-15")
             && r.stderr.contains("finishing it first"),
         "{}",
         r.stderr
@@ -614,7 +686,15 @@ fn writers_keep_working_during_an_archive_and_no_row_is_lost() {
     std::thread::sleep(Duration::from_millis(300));
     let r = db
         .opsctl()
-        .args(["archive", "--before", "2025-04-15", "--batch-size", "10", "--format", "json"])
+        .args([
+            "archive",
+            "--before",
+            "2025-04-15",
+            "--batch-size",
+            "10",
+            "--format",
+            "json",
+        ])
         .run()
         .success();
     stop.store(true, Ordering::SeqCst);
@@ -625,9 +705,15 @@ fn writers_keep_working_during_an_archive_and_no_row_is_lost() {
     assert!(failed.is_empty(), "writers failed: {failed:?}");
     let n = ok.load(Ordering::SeqCst);
     assert!(n >= 5, "{n}");
-    assert_eq!(count(&db, "SELECT count(*) FROM trades WHERE id LIKE 'w%'"), n as i64);
     assert_eq!(
-        count(&db, "SELECT count(*) FROM trades WHERE id LIKE 'w%' AND exit_price = 11"),
+        count(&db, "SELECT count(*) FROM trades WHERE id LIKE 'w%'"),
+        n as i64
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM trades WHERE id LIKE 'w%' AND exit_price = 11"
+        ),
         n as i64
     );
     let fp_now = db.sql(
@@ -686,7 +772,11 @@ fn a_busy_live_table_is_retried_with_short_lock_timeouts() {
         .success();
     holder.join().unwrap();
     assert!(started.elapsed() >= Duration::from_millis(1000));
-    assert!(r.stderr.contains("lock not granted within 100 ms"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("lock not granted within 100 ms"),
+        "{}",
+        r.stderr
+    );
     let j = r.json();
     assert_eq!(j["verified"], true, "{j}");
     assert_eq!(j["summary"]["rows_moved"], 744 + 672);
