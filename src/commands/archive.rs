@@ -198,10 +198,10 @@ fn render_summary(s: &Summary) -> String {
             "VERIFICATION FAILED"
         },
         np = s.partitions_moved.len(),
-        names = if s.partitions_moved.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", s.partitions_moved.join(", "))
+        names = match s.partitions_moved.as_slice() {
+            [] => String::new(),
+            [first, .., last] if s.partitions_moved.len() > 6 => format!(" ({first} … {last})"),
+            all => format!(" ({})", all.join(", ")),
         },
         rows = s.rows_moved,
         byp = s.rows_moved_by_partitions,
