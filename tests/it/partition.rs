@@ -782,3 +782,117 @@ fn a_busy_live_table_is_retried_with_short_lock_timeouts() {
     assert_eq!(j["summary"]["rows_moved"], 744 + 672);
     assert_eq!(fingerprint(&db), fp);
 }
+
+#[test]
+fn other_tables_by_policy_timestamptz_in_another_schema() {
+    let db = TestDb::with_schema("ppol");
+    db.sql(
+        "CREATE SCHEMA audit;
+         CREATE TABLE audit.events (
+             id bigint NOT NULL, at timestamptz NOT NULL, payload text,
+             PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE INDEX ON audit.events (at);",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pol = dir.path().join("p.toml");
+    std::fs::write(
+        &pol,
+        "[partitions]\npremake = 2\n\n[[partitions.tables]]\ntable = \"trades\"\ncolumn = \"entry_time\"\n\n\
+         [[partitions.tables]]\ntable = \"events\"\nschema = \"audit\"\ncolumn = \"at\"\n",
+    )
+    .unwrap();
+    // No default partition yet: ensure creates it first, then the months.
+    let j = db
+        .opsctl()
+        .args(["partition", "ensure", "--format", "json", "--policy"])
+        .arg(&pol)
+        .run()
+        .success()
+        .json();
+    let ev = &j["tables"][1];
+    assert_eq!(ev["table"], "audit.events");
+    assert_eq!(ev["default_created"], true);
+    assert_eq!(ev["runway"]["future_months"], 2);
+    assert_eq!(j["tables"][0]["runway"]["future_months"], 2);
+    // Old rows land in the default partition; the next ensure gives them their months.
+    db.sql(
+        "INSERT INTO audit.events SELECT g, timestamptz '2025-01-01 00:00+00' + g * interval '2 hours', 'e' || g
+           FROM generate_series(0, 1799) g",
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM audit.events_default"),
+        1800
+    );
+    let j = db
+        .opsctl()
+        .args([
+            "partition",
+            "ensure",
+            "--table",
+            "audit.events",
+            "--format",
+            "json",
+            "--policy",
+        ])
+        .arg(&pol)
+        .run()
+        .success()
+        .json();
+    assert_eq!(j["tables"][0]["rows_moved_from_default"], 1800);
+    // February 2025: 28 days, every 2 hours.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM audit.events_p2025_02"),
+        28 * 12
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM audit.events_default"), 0);
+    // The policy names the column: a wrong one is a clear error.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[partitions.tables]]\ntable = \"events\"\nschema = \"audit\"\ncolumn = \"payload\"\n",
+    )
+    .unwrap();
+    let r = db
+        .opsctl()
+        .args(["partition", "list", "--policy"])
+        .arg(&bad)
+        .run()
+        .code(2);
+    assert!(r.stderr.contains("partitioned by \"at\""), "{}", r.stderr);
+    // Archive mid-month, by RFC 3339 with an offset (12:00+02:00 = 10:00 UTC).
+    let total = count(&db, "SELECT count(*) FROM audit.events");
+    let j = db
+        .opsctl()
+        .args([
+            "archive",
+            "--table",
+            "audit.events",
+            "--before",
+            "2025-03-10T12:00:00+02:00",
+        ])
+        .args(["--batch-size", "40", "--format", "json", "--policy"])
+        .arg(&pol)
+        .run()
+        .success()
+        .json();
+    assert_eq!(j["verified"], true, "{j}");
+    assert_eq!(j["summary"]["cutoff"], "2025-03-10T10:00:00");
+    assert_eq!(
+        j["summary"]["partitions_moved"],
+        serde_json::json!(["archive.events_p2025_01", "archive.events_p2025_02"])
+    );
+    // March 1 00:00 .. March 10 10:00 UTC, every 2 hours: 9 days * 12 + 5 = 113 rows.
+    assert_eq!(j["summary"]["rows_moved_by_batches"], 113);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM audit.events WHERE at < '2025-03-10 10:00+00'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM audit.events")
+            + count(&db, "SELECT count(*) FROM archive.events"),
+        total
+    );
+}
