@@ -896,3 +896,29 @@ fn other_tables_by_policy_timestamptz_in_another_schema() {
         total
     );
 }
+
+#[test]
+fn a_second_archive_with_lock_wait_waits_then_resumes_the_first() {
+    let db = seeded("await", 3600);
+    let fp = fingerprint(&db);
+    let args = ["archive", "--before", "2025-03-15", "--batch-size", "50"];
+    let first = spawn_paused(&db, &args, "batch");
+    let mut second = db.opsctl();
+    second
+        .args(args)
+        .args(["--lock-wait", "60", "--format", "json"]);
+    let waiter = std::thread::spawn(move || second.run());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!waiter.is_finished(), "the second archive did not wait");
+    kill9(first);
+    let r = waiter.join().unwrap().success();
+    assert!(r.stderr.contains("waiting for another"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("resuming the unfinished archive"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.json()["verified"], true);
+    assert_eq!(fingerprint(&db), fp);
+    assert_eq!(live_older(&db, "2025-03-15"), 0);
+}
