@@ -26,5 +26,17 @@ log "opsctl audit verify"
 "$OPSCTL" audit verify
 log "opsctl audit report --since 1h"
 "$OPSCTL" audit report --since 1h
+log "opsctl partition ensure (months from the oldest data through now + 3)"
+"$OPSCTL" partition ensure
+log "opsctl partition list"
+"$OPSCTL" partition list
+# The sample data's oldest months: everything older than the first of the month 9 months ago.
+ARCHIVE_BEFORE="$(date -u -d "$(date -u +%Y-%m-15) -9 months" +%Y-%m-01)"
+log "opsctl archive --before $ARCHIVE_BEFORE --dry-run"
+"$OPSCTL" archive --before "$ARCHIVE_BEFORE" --dry-run
+log "opsctl archive --before $ARCHIVE_BEFORE"
+"$OPSCTL" archive --before "$ARCHIVE_BEFORE"
+"$OPSCTL" partition list --table trades
+
 log "quick start finished: every step above ran against $(echo "$OPSCTL_DATABASE_URL" | sed -E 's#//([^:]+):[^@]*@#//\1:****@#')"
 echo "stop the cluster with: scripts/local-cluster.sh stop"

@@ -32,6 +32,11 @@ pub enum LogFormat {
 pub enum Command {
     /// On-call health report (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Health(HealthArgs),
+    /// Monthly partitions of time-partitioned tables: create them ahead, list them.
+    #[command(subcommand)]
+    Partition(PartitionCommand),
+    /// Moves rows older than a date out of a live table into archive.<table>, resumably.
+    Archive(ArchiveArgs),
     /// Check the policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -122,6 +127,78 @@ pub struct HealthArgs {
     /// Skip these checks (by id; repeatable).
     #[arg(long = "skip", value_name = "ID")]
     pub skips: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PartitionCommand {
+    /// Creates the monthly partitions from the oldest data month through now + premake
+    /// months, moving rows out of the default partition into them. Idempotent.
+    Ensure(PartitionEnsureArgs),
+    /// Lists each partition with its range, estimated rows, size and state
+    /// (live, archived, default), and the runway of future months.
+    List(PartitionListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PartitionEnsureArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Only this table (TABLE or SCHEMA.TABLE); default: every table of [[partitions.tables]].
+    #[arg(long, value_name = "T")]
+    pub table: Option<String>,
+    /// Future months to keep ready (default: [partitions].premake of the policy, 3).
+    #[arg(long, value_name = "N")]
+    pub premake: Option<u32>,
+    /// Print what would be created and moved; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PartitionListArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Only this table (TABLE or SCHEMA.TABLE); default: every table of [[partitions.tables]].
+    #[arg(long, value_name = "T")]
+    pub table: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Rows whose time column is older than DATE move: YYYY-MM-DD (midnight) or RFC 3339
+    /// (2026-01-15T12:00:00Z); UTC.
+    #[arg(long, value_name = "DATE")]
+    pub before: String,
+    /// The live table (TABLE or SCHEMA.TABLE).
+    #[arg(long, value_name = "T", default_value = "trades")]
+    pub table: String,
+    /// Print the plan (partitions to move, rows to move in batches, sizes); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rows per batch for a partial month (default: [archive].batch_size of the policy, 10000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: Option<u32>,
+    /// Accept a DATE in the future (archives current rows).
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to wait for another maintenance job (archive, backup, vacuum…) to finish;
+    /// 0 refuses at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub lock_wait: u64,
 }
 
 #[derive(Debug, Subcommand)]

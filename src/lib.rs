@@ -12,6 +12,7 @@ pub mod error;
 pub mod fsutil;
 pub mod logging;
 pub mod oplog;
+pub mod partition;
 pub mod policy;
 pub mod policy_check;
 pub mod report;

@@ -1,8 +1,10 @@
 //! Command handlers: each turns its arguments into a plan, calls the domain modules,
 //! renders the outcome and returns an exit status. No SQL here.
 
+pub mod archive;
 pub mod audit;
 pub mod health;
+pub mod partition;
 pub mod policy;
 pub mod schedule;
 
@@ -22,6 +24,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Health(args) => health::run(args).await,
+        Command::Partition(cmd) => partition::run(cmd).await,
+        Command::Archive(args) => archive::run(args).await,
         Command::Policy(cmd) => policy::run(cmd),
         Command::Schedule(cmd) => schedule::run(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,

@@ -4,4 +4,5 @@ mod audit;
 mod common;
 mod connect;
 mod health;
+mod partition;
 mod schedule;

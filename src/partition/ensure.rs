@@ -1,0 +1,275 @@
+//! `partition ensure`: creates the monthly partitions from the oldest data month through
+//! now + premake, each as a standalone table with its range as a CHECK constraint, fills it
+//! with the rows of its range that sit in the default partition, and attaches it — all in
+//! one short-lock transaction per month. Idempotent.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::{
+    add_months, default_name, in_tx, midnight, month_of, partition_name, partitions, ts_literal,
+    Observer, Runway, Table,
+};
+use crate::db::{quote_ident, quote_qualified};
+use crate::error::Error;
+
+/// One month `ensure` will create.
+#[derive(Debug, Clone, Serialize)]
+pub struct MonthPlan {
+    pub partition: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// Rows of this range in the default partition when planned (moved into the month).
+    pub rows_from_default: i64,
+}
+
+/// What `ensure` will do to one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnsurePlan {
+    pub table: Table,
+    pub premake: u32,
+    /// First and last month of the window (oldest data month .. now + premake).
+    pub first_month: NaiveDate,
+    pub last_month: NaiveDate,
+    /// The table has no default partition: one will be created first.
+    pub create_default: bool,
+    pub months: Vec<MonthPlan>,
+    /// Rows in the default partition that no month of the window takes (e.g. far future).
+    pub default_rows_outside: i64,
+}
+
+/// What `ensure` did to one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnsureOutcome {
+    pub table: String,
+    pub dry_run: bool,
+    pub first_month: NaiveDate,
+    pub last_month: NaiveDate,
+    pub default_created: bool,
+    pub created: Vec<MonthPlan>,
+    pub rows_moved_from_default: i64,
+    pub rows_left_in_default: i64,
+    pub runway: Runway,
+}
+
+fn sql_min(t: &Table) -> String {
+    format!(
+        "SELECT min({})::timestamp FROM {}",
+        t.sql_column(),
+        t.sql_name()
+    )
+}
+
+fn sql_default_months(t: &Table, def: &str) -> String {
+    format!(
+        "SELECT (date_trunc('month', {c}))::timestamp, count(*) FROM {d} GROUP BY 1 ORDER BY 1",
+        c = t.sql_column(),
+        d = quote_qualified(&t.schema, def)
+    )
+}
+
+/// Plans the months to create for `table` at `now`.
+pub async fn plan(
+    client: &Client,
+    table: &Table,
+    premake: u32,
+    now: NaiveDateTime,
+) -> Result<EnsurePlan, Error> {
+    let oldest: Option<NaiveDateTime> = client
+        .query_one(&sql_min(table), &[])
+        .await
+        .map_err(Error::db_ctx(format!(
+            "cannot read the oldest row of {}",
+            table.qualified()
+        )))?
+        .get(0);
+    let current = month_of(now);
+    let first_month = oldest.map(month_of).unwrap_or(current).min(current);
+    let last_month = add_months(current, premake as i32);
+    let existing = partitions(client, table.oid).await?;
+    let mut by_month: Vec<(NaiveDate, i64)> = Vec::new();
+    if let Some(def) = &table.default_partition {
+        for r in client
+            .query(&sql_default_months(table, def), &[])
+            .await
+            .map_err(Error::db)?
+        {
+            let m: NaiveDateTime = r.get(0);
+            by_month.push((m.date(), r.get(1)));
+        }
+    }
+    let mut months = Vec::new();
+    let mut m = first_month;
+    while m <= last_month {
+        let (f, t) = (midnight(m), midnight(add_months(m, 1)));
+        if !existing.iter().any(|p| p.overlaps(f, t)) {
+            let name = partition_name(&table.name, m);
+            if let Some(p) = existing.iter().find(|p| p.name == name) {
+                return Err(Error::Config(format!(
+                    "{} already exists with another range; rename it or attach it by hand",
+                    p.qualified()
+                )));
+            }
+            months.push(MonthPlan {
+                partition: name,
+                from: m,
+                to: add_months(m, 1),
+                rows_from_default: by_month
+                    .iter()
+                    .find(|(bm, _)| *bm == m)
+                    .map_or(0, |(_, n)| *n),
+            });
+        }
+        m = add_months(m, 1);
+    }
+    let default_rows_outside = by_month
+        .iter()
+        .filter(|(bm, _)| *bm < first_month || *bm > last_month)
+        .map(|(_, n)| n)
+        .sum();
+    Ok(EnsurePlan {
+        table: table.clone(),
+        premake,
+        first_month,
+        last_month,
+        create_default: table.default_partition.is_none(),
+        months,
+        default_rows_outside,
+    })
+}
+
+const SQL_REL_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+
+/// Carries out a plan (nothing when `dry_run`).
+pub async fn apply(
+    client: &Client,
+    plan: &EnsurePlan,
+    dry_run: bool,
+    obs: &dyn Observer,
+) -> Result<EnsureOutcome, Error> {
+    let t = &plan.table;
+    let mut out = EnsureOutcome {
+        table: t.qualified(),
+        dry_run,
+        first_month: plan.first_month,
+        last_month: plan.last_month,
+        default_created: false,
+        created: Vec::new(),
+        rows_moved_from_default: 0,
+        rows_left_in_default: 0,
+        runway: super::runway_at(&partitions(client, t.oid).await?, super::now_utc()),
+    };
+    if dry_run {
+        out.default_created = plan.create_default;
+        out.created = plan.months.clone();
+        out.rows_moved_from_default = plan.months.iter().map(|m| m.rows_from_default).sum();
+        out.rows_left_in_default = plan.default_rows_outside;
+        return Ok(out);
+    }
+    let mut def = t.default_partition.clone();
+    if def.is_none() {
+        let name = default_name(&t.name);
+        let sql = format!(
+            "CREATE TABLE {} PARTITION OF {} DEFAULT",
+            quote_qualified(&t.schema, &name),
+            t.sql_name()
+        );
+        in_tx(
+            client,
+            &format!("creating the default partition of {}", t.qualified()),
+            || client.batch_execute(&sql),
+        )
+        .await?;
+        obs.notice(&format!("created default partition {}.{name}", t.schema));
+        out.default_created = true;
+        def = Some(name);
+    }
+    let def = def.expect("default partition");
+    for m in &plan.months {
+        let moved = create_month(client, t, &def, m).await?;
+        obs.notice(&format!(
+            "created {}.{} [{} .. {}){}",
+            t.schema,
+            m.partition,
+            m.from,
+            m.to,
+            if moved > 0 {
+                format!(", moved {moved} rows from the default partition")
+            } else {
+                String::new()
+            }
+        ));
+        out.rows_moved_from_default += moved;
+        out.created.push(MonthPlan {
+            rows_from_default: moved,
+            ..m.clone()
+        });
+    }
+    let fresh = super::inspect(
+        client,
+        &super::TableSpec {
+            schema: t.schema.clone(),
+            table: t.name.clone(),
+            column: None,
+        },
+    )
+    .await?;
+    out.rows_left_in_default = super::rows_in_default(client, &fresh).await?;
+    out.runway = super::runway(client, &fresh).await?;
+    Ok(out)
+}
+
+/// Creates one month: standalone table with CHECK, rows moved from the default, attach.
+/// Returns the rows moved. One transaction, short lock_timeout, retried.
+async fn create_month(client: &Client, t: &Table, def: &str, m: &MonthPlan) -> Result<i64, Error> {
+    let part = quote_qualified(&t.schema, &m.partition);
+    let exists: bool = client
+        .query_one(SQL_REL_EXISTS, &[&part])
+        .await
+        .map_err(Error::db)?
+        .get(0);
+    if exists {
+        return Err(Error::Config(format!(
+            "{}.{} exists but is not a partition of {}: attach it by hand \
+             (ALTER TABLE … ATTACH PARTITION) or rename it, then run ensure again",
+            t.schema,
+            m.partition,
+            t.qualified()
+        )));
+    }
+    let (lo, hi) = (ts_literal(midnight(m.from)), ts_literal(midnight(m.to)));
+    let col = t.sql_column();
+    let defq = quote_qualified(&t.schema, def);
+    // Lock order: the default partition first (ATTACH needs it exclusively anyway, and no
+    // row of the range may reach it between the move and the attach).
+    let lock = format!("LOCK TABLE {defq} IN ACCESS EXCLUSIVE MODE");
+    let create = format!(
+        "CREATE TABLE {part} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
+         INCLUDING INDEXES INCLUDING STORAGE INCLUDING COMPRESSION); \
+         ALTER TABLE {part} ADD CONSTRAINT {check} CHECK ({col} >= {lo} AND {col} < {hi})",
+        parent = t.sql_name(),
+        check = quote_ident(&format!("{}_range", m.partition)),
+    );
+    let cols = t.sql_columns();
+    let fill = format!(
+        "WITH moved AS (DELETE FROM {defq} WHERE {col} >= {lo} AND {col} < {hi} RETURNING *) \
+         INSERT INTO {part} ({cols}) SELECT {cols} FROM moved"
+    );
+    let attach = format!(
+        "ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})",
+        parent = t.sql_name()
+    );
+    in_tx(
+        client,
+        &format!("creating partition {}.{}", t.schema, m.partition),
+        || async {
+            client.batch_execute(&lock).await?;
+            client.batch_execute(&create).await?;
+            let moved = client.execute(fill.as_str(), &[]).await?;
+            client.batch_execute(&attach).await?;
+            Ok(moved as i64)
+        },
+    )
+    .await
+}
