@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod fsutil;
 pub mod logging;
+pub mod maintenance;
 pub mod policy;
 pub mod report;
 

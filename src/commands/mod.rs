@@ -2,6 +2,8 @@
 //! renders the outcome and returns an exit status. No SQL here.
 
 pub mod health;
+pub mod reindex;
+pub mod vacuum;
 
 use std::io::{IsTerminal, Write};
 
@@ -19,6 +21,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Health(args) => health::run(args).await,
+        Command::Vacuum(args) => vacuum::run(args).await,
+        Command::Reindex(args) => reindex::run(args).await,
     }
 }
 
