@@ -323,7 +323,7 @@ const SIMILAR_RELATIONS: &str = "\
 SELECT n.nspname::text, c.relname::text
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE lower(c.relname) = lower($1) AND c.relkind = ANY($2)
+ WHERE lower(c.relname) = lower($1) AND c.relkind::text = ANY($2::text[])
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
  ORDER BY 1, 2 LIMIT 5";
 

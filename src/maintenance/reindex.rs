@@ -72,10 +72,10 @@ const INDEXES_OF_TABLES: &str = "\
 SELECT indexrelid FROM pg_catalog.pg_index WHERE indrelid = ANY($1::oid[])";
 
 const LEAF_INDEXES: &str = "\
-SELECT relid FROM pg_catalog.pg_partition_tree(($1::oid)::regclass) WHERE isleaf";
+SELECT relid::oid FROM pg_catalog.pg_partition_tree(($1::oid)::regclass) WHERE isleaf";
 
 const LEAF_TABLES: &str = "\
-SELECT relid FROM pg_catalog.pg_partition_tree(($1::oid)::regclass) WHERE isleaf";
+SELECT relid::oid FROM pg_catalog.pg_partition_tree(($1::oid)::regclass) WHERE isleaf";
 
 const PGSTATTUPLE_SCHEMA: &str = "\
 SELECT n.nspname::text FROM pg_catalog.pg_extension e

@@ -52,7 +52,7 @@ SELECT current_setting('autovacuum') = 'on' AND current_setting('track_counts') 
        current_setting('autovacuum_freeze_max_age')::bigint";
 
 const LEAVES: &str = "\
-SELECT relid FROM pg_catalog.pg_partition_tree(($1::oid)::regclass) WHERE isleaf";
+SELECT relid::oid FROM pg_catalog.pg_partition_tree(($1::oid)::regclass) WHERE isleaf";
 
 const DEAD_TUPLES: &str = "\
 SELECT coalesce((SELECT n_dead_tup FROM pg_catalog.pg_stat_all_tables WHERE relid = $1), 0)::bigint";
