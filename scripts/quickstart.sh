@@ -14,5 +14,13 @@ export OPSCTL_DATABASE_URL
 
 log "opsctl health"
 "$OPSCTL" health
+log "opsctl vacuum --dry-run (the plan: which tables need it and why)"
+"$OPSCTL" vacuum --dry-run
+log "opsctl vacuum"
+"$OPSCTL" vacuum
+log "opsctl reindex --dry-run (bloated and invalid indexes)"
+"$OPSCTL" reindex --dry-run
+log "opsctl reindex"
+"$OPSCTL" reindex
 log "quick start finished: every step above ran against $(echo "$OPSCTL_DATABASE_URL" | sed -E 's#//([^:]+):[^@]*@#//\1:****@#')"
 echo "stop the cluster with: scripts/local-cluster.sh stop"

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use serde_json::json;
 
-use super::vacuum::LiveView;
+use super::vacuum::{fmt_dur, plural, LiveView};
 use super::{
     conn_settings, load_policy, print, print_error, stderr_is_terminal, EXIT_FAILURE, EXIT_OK,
 };
@@ -100,16 +100,16 @@ fn plan_text(db: &str, plan: &ReindexPlan, s: &Settings, dry_run: bool) -> Strin
     };
     let mut out = if plan.indexes.is_empty() {
         format!(
-            "{head} for {db}: nothing to do ({} indexes inspected; none invalid, none with \
+            "{head} for {db}: nothing to do ({} inspected; none invalid, none with \
              bloat >= {:.0}% of at least {})\n",
-            plan.inspected,
+            plural(plan.inspected, "index"),
             s.reindex_bloat_ratio * 100.0,
             human_bytes(s.reindex_min_size as i64)
         )
     } else {
         format!(
-            "{head} for {db}: {} of {} indexes (bloat threshold {:.0}% of at least {}; {})\n",
-            plan.indexes.len(),
+            "{head} for {db}: {} of {} inspected (bloat threshold {:.0}% of at least {}; {})\n",
+            plural(plan.indexes.len(), "index"),
             plan.inspected,
             s.reindex_bloat_ratio * 100.0,
             human_bytes(s.reindex_min_size as i64),
@@ -125,7 +125,7 @@ fn plan_text(db: &str, plan: &ReindexPlan, s: &Settings, dry_run: bool) -> Strin
             "  {}. {} on {} ({}): {}\n     because: {}\n",
             i + 1,
             n.index.display(),
-            n.index.table,
+            maintenance::display_name(&n.index.schema, &n.index.table),
             human_bytes(n.index.size_bytes),
             n.action,
             n.reason_text
@@ -147,11 +147,11 @@ fn index_line(r: &IndexResult) -> String {
         None => String::new(),
     };
     let mut line = format!(
-        "{:<7} {} {} in {:.1}s{size}\n",
+        "{:<7} {} {} in {}{size}\n",
         r.outcome.as_str(),
         r.action,
         r.display(),
-        r.duration_ms as f64 / 1000.0
+        fmt_dur(r.duration_ms)
     );
     if !r.dropped_leftovers.is_empty() {
         line.push_str(&format!(
@@ -171,8 +171,8 @@ fn index_line(r: &IndexResult) -> String {
 fn summary_text(o: &ReindexOutcome) -> String {
     let count = |k: Outcome| o.results.iter().filter(|r| r.outcome == k).count();
     let mut out = format!(
-        "reindex finished in {:.1}s: {} ok, {} failed, {} skipped\n",
-        o.elapsed_ms as f64 / 1000.0,
+        "reindex finished in {}: {} ok, {} failed, {} skipped\n",
+        fmt_dur(o.elapsed_ms),
         count(Outcome::Ok),
         count(Outcome::Failed),
         count(Outcome::Skipped)
@@ -188,7 +188,7 @@ fn summary_text(o: &ReindexOutcome) -> String {
             out.push_str(&format!(
                 "  {} on {}: {}\n",
                 r.display(),
-                r.table,
+                maintenance::display_name(&r.schema, &r.table),
                 r.advice.as_deref().unwrap_or("see the error above")
             ));
         }

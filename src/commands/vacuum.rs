@@ -12,7 +12,7 @@ use super::{
 };
 use crate::cli::{Format, VacuumArgs};
 use crate::db;
-use crate::maintenance::vacuum::{self, TableResult, VacuumOutcome, VacuumPlan};
+use crate::maintenance::vacuum::{self, fmt_n, TableResult, VacuumOutcome, VacuumPlan};
 use crate::maintenance::{self, human_bytes, Observer, Outcome, Progress, Settings, Want, Watcher};
 
 pub async fn run(args: VacuumArgs) -> u8 {
@@ -103,13 +103,13 @@ fn plan_text(db: &str, plan: &VacuumPlan, dry_run: bool) -> String {
     };
     if plan.tables.is_empty() {
         out.push_str(&format!(
-            "{head} for {db}: nothing to do ({} tables inspected, none needs vacuuming)\n",
-            plan.inspected
+            "{head} for {db}: nothing to do ({} inspected, none needs vacuuming)\n",
+            plural(plan.inspected, "table")
         ));
     } else {
         out.push_str(&format!(
-            "{head} for {db}: {} of {} tables, worst first\n",
-            plan.tables.len(),
+            "{head} for {db}: {} of {} inspected, worst first\n",
+            plural(plan.tables.len(), "table"),
             plan.inspected
         ));
     }
@@ -124,16 +124,16 @@ fn plan_text(db: &str, plan: &VacuumPlan, dry_run: bool) -> String {
             .map(|p| format!(" (partition of {p})"))
             .unwrap_or_default();
         out.push_str(&format!(
-            "  {}. {}{part}: {}\n     because: {}\n     figures: {} live, {} dead, autovacuum threshold {:.0}, xid age {}, {} changed since analyze, {}\n",
+            "  {}. {}{part}: {}\n     because: {}\n     figures: {} live, {} dead, autovacuum threshold {}, xid age {}, {} changed since analyze, {}\n",
             i + 1,
             n.display(),
             n.action,
             n.reason_text,
-            n.stats.live_tuples,
-            n.stats.dead_tuples,
-            n.autovacuum_threshold,
-            n.stats.xid_age,
-            n.stats.mods_since_analyze,
+            fmt_n(n.stats.live_tuples),
+            fmt_n(n.stats.dead_tuples),
+            fmt_n(n.autovacuum_threshold.round() as i64),
+            fmt_n(n.stats.xid_age),
+            fmt_n(n.stats.mods_since_analyze),
             human_bytes(n.stats.total_bytes),
         ));
     }
@@ -141,22 +141,32 @@ fn plan_text(db: &str, plan: &VacuumPlan, dry_run: bool) -> String {
         out.push_str(&format!(
             "  {}: healthy ({} live, {} dead, xid age {}, {} changed since analyze), not vacuumed\n",
             maintenance::display_name(&t.schema, &t.table),
-            t.live_tuples,
-            t.dead_tuples,
-            t.xid_age,
-            t.mods_since_analyze
+            fmt_n(t.live_tuples),
+            fmt_n(t.dead_tuples),
+            fmt_n(t.xid_age),
+            fmt_n(t.mods_since_analyze)
         ));
     }
     out
 }
 
-fn fmt_dur(ms: u64) -> String {
+/// `1 table`, `2 tables`.
+pub fn plural(n: usize, what: &str) -> String {
+    match (n, what.ends_with('x')) {
+        (1, _) => format!("1 {what}"),
+        (_, true) => format!("{n} {what}es"),
+        _ => format!("{n} {what}s"),
+    }
+}
+
+/// A duration for people: 850ms, 12.3s, 4m05s.
+pub fn fmt_dur(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
     } else if ms < 120_000 {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else {
-        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
     }
 }
 
@@ -250,6 +260,8 @@ pub struct LiveView<R> {
     lines: bool,
     bars: bool,
     bar: Option<ProgressBar>,
+    /// Whether the bar knows its total yet (a spinner until then).
+    sized: bool,
     label: String,
     line: fn(&R) -> String,
 }
@@ -260,6 +272,7 @@ impl<R> LiveView<R> {
             lines,
             bars,
             bar: None,
+            sized: false,
             label: String::new(),
             line,
         }
@@ -277,12 +290,11 @@ impl<R> Observer<R> for LiveView<R> {
         self.clear();
         self.label = label.to_string();
         if self.bars {
-            let b = ProgressBar::new(0);
-            if let Ok(style) =
-                ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {percent:>3}% {elapsed}")
-            {
-                b.set_style(style.progress_chars("=> "));
+            let b = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {wide_msg} {elapsed}") {
+                b.set_style(style);
             }
+            self.sized = false;
             b.set_message(label.to_string());
             b.enable_steady_tick(Duration::from_millis(200));
             self.bar = Some(b);
@@ -292,6 +304,14 @@ impl<R> Observer<R> for LiveView<R> {
     fn progress(&mut self, p: &Progress) {
         if let Some(b) = &self.bar {
             if p.total > 0 {
+                if !self.sized {
+                    if let Ok(style) = ProgressStyle::with_template(
+                        "{spinner} {wide_msg} [{bar:30}] {percent:>3}% {elapsed}",
+                    ) {
+                        b.set_style(style.progress_chars("=> "));
+                    }
+                    self.sized = true;
+                }
                 b.set_length(p.total);
                 b.set_position(p.done.min(p.total));
             }

@@ -408,6 +408,10 @@ pub async fn plan(
             }
             continue;
         }
+        if ix.relpages <= 1 {
+            // Only the meta page: an empty index has nothing to lose.
+            continue;
+        }
         if (ix.size_bytes as u64) < s.reindex_min_size {
             if scope.is_some() {
                 not_needed.push(IndexSkip {

@@ -148,7 +148,8 @@ fn reloption<'a>(opts: &'a [String], key: &str) -> Option<&'a str> {
     })
 }
 
-fn fmt_n(n: i64) -> String {
+/// A count with thousands separators: 1,234,567.
+pub fn fmt_n(n: i64) -> String {
     let s = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

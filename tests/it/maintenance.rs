@@ -576,7 +576,7 @@ fn start_writers(
 #[test]
 fn writers_keep_working_during_vacuum_and_reindex() {
     let db = TestDb::with_schema("reload");
-    bloated_table(&db, "fills", 40_000);
+    bloated_table(&db, "fills", 100_000);
     db.sql("CREATE INDEX fills_v_idx ON fills (v)");
     db.sql("VACUUM fills");
     let (stop, handle) = start_writers(&db, "fills");
@@ -613,7 +613,12 @@ fn writers_keep_working_during_vacuum_and_reindex() {
             .map_or(true, |a| a.iter().all(|x| x["outcome"] == "ok")),
         "{r}"
     );
+    assert!(
+        !r["results"].as_array().unwrap().is_empty(),
+        "the bloated primary key should have been rebuilt: {r}"
+    );
     assert!(failures.is_empty(), "writes failed: {failures:?}");
+    eprintln!("{writes} writes during the jobs; vacuum {v}\nreindex {r}");
     assert!(writes > 20, "only {writes} writes in {:?}", t.elapsed());
 }
 
