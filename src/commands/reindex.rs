@@ -121,8 +121,13 @@ fn plan_text(db: &str, plan: &ReindexPlan, s: &Settings, dry_run: bool) -> Strin
         )
     };
     for (i, n) in plan.indexes.iter().enumerate() {
+        let denied = if n.index.permitted {
+            String::new()
+        } else {
+            format!(" [this role may not rebuild it: owner {}]", n.index.owner)
+        };
         out.push_str(&format!(
-            "  {}. {} on {} ({}): {}\n     because: {}\n",
+            "  {}. {}{denied} on {} ({}): {}\n     because: {}\n",
             i + 1,
             n.index.display(),
             maintenance::display_name(&n.index.schema, &n.index.table),

@@ -123,6 +123,14 @@ fn plan_text(db: &str, plan: &VacuumPlan, dry_run: bool) -> String {
             .as_ref()
             .map(|p| format!(" (partition of {p})"))
             .unwrap_or_default();
+        let part = if n.stats.permitted {
+            part
+        } else {
+            format!(
+                "{part} [this role may not vacuum it: owner {}]",
+                n.stats.owner
+            )
+        };
         out.push_str(&format!(
             "  {}. {}{part}: {}\n     because: {}\n     figures: {} live, {} dead, autovacuum threshold {}, xid age {}, {} changed since analyze, {}\n",
             i + 1,

@@ -571,7 +571,15 @@ pub struct RunRecord<'a> {
     pub error: Option<&'a str>,
 }
 
-const RUNS_TABLE_EXISTS: &str = "SELECT to_regclass('opsctl.maintenance_runs') IS NOT NULL";
+/// Whether the bookkeeping table exists, and whether this role may write into it.
+const RUNS_TABLE: &str = "\
+SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+   AND pg_catalog.has_table_privilege(c.oid, 'INSERT')
+   AND pg_catalog.has_sequence_privilege(
+         pg_catalog.pg_get_serial_sequence('opsctl.maintenance_runs', 'id'), 'USAGE')
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'opsctl' AND c.relname = 'maintenance_runs'";
 
 const INSERT_RUN: &str = "\
 INSERT INTO opsctl.maintenance_runs
@@ -590,19 +598,32 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn new(client: &Client) -> Result<Recorder, Error> {
-        let enabled: bool = client
-            .query_one(RUNS_TABLE_EXISTS, &[])
+        let found: Option<bool> = client
+            .query_opt(RUNS_TABLE, &[])
             .await
-            .map_err(Error::db)?
-            .get(0);
+            .map_err(Error::db_ctx("looking for opsctl.maintenance_runs"))?
+            .map(|r| r.get(0));
         let mut warnings = Vec::new();
-        if !enabled {
-            warnings.push(
-                "table opsctl.maintenance_runs does not exist: runs are not recorded \
-                 (apply the migrations: opsctl migrate up)"
-                    .to_string(),
-            );
-        }
+        let enabled = match found {
+            None => {
+                warnings.push(
+                    "table opsctl.maintenance_runs does not exist: runs are not recorded \
+                     (apply the migrations: opsctl migrate up)"
+                        .to_string(),
+                );
+                false
+            }
+            Some(false) => {
+                warnings.push(
+                    "this role may not write to opsctl.maintenance_runs: runs are not \
+                     recorded (GRANT USAGE ON SCHEMA opsctl, INSERT ON \
+                     opsctl.maintenance_runs and USAGE ON its id sequence)"
+                        .to_string(),
+                );
+                false
+            }
+            Some(true) => true,
+        };
         Ok(Recorder {
             enabled,
             job_started_at: Utc::now(),

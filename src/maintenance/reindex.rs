@@ -41,7 +41,10 @@ SELECT i.indexrelid,
        pg_catalog.pg_get_indexdef(i.indexrelid),
        i.indrelid,
        (SELECT pg_catalog.string_agg(p.pid::text, ', ')
-          FROM pg_catalog.pg_stat_progress_create_index p WHERE p.relid = i.indrelid)
+          FROM pg_catalog.pg_stat_progress_create_index p WHERE p.relid = i.indrelid),
+       pg_catalog.pg_get_userbyid(t.relowner)::text,
+       coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), false)
+         OR pg_catalog.pg_has_role(current_user, t.relowner, 'MEMBER')
   FROM pg_catalog.pg_index i
   JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
   JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
@@ -127,6 +130,9 @@ pub struct IndexInfo {
     /// pids of CREATE INDEX / REINDEX running on the table right now.
     #[serde(skip)]
     building: Option<String>,
+    pub owner: String,
+    /// Whether this role may rebuild or drop it (superuser or table owner).
+    pub permitted: bool,
 }
 
 impl IndexInfo {
@@ -290,6 +296,8 @@ async fn read_indexes(client: &Client, scope: Option<&Vec<u32>>) -> Result<Vec<I
             definition: r.get(16),
             table_oid: r.get(17),
             building: r.get(18),
+            owner: r.get(19),
+            permitted: r.get(20),
         })
         .collect())
 }
@@ -598,7 +606,18 @@ pub async fn execute(
             advice: None,
             dropped_leftovers: vec![],
         };
+        if !ix.permitted {
+            r.outcome = Outcome::Skipped;
+            r.error = Some(format!(
+                "permission denied: only the owner of {} ({}) or a superuser may rebuild or \
+                 drop its indexes",
+                display_name(&ix.schema, &ix.table),
+                ix.owner
+            ));
+            r.advice = Some(format!("run opsctl reindex as {} or a superuser", ix.owner));
+        }
         let rebuild_target = match &need.reason {
+            _ if !ix.permitted => None,
             IndexReason::LeftoverCcold | IndexReason::LeftoverCcnew { .. } => {
                 let label = format!("DROP INDEX CONCURRENTLY {}", ix.display());
                 observer.started(&label);

@@ -33,7 +33,13 @@ SELECT c.oid,
        greatest(s.last_vacuum, s.last_autovacuum),
        greatest(s.last_analyze, s.last_autoanalyze),
        rn.nspname::text,
-       r.relname::text
+       r.relname::text,
+       pg_catalog.pg_get_userbyid(c.relowner)::text,
+       coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), false)
+         OR pg_catalog.pg_has_role(current_user, c.relowner, 'MEMBER')
+         OR pg_catalog.pg_has_role(current_user,
+              (SELECT datdba FROM pg_catalog.pg_database WHERE datname = current_database()),
+              'MEMBER')
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_catalog.pg_class t ON t.oid = c.reltoastrelid
@@ -79,6 +85,9 @@ pub struct TableStats {
     pub total_bytes: i64,
     pub last_vacuum: Option<DateTime<Utc>>,
     pub last_analyze: Option<DateTime<Utc>>,
+    pub owner: String,
+    /// Whether this role may vacuum it (superuser, table owner or database owner).
+    pub permitted: bool,
     #[serde(skip)]
     parent: Option<(String, String)>,
 }
@@ -320,6 +329,8 @@ async fn read_stats(client: &Client, scope: Option<&Vec<u32>>) -> Result<Vec<Tab
                 total_bytes: r.get(10),
                 last_vacuum: r.get(11),
                 last_analyze: r.get(12),
+                owner: r.get(15),
+                permitted: r.get(16),
                 parent,
             }
         })
@@ -447,6 +458,11 @@ pub async fn execute(
             });
             continue;
         }
+        if !need.stats.permitted {
+            let r = not_permitted(client, need, &mut recorder, observer).await;
+            results.push(r);
+            continue;
+        }
         let quoted = db::quote_qualified(&need.stats.schema, &need.stats.table);
         let sql = format!("{} {quoted}", need.action);
         let r = run_one(
@@ -492,6 +508,8 @@ pub async fn execute(
             xid_age: 0,
             toast_xid_age: None,
             reloptions: vec![],
+            owner: String::new(),
+            permitted: true,
             total_bytes: 0,
             last_vacuum: None,
             last_analyze: None,
@@ -617,6 +635,57 @@ async fn run_one(
     Ok(r)
 }
 
+/// A chosen table this role may not vacuum: skipped, recorded, and said what to do.
+async fn not_permitted(
+    client: &Client,
+    need: &Need,
+    recorder: &mut Recorder,
+    observer: &mut dyn Observer<TableResult>,
+) -> TableResult {
+    let error = format!(
+        "permission denied: only its owner ({}), the database owner or a superuser may vacuum \
+         {}; run opsctl vacuum as one of them",
+        need.stats.owner,
+        need.display()
+    );
+    recorder
+        .record(
+            client,
+            &RunRecord {
+                job: "vacuum",
+                schema: &need.stats.schema,
+                relation: &need.stats.table,
+                table_name: None,
+                action: &need.action,
+                reason: &need.reason_text,
+                dead_before: Some(need.stats.dead_tuples),
+                dead_after: None,
+                size_before: None,
+                size_after: None,
+                started_at: Utc::now(),
+                duration: Duration::ZERO,
+                attempts: 0,
+                outcome: Outcome::Skipped,
+                error: Some(&error),
+            },
+        )
+        .await;
+    let r = TableResult {
+        schema: need.stats.schema.clone(),
+        table: need.stats.table.clone(),
+        action: need.action.clone(),
+        reason: need.reason_text.clone(),
+        dead_tuples_before: Some(need.stats.dead_tuples),
+        dead_tuples_after: None,
+        duration_ms: 0,
+        attempts: 0,
+        outcome: Outcome::Skipped,
+        error: Some(error),
+    };
+    observer.finished(&r);
+    r
+}
+
 async fn dead(client: &Client, oid: u32) -> Result<i64, Error> {
     client
         .query_one(DEAD_TUPLES, &[&oid])
@@ -656,6 +725,8 @@ mod tests {
             xid_age: age,
             toast_xid_age: None,
             reloptions: vec![],
+            owner: String::new(),
+            permitted: true,
             total_bytes: 0,
             last_vacuum: None,
             last_analyze: None,
