@@ -675,8 +675,21 @@ impl Recorder {
 }
 
 /// Takes the database's maintenance advisory lock (shared with backup, partition and
-/// archive jobs), waiting at most `wait`.
+/// archive jobs), waiting at most `wait`. Refuses a standby:
+/// VACUUM and REINDEX run on the primary only.
 pub async fn lock(client: &Client, wait: Duration) -> Result<(), Error> {
+    let standby: bool = client
+        .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+        .await
+        .map_err(Error::db)?
+        .get(0);
+    if standby {
+        return Err(Error::Config(
+            "this server is a standby (in recovery): VACUUM and REINDEX run on the primary; \
+             point --database-url at the primary"
+                .into(),
+        ));
+    }
     db::acquire_advisory_lock(
         client,
         db::locks::MAINTENANCE,

@@ -80,6 +80,17 @@ SELECT relid::oid FROM pg_catalog.pg_partition_tree(($1::oid)::regclass) WHERE i
 const LEAF_TABLES: &str = "\
 SELECT relid::oid FROM pg_catalog.pg_partition_tree(($1::oid)::regclass) WHERE isleaf";
 
+/// Partitioned indexes left invalid: some partition has no attached index.
+const INVALID_PARTITIONED: &str = "\
+SELECT n.nspname::text, ic.relname::text, t.relname::text
+  FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+  JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = ic.relnamespace
+ WHERE ic.relkind = 'I' AND NOT i.indisvalid
+   AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+ ORDER BY 1, 2";
+
 const PGSTATTUPLE_SCHEMA: &str = "\
 SELECT n.nspname::text FROM pg_catalog.pg_extension e
   JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgstattuple'";
@@ -520,6 +531,26 @@ pub async fn plan(
                 action: "REINDEX INDEX CONCURRENTLY".into(),
             },
         ));
+    }
+    if scope.is_none() {
+        let rows = client
+            .query(INVALID_PARTITIONED, &[])
+            .await
+            .map_err(Error::db_ctx("looking for invalid partitioned indexes"))?;
+        for r in rows {
+            let (schema, index, table): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+            not_needed.push(IndexSkip {
+                note: format!(
+                    "invalid partitioned index on {}: a partition has no index attached to it; \
+                     a rebuild cannot fix that. Create the missing index on that partition \
+                     (CREATE INDEX CONCURRENTLY), then ALTER INDEX {} ATTACH PARTITION <it>",
+                    display_name(&schema, &table),
+                    display_name(&schema, &index)
+                ),
+                schema,
+                index,
+            });
+        }
     }
     bloated.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut indexes = ccold;

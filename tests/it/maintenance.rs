@@ -757,6 +757,70 @@ fn one_maintenance_job_at_a_time() {
         .args(["vacuum", "--lock-wait", "5s"])
         .run()
         .success();
+
+    // A real second run: the first holds the maintenance lock while it retries a table
+    // lock another session keeps for ~3 s; the second refuses.
+    db.sql("UPDATE busy SET v = v + 1");
+    let mut holder = psql_child(
+        &db,
+        "BEGIN; LOCK TABLE busy IN SHARE UPDATE EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;",
+    );
+    wait_for(
+        &db,
+        "SELECT count(*) > 0 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = 'busy' AND l.mode = 'ShareUpdateExclusiveLock' AND l.granted",
+    );
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        policy.path(),
+        "[maintenance]\nlock_timeout = \"200ms\"\nretry_backoff = \"200ms\"\nlock_retries = 30\n",
+    )
+    .unwrap();
+    let first = db
+        .opsctl()
+        .args(["vacuum", "--policy"])
+        .arg(policy.path())
+        .spawn();
+    wait_for(
+        &db,
+        "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    );
+    let second = db
+        .opsctl()
+        .args(["vacuum", "--lock-wait", "1s"])
+        .run()
+        .code(1);
+    assert!(
+        second.stderr.contains("another maintenance job"),
+        "{}",
+        second.stderr
+    );
+    let out = first.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok      VACUUM (ANALYZE) public.busy"),
+        "{stdout}"
+    );
+    let _ = holder.wait();
+}
+
+#[test]
+fn invalid_partitioned_index_is_explained() {
+    let db = TestDb::with_schema("repart");
+    db.sql("CREATE INDEX trades_model_idx ON ONLY trades (model_id)");
+    let r = db.opsctl().args(["reindex", "--dry-run"]).run().success();
+    assert!(
+        r.stdout
+            .contains("public.trades_model_idx: invalid partitioned index on public.trades"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("ATTACH PARTITION"), "{}", r.stdout);
 }
 
 #[test]
