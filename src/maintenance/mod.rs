@@ -782,6 +782,21 @@ mod tests {
     }
 
     #[test]
+    fn documented_defaults_are_the_built_in_ones() {
+        let shipped = crate::policy::Policy::parse(
+            include_str!("../../policies/opsctl.toml"),
+            "policies/opsctl.toml",
+        )
+        .unwrap()
+        .maintenance;
+        let built_in = MaintenancePolicy::default();
+        assert_eq!(
+            serde_json::to_value(&shipped).unwrap(),
+            serde_json::to_value(&built_in).unwrap()
+        );
+    }
+
+    #[test]
     fn policy_defaults_validate() {
         let s = Settings::from_policy(&MaintenancePolicy::default()).unwrap();
         assert_eq!(s.reindex_min_size, 10 * 1024 * 1024);

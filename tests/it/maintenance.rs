@@ -898,3 +898,30 @@ fn tables_the_role_may_not_maintain_are_reported() {
         r.stdout
     );
 }
+
+#[test]
+fn bad_policy_values_are_named() {
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    for (text, key) in [
+        ("[maintenance]\nlock_timeout = \"soon\"\n", "lock_timeout"),
+        (
+            "[maintenance]\nvacuum_dead_ratio = 5\n",
+            "vacuum_dead_ratio",
+        ),
+        (
+            "[maintenance]\nreindex_min_size = \"big\"\n",
+            "reindex_min_size",
+        ),
+        ("[maintenance]\nvacuum_min_dead = 5\n", "vacuum_min_dead"),
+    ] {
+        std::fs::write(policy.path(), text).unwrap();
+        for job in ["vacuum", "reindex"] {
+            let r = crate::common::opsctl()
+                .args([job, "--database-url", "host=localhost", "--policy"])
+                .arg(policy.path())
+                .run()
+                .code(1);
+            assert!(r.stderr.contains(key), "{job} {text}: {}", r.stderr);
+        }
+    }
+}
