@@ -847,6 +847,11 @@ async fn rebuild(
 /// Marks the result failed (or skipped after lock timeouts) and says what to do.
 fn fail(r: &mut IndexResult, ix: &IndexInfo, e: &tokio_postgres::Error, dropping: bool) {
     let name = display_name(&r.schema, &r.index);
+    if db::sqlstate(e) == Some("42P01") {
+        r.outcome = Outcome::Skipped;
+        r.error = Some("the index was dropped since the plan was made".into());
+        return;
+    }
     let lock = is_lock_error(e);
     r.outcome = if lock {
         Outcome::Skipped

@@ -590,6 +590,10 @@ async fn run_one(
                 db::describe(e).replace("\n  ", "; ")
             )),
         ),
+        Err(e) if db::sqlstate(e) == Some("42P01") => (
+            Outcome::Skipped,
+            Some("the table was dropped since the plan was made".to_string()),
+        ),
         Err(e) => (Outcome::Failed, Some(db::describe(e).replace("\n  ", "; "))),
     };
     let dead_after = if is_vacuum {

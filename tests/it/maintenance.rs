@@ -421,6 +421,9 @@ fn leftovers_of_failed_concurrent_reindex_are_cleaned_up() {
         ],
         "{j}"
     );
+    // The dry run changed nothing.
+    assert_eq!(leftovers(&db), "pos_code_key_ccnew,pos_other_key_ccold");
+    assert_eq!(index_state(&db, "pos_code_key"), "f");
     let r = db.opsctl().args(["reindex"]).run().success();
     assert!(r.stdout.contains("DROP INDEX CONCURRENTLY"), "{}", r.stdout);
     assert_eq!(leftovers(&db), "");
@@ -485,6 +488,13 @@ fn bloated_index_is_rebuilt_healthy_one_is_not() {
             .unwrap()
     };
     let before = size("ticks_px_idx");
+    let oid_before = db.sql("SELECT 'ticks_px_idx'::regclass::oid");
+    db.opsctl()
+        .args(["reindex", "--dry-run", "--min-size", "0"])
+        .run()
+        .success();
+    assert_eq!(size("ticks_px_idx"), before, "a dry run rebuilds nothing");
+    assert_eq!(db.sql("SELECT 'ticks_px_idx'::regclass::oid"), oid_before);
     let policy = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         policy.path(),
