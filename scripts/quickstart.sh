@@ -14,6 +14,14 @@ export OPSCTL_DATABASE_URL
 
 log "opsctl health"
 "$OPSCTL" health
+log "opsctl vacuum --dry-run (the plan: which tables need it and why)"
+"$OPSCTL" vacuum --dry-run
+log "opsctl vacuum"
+"$OPSCTL" vacuum
+log "opsctl reindex --dry-run (bloated and invalid indexes)"
+"$OPSCTL" reindex --dry-run
+log "opsctl reindex"
+"$OPSCTL" reindex
 log "opsctl policy check + schedule list (policies/examples/quickstart.toml)"
 "$OPSCTL" policy check policies/examples/quickstart.toml >/dev/null
 "$OPSCTL" schedule list --policy policies/examples/quickstart.toml

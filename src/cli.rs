@@ -32,6 +32,11 @@ pub enum LogFormat {
 pub enum Command {
     /// On-call health report (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Health(HealthArgs),
+    /// Vacuum and analyze the tables that need it (dead tuples, autovacuum behind,
+    /// transaction-ID age, stale statistics), worst first, one at a time.
+    Vacuum(VacuumArgs),
+    /// Rebuild bloated and invalid indexes with REINDEX INDEX CONCURRENTLY, one at a time.
+    Reindex(ReindexArgs),
     /// Monthly partitions of time-partitioned tables: create them ahead, list them.
     #[command(subcommand)]
     Partition(PartitionCommand),
@@ -127,6 +132,70 @@ pub struct HealthArgs {
     /// Skip these checks (by id; repeatable).
     #[arg(long = "skip", value_name = "ID")]
     pub skips: Vec<String>,
+}
+
+fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::maintenance::parse_duration(s)
+}
+
+fn size_arg(s: &str) -> Result<u64, String> {
+    crate::maintenance::parse_size(s)
+}
+
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Only this table: name or schema.name, exactly as created (mixed case and spaces
+    /// as they are; SQL quoting "Like"."This" also works). A partitioned table means its
+    /// leaf partitions.
+    #[arg(long, value_name = "T")]
+    pub table: Option<String>,
+    /// Print the plan with the figures and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// VACUUM (FREEZE, ANALYZE) every table in scope, whether it needs it or not.
+    #[arg(long)]
+    pub freeze: bool,
+    /// Start no new table after this long (e.g. 30m, 2h, 90s); what was left is reported.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub max_duration: Option<std::time::Duration>,
+    /// Wait at most this long for another maintenance job to finish, then refuse
+    /// (default: the policy's lock_wait, 60s).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub lock_wait: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReindexArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Only the indexes of this table (name or schema.name, exactly as created); for a
+    /// partitioned table, the indexes of each leaf partition.
+    #[arg(long, value_name = "T", conflicts_with = "index")]
+    pub table: Option<String>,
+    /// Only this index (name or schema.name); a partitioned index means its leaf indexes.
+    #[arg(long, value_name = "I")]
+    pub index: Option<String>,
+    /// Print the plan with the figures and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Consider only indexes at least this big for bloat (default: the policy's
+    /// reindex_min_size, 10MiB), e.g. 1MiB, 500kB, 0.
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub min_size: Option<u64>,
+    /// Wait at most this long for another maintenance job to finish, then refuse
+    /// (default: the policy's lock_wait, 60s).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,7 @@ pub mod duration;
 pub mod error;
 pub mod fsutil;
 pub mod logging;
+pub mod maintenance;
 pub mod oplog;
 pub mod partition;
 pub mod policy;

@@ -124,11 +124,53 @@ pub struct ArchivePolicy {
     pub batch_size: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MaintenancePolicy {
     pub vacuum_schedule: Option<String>,
     pub reindex_schedule: Option<String>,
+    /// Vacuum a table with at least this many dead tuples ...
+    pub vacuum_min_dead_tuples: u64,
+    /// ... that are also at least this fraction of its live tuples.
+    pub vacuum_dead_ratio: f64,
+    /// Vacuum with FREEZE when age(relfrozenxid) (table or its TOAST table) reaches this.
+    pub vacuum_freeze_age: u64,
+    /// Analyze (with the vacuum) after at least this many row changes ...
+    pub analyze_min_changes: u64,
+    /// ... that are also at least this fraction of the table's rows.
+    pub analyze_change_ratio: f64,
+    /// Rebuild a btree index whose estimated bloat reaches this fraction ...
+    pub reindex_bloat_ratio: f64,
+    /// ... when the index is at least this big ("10MiB", "512kB", bytes).
+    pub reindex_min_size: String,
+    /// lock_timeout for every maintenance statement ("2s").
+    pub lock_timeout: String,
+    /// Attempts after a lock timeout before a table or index is skipped.
+    pub lock_retries: u32,
+    /// First pause between attempts; doubles each time ("1s").
+    pub retry_backoff: String,
+    /// How long to wait for another maintenance job's advisory lock ("60s").
+    pub lock_wait: String,
+}
+
+impl Default for MaintenancePolicy {
+    fn default() -> Self {
+        MaintenancePolicy {
+            vacuum_schedule: None,
+            reindex_schedule: None,
+            vacuum_min_dead_tuples: 1000,
+            vacuum_dead_ratio: 0.05,
+            vacuum_freeze_age: 150_000_000,
+            analyze_min_changes: 1000,
+            analyze_change_ratio: 0.10,
+            reindex_bloat_ratio: 0.30,
+            reindex_min_size: "10MiB".into(),
+            lock_timeout: "2s".into(),
+            lock_retries: 5,
+            retry_backoff: "1s".into(),
+            lock_wait: "60s".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

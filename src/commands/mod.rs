@@ -6,7 +6,9 @@ pub mod audit;
 pub mod health;
 pub mod partition;
 pub mod policy;
+pub mod reindex;
 pub mod schedule;
+pub mod vacuum;
 
 use std::io::{IsTerminal, Write};
 
@@ -24,6 +26,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Health(args) => health::run(args).await,
+        Command::Vacuum(args) => vacuum::run(args).await,
+        Command::Reindex(args) => reindex::run(args).await,
         Command::Partition(cmd) => partition::run(cmd).await,
         Command::Archive(args) => archive::run(args).await,
         Command::Policy(cmd) => policy::run(cmd),

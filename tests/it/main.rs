@@ -4,5 +4,6 @@ mod audit;
 mod common;
 mod connect;
 mod health;
+mod maintenance;
 mod partition;
 mod schedule;

@@ -787,18 +787,18 @@ fn a_busy_live_table_is_retried_with_short_lock_timeouts() {
 fn other_tables_by_policy_timestamptz_in_another_schema() {
     let db = TestDb::with_schema("ppol");
     db.sql(
-        "CREATE SCHEMA audit;
-         CREATE TABLE audit.events (
+        "CREATE SCHEMA ledger;
+         CREATE TABLE ledger.events (
              id bigint NOT NULL, at timestamptz NOT NULL, payload text,
              PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
-         CREATE INDEX ON audit.events (at);",
+         CREATE INDEX ON ledger.events (at);",
     );
     let dir = tempfile::tempdir().unwrap();
     let pol = dir.path().join("p.toml");
     std::fs::write(
         &pol,
         "[partitions]\npremake = 2\n\n[[partitions.tables]]\ntable = \"trades\"\ncolumn = \"entry_time\"\n\n\
-         [[partitions.tables]]\ntable = \"events\"\nschema = \"audit\"\ncolumn = \"at\"\n",
+         [[partitions.tables]]\ntable = \"events\"\nschema = \"ledger\"\ncolumn = \"at\"\n",
     )
     .unwrap();
     // No default partition yet: ensure creates it first, then the months.
@@ -810,17 +810,17 @@ fn other_tables_by_policy_timestamptz_in_another_schema() {
         .success()
         .json();
     let ev = &j["tables"][1];
-    assert_eq!(ev["table"], "audit.events");
+    assert_eq!(ev["table"], "ledger.events");
     assert_eq!(ev["default_created"], true);
     assert_eq!(ev["runway"]["future_months"], 2);
     assert_eq!(j["tables"][0]["runway"]["future_months"], 2);
     // Old rows land in the default partition; the next ensure gives them their months.
     db.sql(
-        "INSERT INTO audit.events SELECT g, timestamptz '2025-01-01 00:00+00' + g * interval '2 hours', 'e' || g
+        "INSERT INTO ledger.events SELECT g, timestamptz '2025-01-01 00:00+00' + g * interval '2 hours', 'e' || g
            FROM generate_series(0, 1799) g",
     );
     assert_eq!(
-        count(&db, "SELECT count(*) FROM audit.events_default"),
+        count(&db, "SELECT count(*) FROM ledger.events_default"),
         1800
     );
     let j = db
@@ -829,7 +829,7 @@ fn other_tables_by_policy_timestamptz_in_another_schema() {
             "partition",
             "ensure",
             "--table",
-            "audit.events",
+            "ledger.events",
             "--format",
             "json",
             "--policy",
@@ -841,15 +841,15 @@ fn other_tables_by_policy_timestamptz_in_another_schema() {
     assert_eq!(j["tables"][0]["rows_moved_from_default"], 1800);
     // February 2025: 28 days, every 2 hours.
     assert_eq!(
-        count(&db, "SELECT count(*) FROM audit.events_p2025_02"),
+        count(&db, "SELECT count(*) FROM ledger.events_p2025_02"),
         28 * 12
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM audit.events_default"), 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM ledger.events_default"), 0);
     // The policy names the column: a wrong one is a clear error.
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "[[partitions.tables]]\ntable = \"events\"\nschema = \"audit\"\ncolumn = \"payload\"\n",
+        "[[partitions.tables]]\ntable = \"events\"\nschema = \"ledger\"\ncolumn = \"payload\"\n",
     )
     .unwrap();
     let r = db
@@ -860,13 +860,13 @@ fn other_tables_by_policy_timestamptz_in_another_schema() {
         .code(2);
     assert!(r.stderr.contains("partitioned by \"at\""), "{}", r.stderr);
     // Archive mid-month, by RFC 3339 with an offset (12:00+02:00 = 10:00 UTC).
-    let total = count(&db, "SELECT count(*) FROM audit.events");
+    let total = count(&db, "SELECT count(*) FROM ledger.events");
     let j = db
         .opsctl()
         .args([
             "archive",
             "--table",
-            "audit.events",
+            "ledger.events",
             "--before",
             "2025-03-10T12:00:00+02:00",
         ])
@@ -886,12 +886,12 @@ fn other_tables_by_policy_timestamptz_in_another_schema() {
     assert_eq!(
         count(
             &db,
-            "SELECT count(*) FROM audit.events WHERE at < '2025-03-10 10:00+00'"
+            "SELECT count(*) FROM ledger.events WHERE at < '2025-03-10 10:00+00'"
         ),
         0
     );
     assert_eq!(
-        count(&db, "SELECT count(*) FROM audit.events")
+        count(&db, "SELECT count(*) FROM ledger.events")
             + count(&db, "SELECT count(*) FROM archive.events"),
         total
     );
