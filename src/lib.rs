@@ -3,6 +3,7 @@
 //! Layout: `cli` (clap types) → `commands` (one handler per subcommand) → domain modules
 //! (`report`, `policy`, ...) → `db` (connections, TLS, quoting, locks).
 
+pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod db;

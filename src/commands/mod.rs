@@ -1,7 +1,10 @@
 //! Command handlers: each turns its arguments into a plan, calls the domain modules,
 //! renders the outcome and returns an exit status. No SQL here.
 
+pub mod backup;
+pub mod drill;
 pub mod health;
+pub mod restore;
 
 use std::io::{IsTerminal, Write};
 
@@ -19,6 +22,9 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Health(args) => health::run(args).await,
+        Command::Backup(args) => backup::run(args).await,
+        Command::Restore(args) => restore::run(args).await,
+        Command::Drill(args) => drill::run(args).await,
     }
 }
 
