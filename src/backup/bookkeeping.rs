@@ -123,7 +123,9 @@ pub async fn record_drill(client: &Client, d: &DrillRecord<'_>) -> Result<bool, 
             ],
         )
         .await
-        .map_err(Error::db_ctx("cannot record the drill in opsctl.backup_drills"))?;
+        .map_err(Error::db_ctx(
+            "cannot record the drill in opsctl.backup_drills",
+        ))?;
     client
         .execute(UPDATE_DRILL, &[&d.backup_id, &d.finished_at, &d.ok])
         .await

@@ -233,10 +233,7 @@ async fn create_locked(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(Error::io(format!(
-            "cannot run {}",
-            tools.pg_dump.display()
-        )))?;
+        .map_err(Error::io(format!("cannot run {}", tools.pg_dump.display())))?;
     cleanup.pid = Some(child.id());
     let stdout = child.stdout.take().expect("piped");
     let stderr = collect_stderr(child.stderr.take().expect("piped"));
@@ -322,13 +319,12 @@ async fn create_locked(
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    let bookkeeping = match bookkeeping::record_backup(conn, &summary, &path.display().to_string())
-        .await
-    {
-        Ok(true) => "recorded in opsctl.backups".to_string(),
-        Ok(false) => bookkeeping::NOT_INSTALLED.to_string(),
-        Err(e) => format!("not recorded in opsctl.backups: {e}"),
-    };
+    let bookkeeping =
+        match bookkeeping::record_backup(conn, &summary, &path.display().to_string()).await {
+            Ok(true) => "recorded in opsctl.backups".to_string(),
+            Ok(false) => bookkeeping::NOT_INSTALLED.to_string(),
+            Err(e) => format!("not recorded in opsctl.backups: {e}"),
+        };
     Ok(Created {
         path,
         summary,

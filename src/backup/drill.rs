@@ -38,7 +38,13 @@ pub struct DrillResult {
 fn scratch_name(id: &str) -> String {
     let clean: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut n = format!("opsctl_drill_{clean}_{}", std::process::id());
     n.truncate(63);

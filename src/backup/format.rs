@@ -351,10 +351,7 @@ fn read_full(inp: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn derive_passphrase(
-    pass: &str,
-    a: &ArgonParams,
-) -> Result<Zeroizing<[u8; KEY_LEN]>, FormatError> {
+fn derive_passphrase(pass: &str, a: &ArgonParams) -> Result<Zeroizing<[u8; KEY_LEN]>, FormatError> {
     if a.m_kib > 4 * 1024 * 1024 || a.t > 64 || a.p > 64 {
         return Err(FormatError::HeaderCorrupted(format!(
             "implausible Argon2id parameters m={} KiB t={} p={}",
@@ -705,7 +702,9 @@ impl<R: Read> Reader<R> {
         let last = rec[1];
         let len = u32::from_be_bytes(rec[2..6].try_into().unwrap()) as usize;
         let max = self.header.chunk_size as usize + TAG_LEN;
-        if !(kind == KIND_DATA || kind == KIND_TRAILER) || last > 1 || !(TAG_LEN..=max).contains(&len)
+        if !(kind == KIND_DATA || kind == KIND_TRAILER)
+            || last > 1
+            || !(TAG_LEN..=max).contains(&len)
         {
             return Err(FormatError::ChunkAuth {
                 index,
@@ -947,7 +946,10 @@ mod tests {
         g[a..a + rec].copy_from_slice(&f[b..b + rec]);
         g[b..b + rec].copy_from_slice(&first);
         let e = open(&g, &[key(1)]).unwrap_err();
-        assert!(e.to_string().starts_with("chunk 0 failed authentication"), "{e}");
+        assert!(
+            e.to_string().starts_with("chunk 0 failed authentication"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -137,7 +137,10 @@ pub fn load_passphrase_file(path: &Path) -> Result<Zeroizing<String>, Error> {
             path.display()
         ))
     })?;
-    passphrase(text.lines().next().unwrap_or(""), &path.display().to_string())
+    passphrase(
+        text.lines().next().unwrap_or(""),
+        &path.display().to_string(),
+    )
 }
 
 fn passphrase(text: &str, origin: &str) -> Result<Zeroizing<String>, Error> {
@@ -239,7 +242,13 @@ mod tests {
 
     #[test]
     fn short_and_malformed_keys_are_rejected_with_the_format() {
-        for bad in [&b"abc"[..], &[1u8; 31][..], &[1u8; 33][..], &b"zz"[..], &[b'a'; 63][..]] {
+        for bad in [
+            &b"abc"[..],
+            &[1u8; 31][..],
+            &[1u8; 33][..],
+            &b"zz"[..],
+            &[b'a'; 63][..],
+        ] {
             let e = parse_key(bad, "k").unwrap_err().to_string();
             assert!(e.contains("exactly 32 bytes"), "{e}");
             assert!(e.contains("64 hexadecimal"), "{e}");

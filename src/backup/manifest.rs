@@ -218,7 +218,9 @@ impl Summary {
         let mut d = Vec::new();
         let mut check = |what: &str, a: String, b: String| {
             if a != b {
-                d.push(format!("{what}: summary says {a}, sealed manifest says {b}"));
+                d.push(format!(
+                    "{what}: summary says {a}, sealed manifest says {b}"
+                ));
             }
         };
         check("id", self.id.clone(), m.id.clone());
@@ -233,14 +235,26 @@ impl Summary {
             self.finished_at.to_rfc3339(),
             m.finished_at.to_rfc3339(),
         );
-        check("dump_bytes", self.dump_bytes.to_string(), m.dump_bytes.to_string());
+        check(
+            "dump_bytes",
+            self.dump_bytes.to_string(),
+            m.dump_bytes.to_string(),
+        );
         check(
             "compressed_bytes",
             self.compressed_bytes.to_string(),
             m.compressed_bytes.to_string(),
         );
-        check("dump_sha256", self.dump_sha256.clone(), m.dump_sha256.clone());
-        check("tables", self.tables.to_string(), m.tables.len().to_string());
+        check(
+            "dump_sha256",
+            self.dump_sha256.clone(),
+            m.dump_sha256.clone(),
+        );
+        check(
+            "tables",
+            self.tables.to_string(),
+            m.tables.len().to_string(),
+        );
         check("rows", self.rows.to_string(), m.total_rows().to_string());
         check(
             "migration_version",

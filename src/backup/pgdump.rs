@@ -24,7 +24,9 @@ pub struct PgTools {
 
 /// Parses `pg_dump (PostgreSQL) 15.4 (Debian 15.4-1)` → (15, "15.4").
 pub fn parse_version(out: &str) -> Option<(u32, String)> {
-    let v = out.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+    let v = out
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
     let major: u32 = v
         .split(|c: char| !c.is_ascii_digit())
         .next()?

@@ -57,7 +57,13 @@ pub fn db_dir(dir: &Path, database: &str) -> PathBuf {
 pub fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c == '/' || c == '\\' || c == '\0' { '_' } else { c })
+        .map(|c| {
+            if c == '/' || c == '\\' || c == '\0' {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     if s.starts_with('.') || s.is_empty() {
         format!("_{s}")
@@ -86,8 +92,10 @@ pub fn new_id(now: DateTime<Utc>) -> String {
 
 pub fn read_summary(file: &Path) -> Result<Summary, Error> {
     let p = summary_path(file);
-    let text = std::fs::read_to_string(&p)
-        .map_err(Error::io(format!("cannot read backup summary {}", p.display())))?;
+    let text = std::fs::read_to_string(&p).map_err(Error::io(format!(
+        "cannot read backup summary {}",
+        p.display()
+    )))?;
     serde_json::from_str(&text)
         .map_err(|e| Error::Verify(format!("backup summary {} is malformed: {e}", p.display())))
 }
@@ -278,7 +286,8 @@ pub fn prune_plan(
     });
     let weekly = policy.weekly as i64;
     let this_week = now.iso_week();
-    let week_start = |y: i32, w: u32| chrono::NaiveDate::from_isoywd_opt(y, w, chrono::Weekday::Mon);
+    let week_start =
+        |y: i32, w: u32| chrono::NaiveDate::from_isoywd_opt(y, w, chrono::Weekday::Mon);
     bucket("ISO week", &|t| {
         let w = t.iso_week();
         let a = week_start(this_week.year(), this_week.week())?;
@@ -329,8 +338,8 @@ pub fn rekey(
     replace: bool,
 ) -> Result<super::format::Header, Error> {
     use std::io::{Seek, SeekFrom, Write};
-    let mut f = std::fs::File::open(file)
-        .map_err(Error::io(format!("cannot open {}", file.display())))?;
+    let mut f =
+        std::fs::File::open(file).map_err(Error::io(format!("cannot open {}", file.display())))?;
     let (bytes, old_len, header) = {
         let mut r = std::io::BufReader::new(&mut f);
         super::format::rekey_header(&mut r, open_keys, new_keys, replace)?
@@ -345,7 +354,9 @@ pub fn rekey(
         let ctx = || format!("cannot write {}", tmp.display());
         w.write_all(&bytes).map_err(Error::io(ctx()))?;
         let body = std::io::copy(&mut f, &mut w).map_err(Error::io(ctx()))?;
-        let out = w.into_inner().map_err(|e| Error::io(ctx())(e.into_error()))?;
+        let out = w
+            .into_inner()
+            .map_err(|e| Error::io(ctx())(e.into_error()))?;
         out.sync_all().map_err(Error::io(ctx()))?;
         std::fs::rename(&tmp, file)
             .map_err(Error::io(format!("cannot replace {}", file.display())))?;
@@ -393,7 +404,10 @@ mod tests {
     }
 
     fn kept(plan: &[Decision]) -> Vec<String> {
-        plan.iter().filter(|d| d.keep).map(|d| d.id.clone()).collect()
+        plan.iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id.clone())
+            .collect()
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! every tag, the manifest and the dump hash check out), then feed the dump to
 //! pg_restore — from a pipe in one transaction, or with `--jobs N` from a private 0600
 //! temporary file (free space checked first, removed afterwards).
+//!
+//! `--clean` on an existing database restores into a new staging database and, once
+//! pg_restore succeeded, drops the old database and renames the staging one in its place:
+//! the target then holds exactly the backup's content, and a failure leaves the old
+//! content untouched. (pg_restore's own `--clean` cannot drop the inherited constraints
+//! of partitions and fails on the trading schema.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,7 +63,20 @@ const ROLES: &str = "SELECT rolname::text FROM pg_roles";
 
 /// A libpq conninfo naming only the database (no secret); quoted for any name.
 fn dbname_conninfo(name: &str) -> String {
-    format!("dbname='{}'", name.replace('\\', "\\\\").replace('\'', "\\'"))
+    format!(
+        "dbname='{}'",
+        name.replace('\\', "\\\\").replace('\'', "\\'")
+    )
+}
+
+/// The staging database of a --clean restore (at most 63 bytes).
+fn staging_name(target: &str) -> String {
+    let suffix = format!("_opsctl_new_{}", std::process::id());
+    let mut base: String = target.to_string();
+    while base.len() + suffix.len() > 63 {
+        base.pop();
+    }
+    base + &suffix
 }
 
 /// Free bytes for unprivileged users on the filesystem of `dir`.
@@ -67,9 +86,10 @@ pub fn free_space(dir: &Path) -> Result<u64, Error> {
         .map_err(|_| Error::Config(format!("bad path {}", dir.display())))?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(Error::io(format!("cannot stat filesystem of {}", dir.display()))(
-            std::io::Error::last_os_error(),
-        ));
+        return Err(Error::io(format!(
+            "cannot stat filesystem of {}",
+            dir.display()
+        ))(std::io::Error::last_os_error()));
     }
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
@@ -142,8 +162,10 @@ pub async fn restore(
     let (k, pr) = (keys.clone(), progress.clone());
     let opened: Opened = if jobs > 1 {
         let need = summary.as_ref().map(|s| s.dump_bytes).unwrap_or(0);
-        std::fs::create_dir_all(&opts.tmp_dir)
-            .map_err(Error::io(format!("cannot create {}", opts.tmp_dir.display())))?;
+        std::fs::create_dir_all(&opts.tmp_dir).map_err(Error::io(format!(
+            "cannot create {}",
+            opts.tmp_dir.display()
+        )))?;
         let free = free_space(&opts.tmp_dir)?;
         let margin = need / 10 + (64 << 20);
         if free < need + margin {
@@ -165,9 +187,11 @@ pub async fn restore(
         tokio::task::spawn_blocking(move || -> Result<Opened, Error> {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
             let o = verify::stream(&p, &k, &mut |b| w.write_all(b), &*pr)?;
-            w.flush().map_err(Error::io("cannot write the temporary dump"))?;
+            w.flush()
+                .map_err(Error::io("cannot write the temporary dump"))?;
             drop(w);
-            f.sync_all().map_err(Error::io("cannot write the temporary dump"))?;
+            f.sync_all()
+                .map_err(Error::io("cannot write the temporary dump"))?;
             Ok(o)
         })
         .await
@@ -190,34 +214,42 @@ pub async fn restore(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let missing: Vec<String> = m.roles.iter().filter(|r| !have.contains(*r)).cloned().collect();
+    let missing: Vec<String> = m
+        .roles
+        .iter()
+        .filter(|r| !have.contains(*r))
+        .cloned()
+        .collect();
     let skip_owner = !missing.is_empty();
 
-    // 3. Now touch the target.
+    // 3. Now touch the target. With --clean on an existing database, restore into a
+    // staging database and swap it in at the end: the old content survives any failure.
     let t1 = Instant::now();
     let created = !exists;
-    if created {
-        conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(&opts.target_db)))
+    let swap = exists && opts.clean;
+    let into = if swap {
+        staging_name(&opts.target_db)
+    } else {
+        opts.target_db.clone()
+    };
+    let made_here = created || swap;
+    if made_here {
+        conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(&into)))
             .await
-            .map_err(Error::db_ctx(format!("cannot create database {}", opts.target_db)))?;
+            .map_err(Error::db_ctx(format!("cannot create database {into}")))?;
     }
-    let mut cmd = pgdump::command(&tools.pg_restore, &settings.with_dbname(&opts.target_db));
-    cmd.arg(format!("--dbname={}", dbname_conninfo(&opts.target_db)))
+    let mut cmd = pgdump::command(&tools.pg_restore, &settings.with_dbname(&into));
+    cmd.arg(format!("--dbname={}", dbname_conninfo(&into)))
         .args(["--exit-on-error", "--no-password"]);
     if skip_owner {
         cmd.args(["--no-owner", "--no-privileges"]);
-    }
-    if opts.clean {
-        cmd.args(["--clean", "--if-exists"]);
     }
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let result = if jobs > 1 {
         let tmp = temp.0.clone().expect("temp file");
         cmd.arg(format!("--jobs={jobs}")).arg(&tmp);
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
-            let out = cmd
-                .output()
-                .map_err(Error::io("cannot run pg_restore"))?;
+            let out = cmd.output().map_err(Error::io("cannot run pg_restore"))?;
             if !out.status.success() {
                 return Err(Error::Other(pgdump::explain_stderr(
                     "pg_restore",
@@ -239,7 +271,9 @@ pub async fn restore(
             let err_t = std::thread::spawn(move || {
                 use std::io::Read;
                 let mut s = String::new();
-                let _ = std::io::BufReader::new(err).take(64 * 1024).read_to_string(&mut s);
+                let _ = std::io::BufReader::new(err)
+                    .take(64 * 1024)
+                    .read_to_string(&mut s);
                 s
             });
             let fed = verify::stream(&p, &keys, &mut |b| stdin.write_all(b), &());
@@ -258,19 +292,61 @@ pub async fn restore(
                 let _ = child.kill();
             }
             drop(stdin);
-            let status = child.wait().map_err(Error::io("cannot wait for pg_restore"))?;
+            let status = child
+                .wait()
+                .map_err(Error::io("cannot wait for pg_restore"))?;
             let err_text = err_t.join().unwrap_or_default();
-            fed?;
-            if !status.success() {
-                return Err(Error::Other(pgdump::explain_stderr("pg_restore", &err_text)));
+            match fed {
+                // pg_restore stopped reading: its own error says why.
+                Err(f) if f.kind == "io" && !status.success() => Err(Error::Other(
+                    pgdump::explain_stderr("pg_restore", &err_text),
+                )),
+                Err(f) => Err(f.into()),
+                Ok(()) if !status.success() => Err(Error::Other(pgdump::explain_stderr(
+                    "pg_restore",
+                    &err_text,
+                ))),
+                Ok(()) => Ok(()),
             }
-            Ok(())
         })
         .await
         .map_err(|e| Error::Other(format!("restore failed: {e}")))?
     };
     drop(temp);
-    result?;
+    if let Err(e) = result {
+        if made_here {
+            let _ = conn
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&into)))
+                .await;
+        }
+        return Err(e);
+    }
+    if swap {
+        // From a maintenance connection, so that --force on the connected database works.
+        let admin = db::connect(&settings.with_dbname("postgres")).await?;
+        admin
+            .batch_execute(&format!("DROP DATABASE {}", quote_ident(&opts.target_db)))
+            .await
+            .map_err(Error::db_ctx(format!(
+                "restored into {into}, but cannot drop the old {} to put it in place (close \
+                 its sessions, then run: DROP DATABASE {}; ALTER DATABASE {} RENAME TO {})",
+                opts.target_db,
+                quote_ident(&opts.target_db),
+                quote_ident(&into),
+                quote_ident(&opts.target_db)
+            )))?;
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(&into),
+                quote_ident(&opts.target_db)
+            ))
+            .await
+            .map_err(Error::db_ctx(format!(
+                "cannot rename {into} to {}",
+                opts.target_db
+            )))?;
+    }
     Ok(Restored {
         id: m.id.clone(),
         source_database: m.database.clone(),

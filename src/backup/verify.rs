@@ -207,7 +207,9 @@ fn verify_inner(
     progress: &dyn Progress,
     report: &mut Report,
 ) -> Result<(), Failure> {
-    let major = summary.map(|s| server_major_of(&s.server_version)).unwrap_or(0);
+    let major = summary
+        .map(|s| server_major_of(&s.server_version))
+        .unwrap_or(0);
     let tools = pgdump::find(major)?;
     let mut child = std::process::Command::new(&tools.pg_restore)
         .arg("--list")

@@ -69,11 +69,7 @@ pub fn backup_dir(args: &BackupDirArgs, policy: &Policy) -> anyhow::Result<PathB
 }
 
 /// Resolves FILE|ID; the directory is optional when FILE is a path.
-pub fn resolve_backup(
-    arg: &str,
-    dir: &BackupDirArgs,
-    policy: &Policy,
-) -> anyhow::Result<PathBuf> {
+pub fn resolve_backup(arg: &str, dir: &BackupDirArgs, policy: &Policy) -> anyhow::Result<PathBuf> {
     let d = dir.dir.clone().or_else(|| policy.backup.dir.clone());
     Ok(repo::resolve(arg, d.as_deref())?)
 }
@@ -200,8 +196,17 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_OK);
     }
     let mut rows = vec![[
-        "id", "database", "start", "end", "duration", "dump", "compressed", "on disk", "key id",
-        "verified", "drilled",
+        "id",
+        "database",
+        "start",
+        "end",
+        "duration",
+        "dump",
+        "compressed",
+        "on disk",
+        "key id",
+        "verified",
+        "drilled",
     ]
     .map(String::from)];
     for e in &entries {
@@ -288,7 +293,11 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
         eprintln!(
             "backup {} is BAD: {}",
             path.display(),
-            report.failure.as_ref().map(|f| f.message.as_str()).unwrap_or("?")
+            report
+                .failure
+                .as_ref()
+                .map(|f| f.message.as_str())
+                .unwrap_or("?")
         );
     }
     Ok(if report.ok { EXIT_OK } else { EXIT_FAILURE })
@@ -314,7 +323,13 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
     for (db, es) in &by_db {
         let input: Vec<_> = es
             .iter()
-            .map(|e| (e.summary.id.clone(), e.summary.started_at, e.status.is_verified()))
+            .map(|e| {
+                (
+                    e.summary.id.clone(),
+                    e.summary.started_at,
+                    e.status.is_verified(),
+                )
+            })
             .collect();
         for mut d in repo::prune_plan(&input, &policy.backup.retention, now) {
             d.database = db.clone();
@@ -357,7 +372,8 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_OK);
     }
     let r = &policy.backup.retention;
-    let mut out = format!(
+    let mut out =
+        format!(
         "retention: keep_last={} daily={} weekly={} monthly={}, and the newest verified backup{}\n",
         r.keep_last,
         r.daily,

@@ -46,7 +46,12 @@ async fn run_inner(a: DrillArgs) -> anyhow::Result<u8> {
         print(&format!(
             "drill PASSED for backup {} of {}: restored into {} in {:.1}s (RTO), {} tables and \
              {} rows match the manifest exactly; scratch database dropped; {}\n",
-            r.id, r.database, r.scratch_database, r.rto_secs, r.tables_compared, r.rows_compared,
+            r.id,
+            r.database,
+            r.scratch_database,
+            r.rto_secs,
+            r.tables_compared,
+            r.rows_compared,
             r.bookkeeping
         ));
     } else {

@@ -23,7 +23,14 @@ async fn run_inner(a: RestoreArgs) -> anyhow::Result<u8> {
         tmp_dir: std::env::temp_dir(),
     };
     let pb = progress("authenticating");
-    let r = restore::restore(&settings, &path, std::sync::Arc::new(keys), &opts, pb.clone()).await;
+    let r = restore::restore(
+        &settings,
+        &path,
+        std::sync::Arc::new(keys),
+        &opts,
+        pb.clone(),
+    )
+    .await;
     drop(pb);
     let r = r?;
     if r.skipped_ownership {
