@@ -64,7 +64,7 @@ fn candidate_dirs() -> Vec<PathBuf> {
             }
         }
     }
-    versioned.sort_by(|a, b| b.0.cmp(&a.0));
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     let mut dirs: Vec<PathBuf> = versioned.into_iter().map(|(_, p)| p).collect();
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));

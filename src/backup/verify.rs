@@ -250,7 +250,6 @@ fn verify_inner(
         Ok(())
     };
     let opened = stream(path, keys, &mut sink, progress);
-    drop(sink);
     drop(stdin);
     let status = child.wait();
     let entries = out_t.join().unwrap_or(0);
