@@ -243,7 +243,15 @@ async fn create_locked(
         (r, status)
     });
     // Meanwhile, in the same snapshot: counts, checksums, roles, migration version.
-    let stats = manifest::compute(conn).await;
+    let stats = match manifest::compute(conn).await {
+        Ok(s) => s,
+        Err(e) => {
+            // The snapshot dies with this transaction: stop pg_dump (the guard does) and
+            // report the first cause, not pg_dump's consequent failure.
+            let _ = conn.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    };
     let (piped, status) = piped
         .await
         .map_err(|e| Error::Other(format!("backup pipeline failed: {e}")))?;
@@ -255,7 +263,6 @@ async fn create_locked(
         return Err(Error::Other(pgdump::explain_stderr("pg_dump", &err_text)));
     }
     let piped = piped?;
-    let stats = stats?;
     conn.batch_execute("COMMIT").await.map_err(Error::db)?;
     let finished_at = Utc::now();
 

@@ -6,13 +6,13 @@
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use crate::db::quote_qualified;
+use crate::db::{self, quote_qualified};
 use crate::error::Error;
 
 /// Session settings that make `row::text` identical on every server and session.
 pub const STABLE_OUTPUT: &str = "SET datestyle = 'ISO, MDY'; SET intervalstyle = 'postgres'; \
      SET extra_float_digits = 3; SET bytea_output = 'hex'; SET TimeZone = 'UTC'; \
-     SET standard_conforming_strings = on; SET statement_timeout = 0";
+     SET standard_conforming_strings = on; SET statement_timeout = 0; SET row_security = off";
 
 /// Ordinary tables whose data pg_dump writes (no temp tables, no extension members).
 const TABLES: &str = "SELECT n.nspname::text, c.relname::text
@@ -113,7 +113,18 @@ pub async fn compute(client: &Client) -> Result<Snapshot, Error> {
         let row = client
             .query_one(&stats_sql(&schema, &table), &[])
             .await
-            .map_err(Error::db_ctx(format!("cannot checksum {schema}.{table}")))?;
+            .map_err(|e| {
+                let hint = if db::describe(&e).contains("row-level security") {
+                    "; row-level security would hide rows from this role: run backups and \
+                     drills as a role with BYPASSRLS (or the table owner)"
+                } else {
+                    ""
+                };
+                Error::Db(format!(
+                    "cannot checksum {schema}.{table}: {}{hint}",
+                    db::describe(&e)
+                ))
+            })?;
         let (a, b): (String, String) = (row.get(1), row.get(2));
         out.tables.push(TableStat {
             rows: row.get(0),

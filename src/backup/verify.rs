@@ -171,6 +171,8 @@ pub struct Report {
     pub dump_bytes: u64,
     pub archive_entries: usize,
     pub opened_with_key_id: Option<String>,
+    /// False when no summary lies beside the file (a copied file): nothing to compare.
+    pub summary_checked: bool,
 }
 
 /// Verifies a backup file: crypto, manifest, summary, and `pg_restore --list`.
@@ -186,6 +188,7 @@ pub fn verify(path: &Path, keys: &[KeyMaterial], progress: &dyn Progress) -> Rep
         dump_bytes: 0,
         archive_entries: 0,
         opened_with_key_id: None,
+        summary_checked: false,
     };
     match verify_inner(path, keys, summary.as_ref(), progress, &mut report) {
         Ok(()) => report.ok = true,
@@ -277,10 +280,7 @@ fn verify_inner(
     }
     match summary {
         None => {
-            return Err(mismatch(format!(
-                "the summary {} is missing or unreadable",
-                repo::summary_path(path).display()
-            )))
+            report.summary_checked = false;
         }
         Some(s) => {
             let mut d = s.mismatches(m);
@@ -291,6 +291,7 @@ fn verify_inner(
                     opened.header.key_ids()
                 ));
             }
+            report.summary_checked = true;
             if !d.is_empty() {
                 return Err(mismatch(format!(
                     "the plaintext summary disagrees with the sealed manifest: {}",

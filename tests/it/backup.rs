@@ -829,3 +829,76 @@ fn prune_keeps_the_newest_verified_backup_and_explains() {
         .collect();
     assert_eq!(ids, vec![old, new2]);
 }
+
+#[test]
+fn drill_fails_when_the_sealed_manifest_disagrees() {
+    use opsctl::backup::{format, keys};
+    use std::io::{Read, Write};
+    let e = Env::new("bk_manifest", 100);
+    let (_, file) = e.create();
+    // Re-seal the same dump with a manifest whose users checksum is off (the container
+    // API is reusable for any stream).
+    let key = keys::load_key_file(&e.key).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let mut r = format::Reader::open(&bytes[..], &[keys::KeyMaterial::Key(key.clone())]).unwrap();
+    let mut data = Vec::new();
+    r.read_to_end(&mut data).unwrap();
+    let trailer = r.finish().unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&trailer).unwrap();
+    for t in m["tables"].as_array_mut().unwrap() {
+        if t["table"] == "users" {
+            t["checksum"] = serde_json::json!("00000000000000000000000000000000");
+        }
+    }
+    let mut w = format::Writer::new(
+        Vec::new(),
+        &[keys::KeyMaterial::Key(key)],
+        opsctl::backup::CONTENT,
+    )
+    .unwrap();
+    w.write_all(&data).unwrap();
+    let (out, _) = w.finish(&serde_json::to_vec(&m).unwrap()).unwrap();
+    std::fs::write(&file, out).unwrap();
+    let r = e.cmd().args(["drill"]).arg(&file).run().code(1);
+    assert!(
+        r.stdout.contains("table public.users: content checksum"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("public.trades"), "{}", r.stdout);
+}
+
+#[test]
+fn row_level_security_that_would_hide_rows_fails_the_backup_clearly() {
+    let e = Env::new("bk_rls", 100);
+    let role = format!("rls_{}", e.db.name);
+    e.db.sql(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'Rls-pw-123'; \
+         GRANT USAGE ON SCHEMA opsctl TO {role}; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA public, opsctl TO {role}; \
+         GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, opsctl TO {role}; \
+         ALTER TABLE positions ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY only_some ON positions USING (user_id < 10);"
+    ));
+    let url = format!(
+        "postgresql://{role}:Rls-pw-123@localhost:{}/{}?sslmode=verify-full&sslrootcert={}",
+        cluster().port,
+        e.db.name,
+        cluster().ca.display()
+    );
+    let r = opsctl()
+        .env("OPSCTL_DATABASE_URL", &url)
+        .env("OPSCTL_KEY_FILE", &e.key)
+        .args(["backup", "create", "--dir"])
+        .arg(e.repo())
+        .run()
+        .code(1);
+    assert!(
+        r.stderr.contains("row-level security") && r.stderr.contains("BYPASSRLS"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("Rls-pw-123"));
+    assert!(!e.repo().exists() || listed(&e.repo()) == 0);
+    e.db.sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
