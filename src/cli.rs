@@ -261,7 +261,7 @@ pub struct RestoreArgs {
     /// Create the target database when it does not exist.
     #[arg(long)]
     pub create: bool,
-    /// Drop and replace the objects the backup contains in a non-empty target.
+    /// Replace a non-empty target: restore into a staging database, then swap it in.
     #[arg(long)]
     pub clean: bool,
     /// Parallel pg_restore jobs (decrypts to a private temporary file first).
