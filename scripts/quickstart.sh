@@ -14,6 +14,16 @@ export OPSCTL_DATABASE_URL
 
 log "opsctl health"
 "$OPSCTL" health
+log "opsctl backup keygen (once) / create / list / verify / drill"
+BACKUP_KEY="$PWD/.opsctl-local/backup.key"
+[ -f "$BACKUP_KEY" ] || "$OPSCTL" backup keygen --out "$BACKUP_KEY"
+export OPSCTL_KEY_FILE="$BACKUP_KEY"
+BACKUP_DIR="$PWD/.opsctl-local/backups"
+"$OPSCTL" backup create --dir "$BACKUP_DIR"
+"$OPSCTL" backup list --dir "$BACKUP_DIR"
+"$OPSCTL" backup verify "$(ls -t "$BACKUP_DIR"/*/*.opsbak | head -n1)"
+"$OPSCTL" drill --latest --dir "$BACKUP_DIR"
+
 log "opsctl vacuum --dry-run (the plan: which tables need it and why)"
 "$OPSCTL" vacuum --dry-run
 log "opsctl vacuum"

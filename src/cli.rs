@@ -32,6 +32,13 @@ pub enum LogFormat {
 pub enum Command {
     /// On-call health report (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Health(HealthArgs),
+    /// Encrypted, compressed backups: keygen, create, list, verify, prune, rekey.
+    Backup(BackupArgs),
+    /// Restores a backup into a database; the whole backup is authenticated first.
+    Restore(RestoreArgs),
+    /// Restore drill: restores into a scratch database and compares every table with the
+    /// manifest sealed at backup time (exit 0 all matched, 1 otherwise).
+    Drill(DrillArgs),
     /// Vacuum and analyze the tables that need it (dead tuples, autovacuum behind,
     /// transaction-ID age, stale statistics), worst first, one at a time.
     Vacuum(VacuumArgs),
@@ -132,6 +139,186 @@ pub struct HealthArgs {
     /// Skip these checks (by id; repeatable).
     #[arg(long = "skip", value_name = "ID")]
     pub skips: Vec<String>,
+}
+
+/// Backup key material. Never given as a command-line value.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// Key file: 32 raw bytes, or 64 hex characters and a newline; mode 0600.
+    #[arg(long, env = "OPSCTL_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// File whose first line is a passphrase (mode 0600); or set OPSCTL_PASSPHRASE.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// The backup repository directory.
+#[derive(Debug, Clone, Args)]
+pub struct BackupDirArgs {
+    /// Backup directory (backups go to DIR/<database>/). Default: [backup] dir of the policy.
+    #[arg(long, env = "OPSCTL_BACKUP_DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub command: BackupCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Writes a new random 256-bit key file (mode 0600); never overwrites.
+    Keygen(BackupKeygenArgs),
+    /// Backs up the database: pg_dump → gzip → AES-256-GCM into DIR/<database>/<id>.opsbak.
+    Create(BackupCreateArgs),
+    /// Lists backups with sizes, key ids and verified/drilled status (no key needed).
+    List(BackupListArgs),
+    /// Decrypts and checks a whole backup (exit 0 good, 1 bad with the reason).
+    Verify(BackupVerifyArgs),
+    /// Deletes backups outside the retention policy ([backup.retention]).
+    Prune(BackupPruneArgs),
+    /// Adds (or with --replace, replaces) a key that opens a backup, without re-encrypting it.
+    Rekey(BackupRekeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupKeygenArgs {
+    /// Where to write the key (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupCreateArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Seconds to wait for another maintenance job holding the lock.
+    #[arg(long, default_value_t = 600)]
+    pub lock_wait: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupListArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupVerifyArgs {
+    /// Backup file path, or backup id (looked up under --dir).
+    #[arg(value_name = "FILE|ID")]
+    pub backup: String,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupPruneArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+    /// Show the plan without deleting anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupRekeyArgs {
+    /// Backup file path, or backup id (looked up under --dir).
+    #[arg(value_name = "FILE|ID")]
+    pub backup: String,
+    /// The key file to add.
+    #[arg(long)]
+    pub new_key_file: PathBuf,
+    /// Remove every other key: afterwards only the new key opens the backup.
+    #[arg(long)]
+    pub replace: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Backup file path, or backup id (looked up under --dir).
+    #[arg(value_name = "FILE|ID")]
+    pub backup: String,
+    /// Database to restore into.
+    #[arg(long)]
+    pub target_db: String,
+    /// Create the target database when it does not exist.
+    #[arg(long)]
+    pub create: bool,
+    /// Replace a non-empty target: restore into a staging database, then swap it in.
+    #[arg(long)]
+    pub clean: bool,
+    /// Parallel pg_restore jobs (decrypts to a private temporary file first).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+    /// Allow restoring over the database opsctl is connected to.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Backup file path, or backup id (looked up under --dir). Default: --latest.
+    #[arg(value_name = "FILE|ID", conflicts_with = "latest")]
+    pub backup: Option<String>,
+    /// Drill the newest backup of the connected database.
+    #[arg(long)]
+    pub latest: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 fn duration_arg(s: &str) -> Result<std::time::Duration, String> {

@@ -4,6 +4,7 @@
 //! (`report`, `policy`, ...) → `db` (connections, TLS, quoting, locks).
 
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod db;

@@ -3,10 +3,13 @@
 
 pub mod archive;
 pub mod audit;
+pub mod backup;
+pub mod drill;
 pub mod health;
 pub mod partition;
 pub mod policy;
 pub mod reindex;
+pub mod restore;
 pub mod schedule;
 pub mod vacuum;
 
@@ -26,6 +29,9 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Health(args) => health::run(args).await,
+        Command::Backup(args) => backup::run(args).await,
+        Command::Restore(args) => restore::run(args).await,
+        Command::Drill(args) => drill::run(args).await,
         Command::Vacuum(args) => vacuum::run(args).await,
         Command::Reindex(args) => reindex::run(args).await,
         Command::Partition(cmd) => partition::run(cmd).await,

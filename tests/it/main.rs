@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one throwaway cluster, a module per command.
 
 mod audit;
+mod backup;
 mod common;
 mod connect;
 mod health;

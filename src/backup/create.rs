@@ -1,0 +1,340 @@
+//! `backup create`: pg_dump (custom format, its compression off, in an exported
+//! REPEATABLE READ snapshot) → gzip on its own thread → chunked AES-256-GCM → a 0600
+//! temporary file in the target directory → fsync → rename. The manifest is computed
+//! in the same snapshot while pg_dump runs and sealed as the container's trailer.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+
+use super::format::{self, Writer};
+use super::keys::KeyMaterial;
+use super::manifest::{self, Manifest, Summary};
+use super::{bookkeeping, pgdump, repo, Progress, CONTENT};
+use crate::db::{self, ConnSettings};
+use crate::error::Error;
+
+/// gzip level: fast (zlib-rs), a few percent larger than pg_dump's default level.
+pub const GZIP_LEVEL: u32 = 3;
+const BUF: usize = 256 * 1024;
+
+/// The outcome of a successful create.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Created {
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// Where the status was recorded besides the directory (or why not).
+    pub bookkeeping: String,
+}
+
+/// Removes the temporary file and stops pg_dump unless disarmed (success, or the future
+/// was dropped on a signal).
+struct Cleanup {
+    tmp: Option<PathBuf>,
+    pid: Option<u32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+        if let Some(t) = self.tmp.take() {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+}
+
+struct Piped {
+    dump_bytes: u64,
+    compressed_bytes: u64,
+    sha256: String,
+    writer: Writer<BufWriter<File>>,
+}
+
+/// Sends compressed bytes to the encrypting thread in ~256 KiB pieces.
+struct ChannelWriter {
+    tx: SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= BUF {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let b = std::mem::replace(&mut self.buf, Vec::with_capacity(BUF + 64 * 1024));
+            self.tx
+                .send(b)
+                .map_err(|_| std::io::Error::other("the encrypting thread stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Thread 1: read pg_dump's stdout, hash it, compress it, hand it on.
+fn compress(
+    mut src: impl Read,
+    tx: SyncSender<Vec<u8>>,
+    progress: Arc<dyn Progress>,
+) -> std::io::Result<(u64, String)> {
+    let mut enc = GzEncoder::new(
+        ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(BUF + 64 * 1024),
+        },
+        flate2::Compression::new(GZIP_LEVEL),
+    );
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; BUF];
+    let mut n_total = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hash.update(&buf[..n]);
+        enc.write_all(&buf[..n])?;
+        n_total += n as u64;
+        progress.add(n as u64);
+    }
+    let mut w = enc.finish()?;
+    w.flush()?;
+    Ok((n_total, hex::encode(hash.finalize())))
+}
+
+/// Thread 2 (the caller): encrypt what arrives and write it.
+fn encrypt(rx: Receiver<Vec<u8>>, writer: &mut Writer<BufWriter<File>>) -> std::io::Result<u64> {
+    let mut n = 0u64;
+    for b in rx {
+        writer.write_all(&b)?;
+        n += b.len() as u64;
+    }
+    Ok(n)
+}
+
+fn pipeline(
+    stdout: std::process::ChildStdout,
+    mut writer: Writer<BufWriter<File>>,
+    progress: Arc<dyn Progress>,
+) -> Result<Piped, Error> {
+    let (tx, rx) = sync_channel::<Vec<u8>>(4);
+    let t = std::thread::Builder::new()
+        .name("opsctl-gzip".into())
+        .spawn(move || compress(stdout, tx, progress))
+        .map_err(Error::io("cannot start the compression thread"))?;
+    let enc = encrypt(rx, &mut writer);
+    let comp = t
+        .join()
+        .map_err(|_| Error::Other("the compression thread panicked".into()))?;
+    let compressed_bytes = enc.map_err(Error::io("cannot write the backup file"))?;
+    let (dump_bytes, sha256) = comp.map_err(Error::io("cannot read pg_dump's output"))?;
+    Ok(Piped {
+        dump_bytes,
+        compressed_bytes,
+        sha256,
+        writer,
+    })
+}
+
+fn collect_stderr(mut s: std::process::ChildStderr) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = (&mut s).take(64 * 1024).read_to_end(&mut out);
+        let _ = std::io::copy(&mut s, &mut std::io::sink());
+        String::from_utf8_lossy(&out).into_owned()
+    })
+}
+
+/// Runs a backup of the database `settings` points at into `dir/<database>/`.
+pub async fn create(
+    settings: &ConnSettings,
+    dir: &Path,
+    keys: Vec<KeyMaterial>,
+    progress: Arc<dyn Progress>,
+    lock_wait: Duration,
+) -> Result<Created, Error> {
+    let conn = db::connect(settings).await?;
+    let major = pgdump::server_major(&conn).await?;
+    let tools = pgdump::find(major)?;
+    db::acquire_advisory_lock(&conn, db::locks::MAINTENANCE, lock_wait, "maintenance job").await?;
+    let result = create_locked(&conn, settings, dir, keys, progress, &tools).await;
+    let _ = db::release_advisory_lock(&conn, db::locks::MAINTENANCE).await;
+    result
+}
+
+async fn create_locked(
+    conn: &db::Connection,
+    settings: &ConnSettings,
+    dir: &Path,
+    keys: Vec<KeyMaterial>,
+    progress: Arc<dyn Progress>,
+    tools: &pgdump::PgTools,
+) -> Result<Created, Error> {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let row = conn
+        .query_one(
+            "SELECT current_database()::text, current_setting('server_version')",
+            &[],
+        )
+        .await
+        .map_err(Error::db)?;
+    let (database, server_version): (String, String) = (row.get(0), row.get(1));
+    conn.batch_execute(manifest::STABLE_OUTPUT)
+        .await
+        .map_err(Error::db)?;
+    conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(Error::db)?;
+    let snapshot: String = conn
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(Error::db_ctx("cannot export a snapshot"))?
+        .get(0);
+
+    let dbdir = repo::db_dir(dir, &database);
+    std::fs::create_dir_all(&dbdir)
+        .map_err(Error::io(format!("cannot create {}", dbdir.display())))?;
+    repo::remove_stale_temps(&dbdir);
+    let id = repo::new_id(started_at);
+    let path = repo::backup_path(dir, &database, &id);
+    let tmp = crate::fsutil::temp_path(&path);
+    let mut cleanup = Cleanup {
+        tmp: Some(tmp.clone()),
+        pid: None,
+    };
+    let file = crate::fsutil::create_new(&tmp, 0o600)?;
+    let writer = Writer::new(BufWriter::with_capacity(1 << 20, file), &keys, CONTENT)?;
+    drop(keys);
+    let key_ids = writer.header().key_ids();
+
+    let mut child = pgdump::command(&tools.pg_dump, &settings.with_dbname(&database))
+        .args(["--format=custom", "--compress=0", "--no-password"])
+        .arg(format!("--snapshot={snapshot}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(Error::io(format!("cannot run {}", tools.pg_dump.display())))?;
+    cleanup.pid = Some(child.id());
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = collect_stderr(child.stderr.take().expect("piped"));
+    let piped = tokio::task::spawn_blocking(move || {
+        let r = pipeline(stdout, writer, progress);
+        let status = child.wait();
+        (r, status)
+    });
+    // Meanwhile, in the same snapshot: counts, checksums, roles, migration version.
+    let stats = match manifest::compute(conn).await {
+        Ok(s) => s,
+        Err(e) => {
+            // The snapshot dies with this transaction: stop pg_dump (the guard does) and
+            // report the first cause, not pg_dump's consequent failure.
+            let _ = conn.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    };
+    let (piped, status) = piped
+        .await
+        .map_err(|e| Error::Other(format!("backup pipeline failed: {e}")))?;
+    cleanup.pid = None;
+    let status = status.map_err(Error::io("cannot wait for pg_dump"))?;
+    let err_text = stderr.join().unwrap_or_default();
+    if !status.success() {
+        let _ = conn.batch_execute("ROLLBACK").await;
+        return Err(Error::Other(pgdump::explain_stderr("pg_dump", &err_text)));
+    }
+    let piped = piped?;
+    conn.batch_execute("COMMIT").await.map_err(Error::db)?;
+    let finished_at = Utc::now();
+
+    let m = Manifest {
+        manifest_version: 1,
+        id: id.clone(),
+        database: database.clone(),
+        server_version: server_version.clone(),
+        pg_dump_version: tools.version.clone(),
+        started_at,
+        finished_at,
+        migration_version: stats.migration_version,
+        roles: stats.roles,
+        tables: stats.tables,
+        dump_bytes: piped.dump_bytes,
+        compressed_bytes: piped.compressed_bytes,
+        dump_sha256: piped.sha256,
+    };
+    let trailer = serde_json::to_vec(&m).expect("manifest serialises");
+    let writer = piped.writer;
+    let file_bytes = tokio::task::spawn_blocking(move || -> Result<u64, Error> {
+        let (bw, n) = writer.finish(&trailer)?;
+        let f = bw
+            .into_inner()
+            .map_err(|e| Error::io("cannot write the backup file")(e.into_error()))?;
+        f.sync_all()
+            .map_err(Error::io("cannot fsync the backup file"))?;
+        Ok(n)
+    })
+    .await
+    .map_err(|e| Error::Other(format!("backup pipeline failed: {e}")))??;
+    std::fs::rename(&tmp, &path)
+        .map_err(Error::io(format!("cannot rename into {}", path.display())))?;
+    cleanup.tmp = None;
+    crate::fsutil::sync_dir(&path)?;
+
+    let summary = Summary {
+        summary_version: 1,
+        id: id.clone(),
+        database: database.clone(),
+        file: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        started_at,
+        finished_at,
+        duration_secs: started.elapsed().as_secs_f64(),
+        dump_bytes: m.dump_bytes,
+        compressed_bytes: m.compressed_bytes,
+        file_bytes,
+        key_ids,
+        format_version: format::VERSION,
+        server_version,
+        migration_version: m.migration_version.clone(),
+        tables: m.tables.len(),
+        rows: m.total_rows(),
+        dump_sha256: m.dump_sha256.clone(),
+    };
+    if let Err(e) = repo::write_summary(&path, &summary) {
+        // Without its summary the file is not a listed backup: remove it.
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    let bookkeeping =
+        match bookkeeping::record_backup(conn, &summary, &path.display().to_string()).await {
+            Ok(true) => "recorded in opsctl.backups".to_string(),
+            Ok(false) => bookkeeping::NOT_INSTALLED.to_string(),
+            Err(e) => format!("not recorded in opsctl.backups: {e}"),
+        };
+    Ok(Created {
+        path,
+        summary,
+        bookkeeping,
+    })
+}

@@ -1,0 +1,432 @@
+//! `opsctl backup keygen|create|list|verify|prune|rekey`, plus the helpers the restore
+//! and drill commands share (keys, backup directory, progress bar).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use zeroize::Zeroizing;
+
+use super::{
+    conn_settings, load_policy, print, print_error, stderr_is_terminal, EXIT_FAILURE, EXIT_OK,
+};
+use crate::backup::keys::{self, KeyMaterial, KeySources};
+use crate::backup::{bookkeeping, create, repo, verify, Progress};
+use crate::cli::{
+    BackupArgs, BackupCommand, BackupCreateArgs, BackupDirArgs, BackupListArgs, BackupPruneArgs,
+    BackupRekeyArgs, BackupVerifyArgs, ConnectArgs, Format, KeyArgs,
+};
+use crate::policy::Policy;
+
+pub async fn run(args: BackupArgs) -> u8 {
+    let r = match args.command {
+        BackupCommand::Keygen(a) => keygen(&a.out),
+        BackupCommand::Create(a) => create_cmd(a).await,
+        BackupCommand::List(a) => list(a),
+        BackupCommand::Verify(a) => verify_cmd(a).await,
+        BackupCommand::Prune(a) => prune(a).await,
+        BackupCommand::Rekey(a) => rekey(a),
+    };
+    finish(r)
+}
+
+/// Prints an error and maps it to exit 1.
+pub fn finish(r: anyhow::Result<u8>) -> u8 {
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            print_error(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Loads the key material from flags, environment and policy.
+pub fn load_keys(args: &KeyArgs, policy: &Policy) -> anyhow::Result<Vec<KeyMaterial>> {
+    let sources = KeySources {
+        key_file: args.key_file.clone(),
+        passphrase_file: args.passphrase_file.clone(),
+        passphrase_env: std::env::var("OPSCTL_PASSPHRASE")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(Zeroizing::new),
+        policy_key_file: policy.backup.key_file.clone(),
+    };
+    Ok(sources.load()?)
+}
+
+/// The backup directory: --dir / OPSCTL_BACKUP_DIR, else the policy's [backup] dir.
+pub fn backup_dir(args: &BackupDirArgs, policy: &Policy) -> anyhow::Result<PathBuf> {
+    args.dir
+        .clone()
+        .or_else(|| policy.backup.dir.clone())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no backup directory: pass --dir DIR (or OPSCTL_BACKUP_DIR, or [backup] dir in the policy)"
+            )
+        })
+}
+
+/// Resolves FILE|ID; the directory is optional when FILE is a path.
+pub fn resolve_backup(arg: &str, dir: &BackupDirArgs, policy: &Policy) -> anyhow::Result<PathBuf> {
+    let d = dir.dir.clone().or_else(|| policy.backup.dir.clone());
+    Ok(repo::resolve(arg, d.as_deref())?)
+}
+
+/// A byte progress bar on a terminal, nothing otherwise.
+pub fn progress(what: &str) -> Arc<dyn Progress> {
+    if !stderr_is_terminal() {
+        return Arc::new(());
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg}: {bytes} ({binary_bytes_per_sec}, {elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(Duration::from_millis(200));
+    Arc::new(pb)
+}
+
+/// True when a connection was configured explicitly (for optional bookkeeping).
+fn connection_configured(args: &ConnectArgs) -> bool {
+    args.database_url.is_some()
+        || std::env::var_os("DATABASE_URL").is_some()
+        || std::env::var_os("PGHOST").is_some()
+        || std::env::var_os("PGDATABASE").is_some()
+}
+
+fn keygen(out: &Path) -> anyhow::Result<u8> {
+    let id = keys::keygen(out)?;
+    print(&format!(
+        "wrote a new 256-bit key to {} (mode 0600, key id {id}); keep a copy somewhere safe: \
+         backups cannot be opened without it\n",
+        out.display()
+    ));
+    Ok(EXIT_OK)
+}
+
+async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
+    let policy = load_policy(&a.policy)?;
+    let settings = conn_settings(&a.connect)?;
+    let dir = backup_dir(&a.dir, &policy)?;
+    let keys = load_keys(&a.keys, &policy)?;
+    let pb = progress("dumping");
+    let fut = create::create(
+        &settings,
+        &dir,
+        keys,
+        pb.clone(),
+        Duration::from_secs(a.lock_wait),
+    );
+    // On Ctrl-C/SIGTERM the create future is dropped: its guard kills pg_dump and removes
+    // the temporary file.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    let created = tokio::select! {
+        r = fut => r?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: no backup was written"),
+        _ = term.recv() => anyhow::bail!("terminated: no backup was written"),
+    };
+    drop(pb);
+    if a.output.format == Format::Json {
+        print(&(serde_json::to_string_pretty(&created)? + "\n"));
+    } else {
+        let s = &created.summary;
+        print(&format!(
+            "backup {} of {} written to {}\n  {} tables, {} rows; dump {} → compressed {} → file {} bytes in {:.1}s; key id(s) {}\n  {}\n",
+            s.id,
+            s.database,
+            created.path.display(),
+            s.tables,
+            s.rows,
+            s.dump_bytes,
+            s.compressed_bytes,
+            s.file_bytes,
+            s.duration_secs,
+            s.key_ids.join(", "),
+            created.bookkeeping
+        ));
+    }
+    Ok(EXIT_OK)
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+fn status_word(s: &repo::Status) -> (String, String) {
+    let verified = match (s.verify_ok, s.verified_at) {
+        (Some(true), Some(t)) => format!("ok {}", t.format("%Y-%m-%d %H:%M")),
+        (Some(false), _) => "FAILED".into(),
+        _ => "-".into(),
+    };
+    let drilled = match (s.drill_ok, s.drilled_at, s.drill_rto_secs) {
+        (Some(true), Some(t), Some(r)) => format!("ok {} rto {r:.1}s", t.format("%Y-%m-%d %H:%M")),
+        (Some(false), _, _) => format!("FAILED ({} differences)", s.drill_mismatches.len()),
+        _ => "-".into(),
+    };
+    (verified, drilled)
+}
+
+fn list(a: BackupListArgs) -> anyhow::Result<u8> {
+    let policy = load_policy(&a.policy)?;
+    let dir = backup_dir(&a.dir, &policy)?;
+    let entries = repo::list(&dir)?;
+    if a.output.format == Format::Json {
+        print(&(serde_json::to_string_pretty(&entries)? + "\n"));
+        return Ok(EXIT_OK);
+    }
+    if entries.is_empty() {
+        print(&format!("no backups under {}\n", dir.display()));
+        return Ok(EXIT_OK);
+    }
+    let mut rows = vec![[
+        "id",
+        "database",
+        "start",
+        "end",
+        "duration",
+        "dump",
+        "compressed",
+        "on disk",
+        "key id",
+        "verified",
+        "drilled",
+    ]
+    .map(String::from)];
+    for e in &entries {
+        let s = &e.summary;
+        let (v, d) = status_word(&e.status);
+        rows.push([
+            s.id.clone(),
+            s.database.clone(),
+            s.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            s.finished_at.format("%H:%M:%S").to_string(),
+            format!("{:.1}s", s.duration_secs),
+            human_bytes(s.dump_bytes),
+            human_bytes(s.compressed_bytes),
+            human_bytes(s.file_bytes),
+            s.key_ids.join(","),
+            v,
+            d,
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    print(&out);
+    Ok(EXIT_OK)
+}
+
+async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
+    let policy = load_policy(&a.policy)?;
+    let path = resolve_backup(&a.backup, &a.dir, &policy)?;
+    let keys = load_keys(&a.keys, &policy)?;
+    let pb = progress("verifying");
+    let p = path.clone();
+    let pb2 = pb.clone();
+    let report = tokio::task::spawn_blocking(move || verify::verify(&p, &keys, &*pb2)).await?;
+    drop(pb);
+    let now = chrono::Utc::now();
+    let reason = report.failure.as_ref().map(|f| f.message.clone());
+    // Status beside the file only for a backup with a summary (a listed backup).
+    if repo::summary_path(&path).exists() {
+        if let Err(e) = repo::update_status(&path, |s| {
+            s.verified_at = Some(now);
+            s.verify_ok = Some(report.ok);
+            s.verify_reason = reason.clone();
+        }) {
+            eprintln!("warning: cannot record the result beside the backup: {e}");
+        }
+    }
+    if connection_configured(&a.connect) {
+        if let Some(id) = &report.id {
+            let rec = async {
+                let s = conn_settings(&a.connect)?;
+                let c = crate::db::connect(&s).await?;
+                bookkeeping::record_verify(&c, id, now, report.ok, reason.as_deref()).await
+            };
+            match rec.await {
+                Ok(true) => {}
+                Ok(false) => eprintln!("note: {}", bookkeeping::NOT_INSTALLED),
+                Err(e) => eprintln!("warning: verification not recorded in the opsctl schema: {e}"),
+            }
+        }
+    }
+    if a.output.format == Format::Json {
+        print(&(serde_json::to_string_pretty(&report)? + "\n"));
+    } else if report.ok {
+        print(&format!(
+            "backup {} is good: every chunk authenticated, dump SHA-256 and sizes match the \
+             sealed manifest, {}, pg_restore reads {} archive entries ({} tables, {} rows)\n",
+            path.display(),
+            if report.summary_checked {
+                "summary agrees"
+            } else {
+                "no summary beside the file (not compared)"
+            },
+            report.archive_entries,
+            report.tables,
+            report.rows
+        ));
+    } else {
+        eprintln!(
+            "backup {} is BAD: {}",
+            path.display(),
+            report
+                .failure
+                .as_ref()
+                .map(|f| f.message.as_str())
+                .unwrap_or("?")
+        );
+    }
+    Ok(if report.ok { EXIT_OK } else { EXIT_FAILURE })
+}
+
+#[derive(serde::Serialize)]
+struct PruneOut {
+    dry_run: bool,
+    decisions: Vec<repo::Decision>,
+    deleted: Vec<String>,
+}
+
+async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
+    let policy = load_policy(&a.policy)?;
+    let dir = backup_dir(&a.dir, &policy)?;
+    let entries = repo::list(&dir)?;
+    let now = chrono::Utc::now();
+    let mut by_db: std::collections::BTreeMap<String, Vec<&repo::Entry>> = Default::default();
+    for e in &entries {
+        by_db.entry(e.summary.database.clone()).or_default().push(e);
+    }
+    let mut decisions = Vec::new();
+    for (db, es) in &by_db {
+        let input: Vec<_> = es
+            .iter()
+            .map(|e| {
+                (
+                    e.summary.id.clone(),
+                    e.summary.started_at,
+                    e.status.is_verified(),
+                )
+            })
+            .collect();
+        for mut d in repo::prune_plan(&input, &policy.backup.retention, now) {
+            d.database = db.clone();
+            decisions.push(d);
+        }
+    }
+    let mut deleted = Vec::new();
+    if !a.dry_run {
+        let conn = if connection_configured(&a.connect) {
+            match async { crate::db::connect(&conn_settings(&a.connect)?).await }.await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("warning: deletions not recorded in the opsctl schema: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        for d in decisions.iter().filter(|d| !d.keep) {
+            let e = entries
+                .iter()
+                .find(|e| e.summary.id == d.id && e.summary.database == d.database)
+                .expect("listed");
+            repo::delete(&e.path)?;
+            deleted.push(e.path.display().to_string());
+            if let Some(c) = &conn {
+                let _ = bookkeeping::record_deleted(c, &d.id).await;
+            }
+        }
+    }
+    if a.output.format == Format::Json {
+        print(
+            &(serde_json::to_string_pretty(&PruneOut {
+                dry_run: a.dry_run,
+                decisions,
+                deleted,
+            })? + "\n"),
+        );
+        return Ok(EXIT_OK);
+    }
+    let r = &policy.backup.retention;
+    let mut out =
+        format!(
+        "retention: keep_last={} daily={} weekly={} monthly={}, and the newest verified backup{}\n",
+        r.keep_last,
+        r.daily,
+        r.weekly,
+        r.monthly,
+        if a.dry_run { " (dry run: nothing deleted)" } else { "" }
+    );
+    for d in &decisions {
+        let verb = match (d.keep, a.dry_run) {
+            (true, _) => "keep  ",
+            (false, true) => "would delete",
+            (false, false) => "delete",
+        };
+        out.push_str(&format!(
+            "{verb} {}/{} ({}): {}\n",
+            d.database,
+            d.id,
+            d.started_at.format("%Y-%m-%d %H:%M"),
+            d.reasons.join("; ")
+        ));
+    }
+    if decisions.is_empty() {
+        out.push_str("no backups\n");
+    }
+    print(&out);
+    Ok(EXIT_OK)
+}
+
+fn rekey(a: BackupRekeyArgs) -> anyhow::Result<u8> {
+    let policy = load_policy(&a.policy)?;
+    let path = resolve_backup(&a.backup, &a.dir, &policy)?;
+    let keys = load_keys(&a.keys, &policy)?;
+    let new_key = KeyMaterial::Key(keys::load_key_file(&a.new_key_file)?);
+    let header = crate::backup::repo::rekey(&path, &keys, &[new_key], a.replace)?;
+    let ids = header.key_ids();
+    if a.output.format == Format::Json {
+        print(
+            &(serde_json::to_string_pretty(&serde_json::json!({
+                "file": path.display().to_string(),
+                "key_ids": ids,
+            }))? + "\n"),
+        );
+    } else {
+        print(&format!(
+            "{}: now opens with key id(s) {} (body unchanged)\n",
+            path.display(),
+            ids.join(", ")
+        ));
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,904 @@
+//! `opsctl backup …`, `restore` and `drill` against the real cluster: round trip, every
+//! corruption case of the container, keys and passphrases, rekey, killed runs, missing
+//! pg_dump, restore refusals, drills that must fail and drills under concurrent writes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::common::{cluster, opsctl, Run, TestDb};
+
+const CHUNK_RECORD: usize = 6 + 64 * 1024 + 16;
+
+fn seed(db: &TestDb, trades: u32) {
+    db.sql(&format!(
+        "INSERT INTO users (username, email) SELECT 'u' || g, 'u' || g || '@example.com' \
+           FROM generate_series(1, 50) g;
+         INSERT INTO trades (id, user_id, symbol, side, quantity, entry_price, exit_price, \
+           entry_time, realized_pnl, model_id) \
+         SELECT md5(g::text) || '-' || g, 1 + g % 50, 'S' || (g % 20), \
+           CASE WHEN g % 2 = 0 THEN 'buy' ELSE 'sell' END, g * 0.00000001, 100 + g * 0.01, \
+           NULL, timestamp '2026-01-01' + g * interval '1 minute', -g * 0.5, md5((g * 7)::text) \
+         FROM generate_series(1, {trades}) g;
+         INSERT INTO positions (user_id, symbol, quantity, entry_price) \
+           SELECT g, 'S1', g, 1.5 FROM generate_series(1, 50) g;"
+    ));
+}
+
+struct Env {
+    db: TestDb,
+    dir: tempfile::TempDir,
+    key: PathBuf,
+}
+
+impl Env {
+    fn new(tag: &str, trades: u32) -> Env {
+        let db = TestDb::with_schema(tag);
+        seed(&db, trades);
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("keys/backup.key");
+        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+        opsctl()
+            .args(["backup", "keygen", "--out"])
+            .arg(&key)
+            .run()
+            .success();
+        Env { db, dir, key }
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    fn cmd(&self) -> crate::common::Opsctl {
+        let mut o = self.db.opsctl();
+        o.env("OPSCTL_KEY_FILE", &self.key);
+        o
+    }
+
+    fn create(&self) -> (String, PathBuf) {
+        let r = self
+            .cmd()
+            .args(["backup", "create", "--format", "json", "--dir"])
+            .arg(self.repo())
+            .run()
+            .success();
+        let j = r.json();
+        (
+            j["id"].as_str().unwrap().to_string(),
+            PathBuf::from(j["path"].as_str().unwrap()),
+        )
+    }
+
+    fn verify(&self, file: &Path) -> Run {
+        self.cmd().args(["backup", "verify"]).arg(file).run()
+    }
+}
+
+fn content(db: &str) -> String {
+    cluster().psql(
+        db,
+        "SELECT count(*) || ':' || md5(string_agg(t::text, ',' ORDER BY id, entry_time)) FROM trades t",
+    )
+}
+
+fn header_len(file: &Path) -> usize {
+    let bytes = std::fs::read(file).unwrap();
+    opsctl::backup::format::Header::read(&mut &bytes[..])
+        .unwrap()
+        .1 as usize
+}
+
+fn write_key(path: &Path, bytes: &[u8], mode: u32) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn db_exists(name: &str) -> bool {
+    cluster().psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
+    ) == "1"
+}
+
+#[test]
+fn keygen_writes_a_private_hex_key_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let r = opsctl()
+        .args(["backup", "keygen", "--out"])
+        .arg(&key)
+        .run()
+        .success();
+    assert!(r.stdout.contains("key id"), "{}", r.stdout);
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(text.len(), 65);
+    assert!(text.ends_with('\n') && text.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    let r = opsctl()
+        .args(["backup", "keygen", "--out"])
+        .arg(&key)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+}
+
+#[test]
+fn round_trip_create_list_verify_restore_drill() {
+    let e = Env::new("bk_round", 3000);
+    let (id, file) = e.create();
+    assert!(file.starts_with(e.repo().join(&e.db.name)));
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // list without any key.
+    let r = opsctl()
+        .args(["backup", "list", "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .success();
+    let list = r.json();
+    let entry = &list.as_array().unwrap()[0];
+    assert_eq!(entry["id"], id.as_str());
+    assert_eq!(entry["database"], e.db.name.as_str());
+    assert!(entry["dump_bytes"].as_u64().unwrap() > entry["compressed_bytes"].as_u64().unwrap());
+    assert_eq!(
+        entry["file_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&file).unwrap().len()
+    );
+    assert_eq!(entry["key_ids"].as_array().unwrap().len(), 1);
+    // The summary holds no secret.
+    let summary = std::fs::read_to_string(file.with_extension("json")).unwrap();
+    assert!(!summary.contains(crate::common::PASSWORD));
+    assert!(!summary.contains(std::fs::read_to_string(&e.key).unwrap().trim()));
+
+    let r = e.verify(&file).success();
+    assert!(r.stdout.contains("is good"), "{}", r.stdout);
+    // By id under --dir.
+    e.cmd()
+        .args(["backup", "verify", &id, "--dir"])
+        .arg(e.repo())
+        .run()
+        .success();
+
+    let target = format!("{}_restored", e.db.name);
+    let r = e
+        .cmd()
+        .args(["restore", &id, "--create", "--target-db", &target, "--dir"])
+        .arg(e.repo())
+        .run()
+        .success();
+    assert!(r.stdout.contains("restored backup"), "{}", r.stdout);
+    assert_eq!(content(&target), content(&e.db.name));
+    assert_eq!(cluster().psql(&target, "SELECT count(*) FROM users"), "50");
+
+    let r = e
+        .cmd()
+        .args(["drill", "--latest", "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .success();
+    let j = r.json();
+    assert_eq!(j["ok"], true);
+    assert!(j["rows_compared"].as_i64().unwrap() >= 3100);
+    assert!(!db_exists(j["scratch_database"].as_str().unwrap()));
+    let rec =
+        e.db.sql("SELECT ok, rows_compared FROM opsctl.backup_drills");
+    assert!(rec.starts_with("t|"), "{rec}");
+    assert_eq!(
+        e.db.sql(&format!(
+            "SELECT last_drill_ok FROM opsctl.backups WHERE id = '{id}'"
+        )),
+        "t"
+    );
+    let r = opsctl()
+        .args(["backup", "list", "--dir"])
+        .arg(e.repo())
+        .run()
+        .success();
+    assert!(
+        r.stdout.contains(&id) && r.stdout.contains("rto"),
+        "{}",
+        r.stdout
+    );
+    let j = opsctl()
+        .args(["backup", "list", "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .json();
+    assert_eq!(j[0]["status"]["drill_ok"], true);
+    assert_eq!(j[0]["status"]["verify_ok"], true);
+}
+
+#[test]
+fn every_corruption_is_detected_with_its_reason() {
+    let e = Env::new("bk_corrupt", 6000);
+    let (_, file) = e.create();
+    let good = std::fs::read(&file).unwrap();
+    let h = header_len(&file);
+    assert!(
+        good.len() > h + 3 * CHUNK_RECORD,
+        "need at least 3 full chunks, file has {} bytes",
+        good.len()
+    );
+    let bad = e.dir.path().join("bad.opsbak");
+    let check = |bytes: &[u8], expect: &str| {
+        std::fs::write(&bad, bytes).unwrap();
+        let r = e.verify(&bad).code(1);
+        assert!(
+            r.stderr.contains(expect),
+            "expected {expect:?} in:\n{}",
+            r.stderr
+        );
+        let j = e
+            .cmd()
+            .args(["backup", "verify", "--format", "json"])
+            .arg(&bad)
+            .run()
+            .code(1)
+            .json();
+        assert_eq!(j["ok"], false);
+    };
+    let flip = |at: usize| {
+        let mut b = good.clone();
+        b[at] ^= 0x40;
+        b
+    };
+    check(&flip(3), "header corrupted");
+    check(&flip(20), "header corrupted");
+    check(&flip(h - 40), "header corrupted");
+    check(&flip(h + 6 + 100), "chunk 0 failed authentication");
+    check(
+        &flip(h + CHUNK_RECORD + 5000),
+        "chunk 1 failed authentication",
+    );
+    // The manifest is the sealed trailer at the very end.
+    check(&flip(good.len() - 20), "(manifest/trailer)");
+    // Cut at a chunk boundary and inside a chunk.
+    check(&good[..h + 2 * CHUNK_RECORD], "truncated");
+    check(&good[..h + 2 * CHUNK_RECORD], "without a final chunk");
+    check(&good[..h + CHUNK_RECORD + 999], "truncated");
+    check(&good[..good.len() - 1], "truncated");
+    // Appended bytes.
+    let mut more = good.clone();
+    more.extend_from_slice(b"\0\0junk");
+    check(&more, "trailing data");
+    // Two swapped chunks.
+    let mut sw = good.clone();
+    let (a, b) = (h + CHUNK_RECORD, h + 2 * CHUNK_RECORD);
+    sw[a..a + CHUNK_RECORD].copy_from_slice(&good[b..b + CHUNK_RECORD]);
+    sw[b..b + CHUNK_RECORD].copy_from_slice(&good[a..a + CHUNK_RECORD]);
+    check(&sw, "chunk 1 failed authentication");
+    // A summary that disagrees with the sealed manifest.
+    std::fs::write(&bad, &good).unwrap();
+    let mut s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file.with_extension("json")).unwrap())
+            .unwrap();
+    s["rows"] = serde_json::json!(1);
+    std::fs::write(bad.with_extension("json"), s.to_string()).unwrap();
+    let r = e.verify(&bad).code(1);
+    assert!(r.stderr.contains("manifest mismatch"), "{}", r.stderr);
+    // The original is still good, and a corrupt backup never creates the restore target.
+    e.verify(&file).success();
+    std::fs::write(&bad, flip(h + CHUNK_RECORD + 5000)).unwrap();
+    let target = format!("{}_never", e.db.name);
+    let r = e
+        .cmd()
+        .args(["restore", "--create", "--target-db", &target])
+        .arg(&bad)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("failed authentication"), "{}", r.stderr);
+    assert!(!db_exists(&target));
+}
+
+#[test]
+fn wrong_key_bad_key_files_and_passphrases() {
+    let e = Env::new("bk_keys", 200);
+    let (_, file) = e.create();
+    let other = e.dir.path().join("other.key");
+    opsctl()
+        .args(["backup", "keygen", "--out"])
+        .arg(&other)
+        .run()
+        .success();
+    let r = opsctl()
+        .env("OPSCTL_KEY_FILE", &other)
+        .args(["backup", "verify"])
+        .arg(&file)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("wrong key"), "{}", r.stderr);
+    assert!(!r.stderr.contains("corrupt"), "{}", r.stderr);
+
+    // Short, malformed and too-open key files.
+    let k = e.dir.path().join("short.key");
+    write_key(&k, b"0123456789abcdef\n", 0o600);
+    let r = opsctl()
+        .args(["backup", "verify", "--key-file"])
+        .arg(&k)
+        .arg(&file)
+        .run()
+        .code(1);
+    assert!(
+        r.stderr.contains("exactly 32 bytes") && r.stderr.contains("64 hexadecimal"),
+        "{}",
+        r.stderr
+    );
+    write_key(&k, &[b'x'; 64], 0o600);
+    let r = opsctl()
+        .args(["backup", "verify", "--key-file"])
+        .arg(&k)
+        .arg(&file)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("not hexadecimal"), "{}", r.stderr);
+    std::fs::copy(&e.key, &k).unwrap();
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = opsctl()
+        .args(["backup", "verify", "--key-file"])
+        .arg(&k)
+        .arg(&file)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
+    // Raw 32-byte key files work.
+    let raw = hex_decode(std::fs::read_to_string(&e.key).unwrap().trim());
+    write_key(&k, &raw, 0o400);
+    opsctl()
+        .args(["backup", "verify", "--key-file"])
+        .arg(&k)
+        .arg(&file)
+        .run()
+        .success();
+    // No key at all.
+    let r = opsctl().args(["backup", "verify"]).arg(&file).run().code(1);
+    assert!(r.stderr.contains("no backup key"), "{}", r.stderr);
+
+    // Passphrase: create from the environment, open from a file.
+    let r =
+        e.db.opsctl()
+            .env("OPSCTL_PASSPHRASE", "correct horse battery staple")
+            .args(["backup", "create", "--format", "json", "--dir"])
+            .arg(e.repo())
+            .run()
+            .success();
+    let pfile = PathBuf::from(r.json()["path"].as_str().unwrap());
+    let pp = e.dir.path().join("pass");
+    write_key(&pp, b"correct horse battery staple\n", 0o600);
+    opsctl()
+        .args(["backup", "verify", "--passphrase-file"])
+        .arg(&pp)
+        .arg(&pfile)
+        .run()
+        .success();
+    let r = opsctl()
+        .env("OPSCTL_PASSPHRASE", "incorrect horse battery staple")
+        .args(["backup", "verify"])
+        .arg(&pfile)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("wrong key"), "{}", r.stderr);
+    // The key file does not open the passphrase backup either.
+    let r = e.verify(&pfile).code(1);
+    assert!(r.stderr.contains("wrong key"), "{}", r.stderr);
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn rekey_then_open_with_only_the_new_key() {
+    let e = Env::new("bk_rekey", 500);
+    let (id, file) = e.create();
+    let new = e.dir.path().join("new.key");
+    opsctl()
+        .args(["backup", "keygen", "--out"])
+        .arg(&new)
+        .run()
+        .success();
+    let before = std::fs::read(&file).unwrap();
+    let r = e
+        .cmd()
+        .args([
+            "backup",
+            "rekey",
+            &id,
+            "--replace",
+            "--format",
+            "json",
+            "--new-key-file",
+        ])
+        .arg(&new)
+        .arg("--dir")
+        .arg(e.repo())
+        .run()
+        .success();
+    assert_eq!(r.json()["key_ids"].as_array().unwrap().len(), 1);
+    let after = std::fs::read(&file).unwrap();
+    // Body unchanged: same bytes after the header.
+    let (hb, ha) = (
+        opsctl::backup::format::Header::read(&mut &before[..])
+            .unwrap()
+            .1 as usize,
+        opsctl::backup::format::Header::read(&mut &after[..])
+            .unwrap()
+            .1 as usize,
+    );
+    assert_eq!(before[hb..], after[ha..]);
+    opsctl()
+        .env("OPSCTL_KEY_FILE", &new)
+        .args(["backup", "verify"])
+        .arg(&file)
+        .run()
+        .success();
+    let r = e.verify(&file).code(1);
+    assert!(r.stderr.contains("wrong key"), "{}", r.stderr);
+}
+
+fn wrapper_bindir(dir: &Path, sleep_secs: u32) -> PathBuf {
+    let bin = dir.join("slowbin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = cluster().bindir.clone();
+    std::fs::write(
+        bin.join("pg_dump"),
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) exec {0}/pg_dump --version;; esac\nsleep {sleep_secs}\nexec {0}/pg_dump \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(real.join("pg_restore"), bin.join("pg_restore")).unwrap();
+    bin
+}
+
+fn wait_for_temp(dbdir: &Path) {
+    for _ in 0..200 {
+        if let Ok(rd) = std::fs::read_dir(dbdir) {
+            if rd
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().contains(".tmp-"))
+            {
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no temporary file appeared in {}", dbdir.display());
+}
+
+fn listed(repo: &Path) -> usize {
+    opsctl()
+        .args(["backup", "list", "--format", "json", "--dir"])
+        .arg(repo)
+        .run()
+        .success()
+        .json()
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn killed_or_terminated_create_leaves_no_backup() {
+    let e = Env::new("bk_kill", 200);
+    let bin = wrapper_bindir(e.dir.path(), 3);
+    let dbdir = e.repo().join(&e.db.name);
+    // SIGKILL: at most a hidden temporary file remains, never a listed backup.
+    let mut child = e
+        .cmd()
+        .env("OPSCTL_PG_BINDIR", &bin)
+        .args(["backup", "create", "--dir"])
+        .arg(e.repo())
+        .spawn();
+    wait_for_temp(&dbdir);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(listed(&e.repo()), 0);
+    let visible: Vec<String> = std::fs::read_dir(&dbdir)
+        .unwrap()
+        .flatten()
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(visible.is_empty(), "{visible:?}");
+    // SIGTERM: the temporary file is removed too.
+    let child = e
+        .cmd()
+        .env("OPSCTL_PG_BINDIR", &bin)
+        .args(["backup", "create", "--dir"])
+        .arg(e.repo())
+        .spawn();
+    wait_for_temp(&dbdir);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("terminated"));
+    assert_eq!(listed(&e.repo()), 0);
+    // The next run cleans the stale temporary file of the killed run and succeeds.
+    e.create();
+    assert_eq!(listed(&e.repo()), 1);
+    let hidden = std::fs::read_dir(&dbdir)
+        .unwrap()
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(hidden, 0);
+}
+
+#[test]
+fn pg_dump_missing_or_too_old_is_a_clear_error() {
+    let e = Env::new("bk_nodump", 10);
+    let empty = e.dir.path().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let r = e
+        .cmd()
+        .env("OPSCTL_PG_BINDIR", &empty)
+        .args(["backup", "create", "--dir"])
+        .arg(e.repo())
+        .run()
+        .code(1);
+    assert!(
+        r.stderr
+            .contains("need pg_dump and pg_restore of PostgreSQL 15 or newer")
+            && r.stderr.contains("OPSCTL_PG_BINDIR"),
+        "{}",
+        r.stderr
+    );
+    let old = e.dir.path().join("old-bin");
+    std::fs::create_dir_all(&old).unwrap();
+    for t in ["pg_dump", "pg_restore"] {
+        std::fs::write(old.join(t), "#!/bin/sh\necho \"$0 (PostgreSQL) 12.9\"\n").unwrap();
+        std::fs::set_permissions(old.join(t), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let r = e
+        .cmd()
+        .env("OPSCTL_PG_BINDIR", &old)
+        .args(["backup", "create", "--dir"])
+        .arg(e.repo())
+        .run()
+        .code(1);
+    assert!(
+        r.stderr.contains("only older ones") && r.stderr.contains("12.9"),
+        "{}",
+        r.stderr
+    );
+    assert!(!e.repo().exists() || listed(&e.repo()) == 0);
+}
+
+#[test]
+fn drill_fails_naming_the_table_when_restored_data_differs() {
+    let e = Env::new("bk_drillfail", 300);
+    let (id, _) = e.create();
+    let r = e
+        .cmd()
+        .env(
+            "OPSCTL_DRILL_FAULT_SQL",
+            "UPDATE trades SET quantity = quantity + 0.00000001 \
+             WHERE id = (SELECT min(id) FROM trades)",
+        )
+        .args(["drill", &id, "--dir"])
+        .arg(e.repo())
+        .run()
+        .code(1);
+    assert!(r.stdout.contains("drill FAILED"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("table public.trades_default: content checksum"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("public.users"), "{}", r.stdout);
+    // A deleted row is reported as a count difference.
+    let r = e
+        .cmd()
+        .env(
+            "OPSCTL_DRILL_FAULT_SQL",
+            "DELETE FROM positions WHERE id = 7",
+        )
+        .args(["drill", &id, "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .code(1);
+    let j = r.json();
+    assert_eq!(j["ok"], false);
+    assert_eq!(
+        j["mismatches"][0],
+        "table public.positions: 49 rows restored, 50 recorded at backup time"
+    );
+    assert!(!db_exists(j["scratch_database"].as_str().unwrap()));
+    assert_eq!(
+        e.db.sql("SELECT count(*) FILTER (WHERE NOT ok) FROM opsctl.backup_drills"),
+        "2"
+    );
+    let l = opsctl()
+        .args(["backup", "list", "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .json();
+    assert_eq!(l[0]["status"]["drill_ok"], false);
+}
+
+#[test]
+fn drill_passes_for_a_backup_taken_while_writers_insert_and_update() {
+    let e = Env::new("bk_writers", 2000);
+    let bin = wrapper_bindir(e.dir.path(), 1);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let name = e.db.name.clone();
+    let s2 = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let mut n = 0u32;
+        while !s2.load(std::sync::atomic::Ordering::SeqCst) {
+            n += 1;
+            cluster().psql(
+                &name,
+                &format!(
+                    "INSERT INTO trades (id, user_id, symbol, side, quantity, entry_price, entry_time) \
+                     SELECT 'w{n}-' || g, 1, 'W', 'buy', g, 1, now() FROM generate_series(1, 50) g;
+                     UPDATE trades SET exit_price = entry_price + {n} WHERE user_id = 1 + {n} % 50;
+                     UPDATE positions SET quantity = quantity + 1;"
+                ),
+            );
+            n += 0;
+        }
+        n
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = e
+        .cmd()
+        .env("OPSCTL_PG_BINDIR", &bin)
+        .args(["backup", "create", "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .success();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rounds = writer.join().unwrap();
+    assert!(rounds >= 3, "writers ran {rounds} rounds only");
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = e
+        .cmd()
+        .args(["drill", &id, "--dir"])
+        .arg(e.repo())
+        .run()
+        .success();
+    assert!(r.stdout.contains("drill PASSED"), "{}", r.stdout);
+}
+
+#[test]
+fn restore_refusals_clean_jobs_and_missing_roles() {
+    let e = Env::new("bk_restore", 500);
+    let role = format!("r_{}", e.db.name);
+    e.db.sql(&format!(
+        "CREATE ROLE {role}; GRANT SELECT ON users TO {role}; \
+         CREATE TABLE owned_by_role (x int); ALTER TABLE owned_by_role OWNER TO {role};"
+    ));
+    let (id, file) = e.create();
+    // The connected database needs --force.
+    let r = e
+        .cmd()
+        .args(["restore", "--target-db", &e.db.name])
+        .arg(&file)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
+    // A missing target needs --create.
+    let target = format!("{}_t", e.db.name);
+    let r = e
+        .cmd()
+        .args(["restore", "--target-db", &target])
+        .arg(&file)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("--create"), "{}", r.stderr);
+    e.cmd()
+        .args(["restore", "--create", "--target-db", &target])
+        .arg(&file)
+        .run()
+        .success();
+    // Non-empty target: refused, then --clean replaces.
+    let r = e
+        .cmd()
+        .args(["restore", "--target-db", &target])
+        .arg(&file)
+        .run()
+        .code(1);
+    assert!(
+        r.stderr.contains("not empty") && r.stderr.contains("--clean"),
+        "{}",
+        r.stderr
+    );
+    cluster().psql(&target, "DELETE FROM positions");
+    e.cmd()
+        .args(["restore", "--clean", "--target-db", &target])
+        .arg(&file)
+        .run()
+        .success();
+    assert_eq!(
+        cluster().psql(&target, "SELECT count(*) FROM positions"),
+        "50"
+    );
+    // --jobs decrypts to a temporary file and restores in parallel.
+    let tj = format!("{}_j", e.db.name);
+    let tmp = tempfile::tempdir().unwrap();
+    let r = e
+        .cmd()
+        .env("TMPDIR", tmp.path())
+        .args([
+            "restore",
+            "--jobs",
+            "2",
+            "--create",
+            "--format",
+            "json",
+            "--target-db",
+            &tj,
+            &id,
+            "--dir",
+        ])
+        .arg(e.repo())
+        .run()
+        .success();
+    assert_eq!(r.json()["jobs"], 2);
+    assert_eq!(content(&tj), content(&e.db.name));
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "temp file removed"
+    );
+    // The role disappears from the cluster: the restore skips ownership and says so.
+    for d in [&target, &tj] {
+        cluster().psql("postgres", &format!("DROP DATABASE \"{d}\""));
+    }
+    e.db.sql(&format!("DROP OWNED BY {role}"));
+    e.db.sql(&format!("DROP ROLE {role}"));
+    let t2 = format!("{}_noroles", e.db.name);
+    let r = e
+        .cmd()
+        .args(["restore", "--create", "--target-db", &t2])
+        .arg(&file)
+        .run()
+        .success();
+    assert!(
+        r.stderr.contains(&role) && r.stderr.contains("--no-owner --no-privileges"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(cluster().psql(&t2, "SELECT count(*) FROM users"), "50");
+}
+
+#[test]
+fn prune_keeps_the_newest_verified_backup_and_explains() {
+    let e = Env::new("bk_prune", 50);
+    let (old, old_file) = e.create();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (new1, _) = e.create();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (new2, _) = e.create();
+    e.verify(&old_file).success();
+    let policy = e.dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[backup.retention]\nkeep_last = 1\ndaily = 0\nweekly = 0\nmonthly = 0\n",
+    )
+    .unwrap();
+    let run = |dry: bool| {
+        let mut c = opsctl();
+        c.args(["backup", "prune", "--dir"])
+            .arg(e.repo())
+            .arg("--policy")
+            .arg(&policy);
+        if dry {
+            c.arg("--dry-run");
+        }
+        c.run().success()
+    };
+    let r = run(true);
+    assert!(
+        r.stdout
+            .contains(&format!("would delete {}/{new1}", e.db.name)),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("the newest verified backup"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(listed(&e.repo()), 3);
+    run(false);
+    let ids: Vec<String> = opsctl()
+        .args(["backup", "list", "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec![old, new2]);
+}
+
+#[test]
+fn drill_fails_when_the_sealed_manifest_disagrees() {
+    use opsctl::backup::{format, keys};
+    use std::io::{Read, Write};
+    let e = Env::new("bk_manifest", 100);
+    let (_, file) = e.create();
+    // Re-seal the same dump with a manifest whose users checksum is off (the container
+    // API is reusable for any stream).
+    let key = keys::load_key_file(&e.key).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let mut r = format::Reader::open(&bytes[..], &[keys::KeyMaterial::Key(key.clone())]).unwrap();
+    let mut data = Vec::new();
+    r.read_to_end(&mut data).unwrap();
+    let trailer = r.finish().unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&trailer).unwrap();
+    for t in m["tables"].as_array_mut().unwrap() {
+        if t["table"] == "users" {
+            t["checksum"] = serde_json::json!("00000000000000000000000000000000");
+        }
+    }
+    let mut w = format::Writer::new(
+        Vec::new(),
+        &[keys::KeyMaterial::Key(key)],
+        opsctl::backup::CONTENT,
+    )
+    .unwrap();
+    w.write_all(&data).unwrap();
+    let (out, _) = w.finish(&serde_json::to_vec(&m).unwrap()).unwrap();
+    std::fs::write(&file, out).unwrap();
+    let r = e.cmd().args(["drill"]).arg(&file).run().code(1);
+    assert!(
+        r.stdout.contains("table public.users: content checksum"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("public.trades"), "{}", r.stdout);
+}
+
+#[test]
+fn row_level_security_that_would_hide_rows_fails_the_backup_clearly() {
+    let e = Env::new("bk_rls", 100);
+    let role = format!("rls_{}", e.db.name);
+    e.db.sql(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'Rls-pw-123'; \
+         GRANT USAGE ON SCHEMA opsctl TO {role}; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA public, opsctl TO {role}; \
+         GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, opsctl TO {role}; \
+         ALTER TABLE positions ENABLE ROW LEVEL SECURITY; \
+         CREATE POLICY only_some ON positions USING (user_id < 10);"
+    ));
+    let url = format!(
+        "postgresql://{role}:Rls-pw-123@localhost:{}/{}?sslmode=verify-full&sslrootcert={}",
+        cluster().port,
+        e.db.name,
+        cluster().ca.display()
+    );
+    let r = opsctl()
+        .env("OPSCTL_DATABASE_URL", &url)
+        .env("OPSCTL_KEY_FILE", &e.key)
+        .args(["backup", "create", "--dir"])
+        .arg(e.repo())
+        .run()
+        .code(1);
+    assert!(
+        r.stderr.contains("row-level security") && r.stderr.contains("BYPASSRLS"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("Rls-pw-123"));
+    assert!(!e.repo().exists() || listed(&e.repo()) == 0);
+    e.db.sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
