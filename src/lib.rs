@@ -11,5 +11,6 @@ pub mod fsutil;
 pub mod logging;
 pub mod policy;
 pub mod report;
+pub mod serve;
 
 pub use error::{Error, Result};
