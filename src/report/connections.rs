@@ -21,7 +21,7 @@ FROM pg_stat_activity a LEFT JOIN pg_stat_ssl s ON s.pid = a.pid \
 ORDER BY a.pid";
 
 const SQL_LIMITS: &str = "SELECT current_setting('max_connections')::int, \
-     current_setting('superuser_reserved_connections')::int";
+     current_setting('superuser_reserved_connections')::int, current_database()::text";
 
 /// One row of `pg_stat_activity`.
 #[derive(Debug, Clone, Serialize)]
@@ -67,16 +67,24 @@ impl Session {
 pub struct Activity {
     pub max_connections: i32,
     pub reserved: i32,
+    /// The database connected to: session-level checks look at its sessions only.
+    pub database: String,
     pub sessions: Vec<Session>,
 }
 
 impl Activity {
+    /// Client sessions of the whole cluster (they share max_connections).
     pub fn clients(&self) -> impl Iterator<Item = &Session> {
         self.sessions.iter().filter(|s| s.is_client())
     }
-    /// Client sessions whose state this role cannot see.
+    /// Client sessions of the connected database, opsctl's own excluded.
+    pub fn here(&self) -> impl Iterator<Item = &Session> {
+        self.clients()
+            .filter(|s| !s.own && s.database.as_deref() == Some(self.database.as_str()))
+    }
+    /// Client sessions of this database whose state this role cannot see.
     pub fn hidden(&self) -> usize {
-        self.clients().filter(|s| s.state.is_none()).count()
+        self.here().filter(|s| s.state.is_none()).count()
     }
 }
 
@@ -107,6 +115,7 @@ pub async fn load(client: &tokio_postgres::Client) -> Result<Activity, tokio_pos
     Ok(Activity {
         max_connections: lim.get(0),
         reserved: lim.get(1),
+        database: lim.get(2),
         sessions,
     })
 }
@@ -191,10 +200,7 @@ pub fn idle_in_transaction(a: &Activity, t: &ReportPolicy, p: Privileges) -> Che
     if !p.sees_all_stats() && a.hidden() > 0 {
         return hidden_check("idle_in_transaction", a);
     }
-    let idle: Vec<&Session> = a
-        .clients()
-        .filter(|s| s.idle_in_transaction() && !s.own)
-        .collect();
+    let idle: Vec<&Session> = a.here().filter(|s| s.idle_in_transaction()).collect();
     let oldest = idle
         .iter()
         .max_by(|x, y| x.state_seconds.partial_cmp(&y.state_seconds).unwrap());
@@ -300,11 +306,7 @@ pub fn blocked(a: &Activity, t: &ReportPolicy, p: Privileges) -> Check {
     if !p.sees_all_stats() && a.hidden() > 0 {
         return hidden_check("blocked_sessions", a);
     }
-    let waiting: Vec<&Session> = a
-        .sessions
-        .iter()
-        .filter(|s| s.waiting_on_lock() && !s.own)
-        .collect();
+    let waiting: Vec<&Session> = a.here().filter(|s| s.waiting_on_lock()).collect();
     let longest = waiting
         .iter()
         .max_by(|x, y| x.state_seconds.partial_cmp(&y.state_seconds).unwrap());
@@ -415,6 +417,7 @@ mod tests {
         let mut a = Activity {
             max_connections: 13,
             reserved: 3,
+            database: "db".into(),
             sessions: (0..9).map(|i| session(i, "idle", 1.0)).collect(),
         };
         assert_eq!(connections(&a, &t).state, State::Warning);

@@ -55,6 +55,7 @@ pub struct PoolReport {
     pub by_application: Vec<Count>,
     pub by_user: Vec<Count>,
     pub by_client: Vec<Count>,
+    pub by_database: Vec<Count>,
     pub idle_in_transaction: Vec<Brief>,
     pub long_running: Vec<Brief>,
     pub waiting: Vec<Brief>,
@@ -99,7 +100,7 @@ pub fn build(
     database: String,
 ) -> PoolReport {
     let t = &policy.reports;
-    let clients: Vec<&Session> = a.clients().filter(|s| !s.own).collect();
+    let clients: Vec<&Session> = a.here().collect();
     let by_state = counts(
         a.clients()
             .map(|s| s.state.clone().unwrap_or_else(|| "(hidden)".into())),
@@ -114,6 +115,10 @@ pub fn build(
     let by_user = counts(
         a.clients()
             .map(|s| s.user.clone().unwrap_or_else(|| "?".into())),
+    );
+    let by_database = counts(
+        a.clients()
+            .map(|s| s.database.clone().unwrap_or_else(|| "?".into())),
     );
     let by_client = counts(
         a.clients()
@@ -131,10 +136,9 @@ pub fn build(
         .map(|s| brief(s, s.query_seconds, 120))
         .collect();
     long.sort_by(|x, y| y.seconds.total_cmp(&x.seconds));
-    let waiting: Vec<Brief> = a
-        .sessions
+    let waiting: Vec<Brief> = clients
         .iter()
-        .filter(|s| s.waiting_on_lock() && !s.own)
+        .filter(|s| s.waiting_on_lock())
         .map(|s| brief(s, s.state_seconds, 120))
         .collect();
     let blocker_pids: Vec<i32> = waiting.iter().flat_map(|w| w.blocked_by.clone()).collect();
@@ -184,6 +188,7 @@ pub fn build(
         by_application,
         by_user,
         by_client,
+        by_database,
         idle_in_transaction: idle,
         long_running: long,
         waiting,
@@ -202,7 +207,8 @@ pub async fn run(settings: &ConnSettings, policy: &Policy) -> Result<PoolReport,
     let a = connections::load(&conn)
         .await
         .map_err(Error::db_ctx("cannot read pg_stat_activity"))?;
-    Ok(build(&a, policy, privs, settings.dbname_or_default()))
+    let db = a.database.clone();
+    Ok(build(&a, policy, privs, db))
 }
 
 fn counts_line(v: &[Count]) -> String {
@@ -253,15 +259,17 @@ pub fn text_details(r: &PoolReport) -> String {
     let _ = writeln!(o, "  by application: {}", counts_line(&r.by_application));
     let _ = writeln!(o, "  by user:        {}", counts_line(&r.by_user));
     let _ = writeln!(o, "  by client:      {}", counts_line(&r.by_client));
+    let _ = writeln!(o, "  by database:    {}", counts_line(&r.by_database));
+    let _ = writeln!(o, "Sessions of {} (opsctl's own excluded):", r.database);
     for (title, list) in [
-        ("Idle in transaction", &r.idle_in_transaction),
-        ("Long-running queries", &r.long_running),
-        ("Waiting on locks", &r.waiting),
-        ("Blocking others", &r.blockers),
+        ("  Idle in transaction", &r.idle_in_transaction),
+        ("  Long-running queries", &r.long_running),
+        ("  Waiting on locks", &r.waiting),
+        ("  Blocking others", &r.blockers),
     ] {
         let _ = writeln!(o, "{title}: {}", list.len());
         for b in list.iter().take(20) {
-            let _ = writeln!(o, "  {}", brief_line(b));
+            let _ = writeln!(o, "    {}", brief_line(b));
         }
     }
     let share = if r.tcp_connections == 0 {
