@@ -46,8 +46,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// A client backend; a session hidden from this role (backend_type NULL) counts as
+    /// one when it is attached to a database, since background processes mostly are not.
     pub fn is_client(&self) -> bool {
         self.backend_type == "client backend"
+            || (self.backend_type.is_empty() && self.database.is_some())
     }
     pub fn idle_in_transaction(&self) -> bool {
         self.state

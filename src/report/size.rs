@@ -187,7 +187,7 @@ pub async fn run(
         .await
         .map_err(Error::db_ctx("cannot look up opsctl.size_snapshots"))?;
     let (exists, readable): (bool, bool) = (probe.get(0), probe.get(1));
-    let retention = t.snapshot_retention_days.max(1) as f64;
+    let retention = t.snapshot_retention_days.clamp(1, 100_000) as i32;
     let mut points: Vec<(DateTime<Utc>, i64)> = Vec::new();
     if exists && readable {
         points = conn

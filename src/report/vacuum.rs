@@ -15,7 +15,7 @@ SELECT schemaname::text, relname::text, n_dead_tup, n_live_tup, \
        extract(epoch FROM now() - greatest(last_vacuum, last_autovacuum))::float8, \
        count(*) OVER ()::int8 \
 FROM pg_stat_user_tables \
-WHERE n_dead_tup >= $1 AND 100.0 * n_dead_tup / greatest(n_live_tup + n_dead_tup, 1) >= $2 \
+WHERE n_dead_tup >= $1 AND 100.0 * n_dead_tup / greatest(n_live_tup + n_dead_tup, 1) >= $2::float8 \
 ORDER BY pct DESC, n_dead_tup DESC LIMIT 5";
 
 const SQL_XID: &str = "\
