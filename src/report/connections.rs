@@ -9,7 +9,7 @@ use crate::policy::ReportPolicy;
 
 /// Every session of the cluster (all databases), with opsctl's own marked.
 const SQL_SESSIONS: &str = "\
-SELECT a.pid, a.usename::text, coalesce(a.application_name, ''), a.client_addr::text, a.state, \
+SELECT a.pid, a.usename::text, coalesce(a.application_name, ''), host(a.client_addr), a.state, \
        coalesce(a.backend_type, ''), \
        extract(epoch FROM now() - a.xact_start)::float8, \
        extract(epoch FROM now() - a.query_start)::float8, \

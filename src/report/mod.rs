@@ -177,7 +177,7 @@ impl Check {
 
     /// A check for something not set up: OK, never a false alarm.
     pub fn not_configured(id: &str, what: &str) -> Self {
-        Check::new(id, State::Ok, "not configured", what)
+        Check::new(id, State::Ok, format!("not configured: {what}"), what)
     }
 }
 
@@ -281,5 +281,21 @@ pub fn human_bytes(b: f64) -> String {
         format!("{} B", b as i64)
     } else {
         format!("{v:.1} {}", units[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn documented_report_thresholds_are_the_defaults() {
+        let p = crate::policy::Policy::parse(
+            include_str!("../../policies/opsctl.toml"),
+            "policies/opsctl.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&p.reports).unwrap(),
+            serde_json::to_value(crate::policy::ReportPolicy::default()).unwrap()
+        );
     }
 }

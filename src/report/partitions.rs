@@ -145,7 +145,7 @@ fn runway(tables: &[Table], now: NaiveDateTime, warn_months: i64) -> Check {
     let mut configured = 0;
     for t in ranged {
         if t.ranges.is_empty() {
-            parts.push(format!("{}: no range partitions yet", t.name));
+            parts.push(format!("{}: no monthly partitions yet", t.name));
             continue;
         }
         configured += 1;
@@ -180,7 +180,7 @@ fn runway(tables: &[Table], now: NaiveDateTime, warn_months: i64) -> Check {
             "partition_runway",
             "no monthly partitions yet (only defaults): opsctl partition ensure creates them",
         );
-        nc.value = format!("not configured: {}", parts.join("; "));
+        nc.value = format!("not configured: {} (only a default partition)", parts.join("; "));
         return nc;
     }
     c.state = state;

@@ -117,7 +117,7 @@ pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
         "EXPLAIN (ANALYZE, BUFFERS) the slowest statement; add an index or rewrite it",
     )
     .threshold(format!(
-        "mean {} ms / {} ms (statements with ≥{} calls)",
+        "mean {} ms / {} ms, statements with ≥{} calls",
         t.slow_query_mean_warn_ms, t.slow_query_mean_crit_ms, t.slow_query_min_calls
     ))
     .metric(

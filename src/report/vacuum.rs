@@ -83,7 +83,7 @@ pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
                         "autovacuum is falling behind: run opsctl vacuum, check for long transactions, tune autovacuum_vacuum_scale_factor",
                     )
                     .threshold(format!(
-                        "{}% / {}% dead (tables with ≥{} dead tuples)",
+                        "{}% / {}% dead, tables with ≥{} dead tuples",
                         t.dead_tuples_warn_percent, t.dead_tuples_crit_percent, t.dead_tuples_min
                     ))
                     .metric(Metric::new(
@@ -157,7 +157,7 @@ pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
 pub fn cache_hit(hit: f64, read: f64, t: &crate::policy::ReportPolicy) -> Check {
     let total = hit + read;
     let th = format!(
-        "{}% / {}% (judged after {} block accesses)",
+        "{}% / {}%, judged after {} block accesses",
         t.cache_hit_warn_percent, t.cache_hit_crit_percent, t.cache_hit_min_blocks
     );
     if total < t.cache_hit_min_blocks as f64 || total == 0.0 {
