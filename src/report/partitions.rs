@@ -180,7 +180,10 @@ fn runway(tables: &[Table], now: NaiveDateTime, warn_months: i64) -> Check {
             "partition_runway",
             "no monthly partitions yet (only defaults): opsctl partition ensure creates them",
         );
-        nc.value = format!("not configured: {} (only a default partition)", parts.join("; "));
+        nc.value = format!(
+            "not configured: {} (only a default partition)",
+            parts.join("; ")
+        );
         return nc;
     }
     c.state = state;

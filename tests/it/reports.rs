@@ -1006,25 +1006,3 @@ fn serve_answers_health_metrics_and_404_then_stops_on_sigterm() {
     assert!(body.contains("opsctl_up 0"), "{body}");
     assert_eq!(sigterm_and_wait(&mut child), 0);
 }
-
-#[test]
-#[ignore]
-fn zz_sample_output() {
-    let db = TestDb::with_schema("trading");
-    db.sql("CREATE EXTENSION pg_stat_statements");
-    make_months(&db, -1, 0);
-    db.sql("INSERT INTO users (username, email) SELECT 'u' || g, 'u' || g || '@x' FROM generate_series(1, 5000) g");
-    db.sql("SELECT setval('users_id_seq', 1900000000)");
-    let bdir = tempfile::tempdir().unwrap();
-    backup_summary(bdir.path(), &db.name, "b1", 30, true, Some("passed"));
-    let (_d, pol) = policy(&format!("[backup]\ndir = {:?}\n[reports]\nidle_in_transaction_warn_seconds = 1\n", bdir.path()));
-    let _idle = psql_bg(&db, "BEGIN;\nUPDATE users SET email = email WHERE id = 1;\n");
-    std::thread::sleep(Duration::from_millis(2500));
-    for args in [vec!["health"], vec!["health", "--format", "nagios"], vec!["report", "pool"], vec!["report", "size", "--limit", "5"]] {
-        let r = db.opsctl().args(&args).arg("--policy").arg(&pol).run();
-        println!("$ opsctl {}\n{}(exit {})\n", args.join(" "), r.stdout, r.code);
-    }
-    let r = db.opsctl().args(["health", "--format", "prometheus", "--check", "connections", "--check", "sequences"]).run();
-    println!("{}", r.stdout);
-    end_sessions(&db);
-}
