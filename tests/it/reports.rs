@@ -1006,3 +1006,86 @@ fn serve_answers_health_metrics_and_404_then_stops_on_sigterm() {
     assert!(body.contains("opsctl_up 0"), "{body}");
     assert_eq!(sigterm_and_wait(&mut child), 0);
 }
+
+#[test]
+fn tls_and_connection_saturation_turn_non_ok() {
+    let db = TestDb::new("rtls");
+    assert_state(&db, None, "tls", "OK");
+    let (_, j) = health(&db, None, &["--check", "tls", "--sslmode", "require"]);
+    let c = check(&j, "tls");
+    assert_eq!(c["state"], "WARNING", "{c}");
+    assert!(c["hint"].as_str().unwrap().contains("verify-full"), "{c}");
+    assert_state(&db, None, "connections", "OK");
+    let (_d, pol) =
+        policy("[reports]\nconnections_warn_percent = 0.1\nconnections_crit_percent = 99\n");
+    assert_state(&db, Some(&pol), "connections", "WARNING");
+}
+
+/// pg_receivewal streams like a standby: it shows up in pg_stat_replication.
+#[test]
+fn replication_lag_of_a_streaming_client() {
+    let c = cluster();
+    let hba = c.dir.join("data").join("pg_hba.conf");
+    let line = "hostssl replication all 127.0.0.1/32 scram-sha-256";
+    let text = std::fs::read_to_string(&hba).unwrap();
+    if !text.contains(line) {
+        std::fs::write(&hba, format!("{text}{line}\n")).unwrap();
+        c.psql("postgres", "SELECT pg_reload_conf()");
+    }
+    let db = TestDb::new("rrepl");
+    let wal = tempfile::tempdir().unwrap();
+    let mut child = Command::new(c.bindir.join("pg_receivewal"))
+        .arg("-D")
+        .arg(wal.path())
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &c.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["--no-loop", "-s", "1", "-w"])
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", &c.ca)
+        .env("PGAPPNAME", "opsctl-test-receiver")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pg_receivewal");
+    let start = Instant::now();
+    while db.sql(
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'opsctl-test-receiver'",
+    ) != "1"
+    {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("pg_receivewal exited {st}: {err}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "pg_receivewal never streamed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _guard = Bg(child);
+    let ok = assert_state(&db, None, "replication_lag", "OK");
+    assert!(
+        ok["value"]
+            .as_str()
+            .unwrap()
+            .contains("opsctl-test-receiver"),
+        "{ok}"
+    );
+    let (_d, pol) = policy(
+        "[reports]\nreplication_lag_warn_seconds = 0\nreplication_lag_crit_seconds = 3600\n",
+    );
+    assert_state(&db, Some(&pol), "replication_lag", "WARNING");
+}
