@@ -61,6 +61,7 @@ fn setup(
     }
     conn_settings(connect)
         .and_then(|s| load_policy(policy).map(|p| (s, p)))
+        .and_then(|sp| crate::report::validate_thresholds(&sp.1.reports).map(|_| sp))
         .map_err(|e| {
             eprintln!("error: {e}");
             State::Unknown.exit_code()

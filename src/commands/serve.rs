@@ -8,8 +8,9 @@ use crate::cli::ServeArgs;
 use crate::serve::{self, Config};
 
 pub async fn run(args: ServeArgs) -> u8 {
-    let setup =
-        conn_settings(&args.connect).and_then(|s| load_policy(&args.policy).map(|p| (s, p)));
+    let setup = conn_settings(&args.connect)
+        .and_then(|s| load_policy(&args.policy).map(|p| (s, p)))
+        .and_then(|sp| crate::report::validate_thresholds(&sp.1.reports).map(|_| sp));
     let (settings, policy) = match setup {
         Ok(sp) => sp,
         Err(e) => {

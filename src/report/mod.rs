@@ -186,6 +186,131 @@ pub fn sort_worst_first(checks: &mut [Check]) {
     checks.sort_by_key(|c| std::cmp::Reverse(c.state.severity()));
 }
 
+/// Refuses thresholds that cannot mean anything (a warning beyond its critical level,
+/// percentages outside 0..=100), naming the `[reports]` keys.
+pub fn validate_thresholds(t: &crate::policy::ReportPolicy) -> Result<(), crate::error::Error> {
+    let mut bad = Vec::new();
+    let higher = [
+        (
+            "connections_warn_percent",
+            t.connections_warn_percent,
+            "connections_crit_percent",
+            t.connections_crit_percent,
+        ),
+        (
+            "idle_in_transaction_warn_seconds",
+            t.idle_in_transaction_warn_seconds,
+            "idle_in_transaction_crit_seconds",
+            t.idle_in_transaction_crit_seconds,
+        ),
+        (
+            "long_query_warn_seconds",
+            t.long_query_warn_seconds,
+            "long_query_crit_seconds",
+            t.long_query_crit_seconds,
+        ),
+        (
+            "lock_wait_warn_seconds",
+            t.lock_wait_warn_seconds,
+            "lock_wait_crit_seconds",
+            t.lock_wait_crit_seconds,
+        ),
+        (
+            "dead_tuples_warn_percent",
+            t.dead_tuples_warn_percent,
+            "dead_tuples_crit_percent",
+            t.dead_tuples_crit_percent,
+        ),
+        (
+            "xid_age_warn",
+            t.xid_age_warn as f64,
+            "xid_age_crit",
+            t.xid_age_crit as f64,
+        ),
+        (
+            "sequence_warn_percent",
+            t.sequence_warn_percent,
+            "sequence_crit_percent",
+            t.sequence_crit_percent,
+        ),
+        (
+            "replication_lag_warn_seconds",
+            t.replication_lag_warn_seconds,
+            "replication_lag_crit_seconds",
+            t.replication_lag_crit_seconds,
+        ),
+        (
+            "default_rows_warn",
+            t.default_rows_warn as f64,
+            "default_rows_crit",
+            t.default_rows_crit as f64,
+        ),
+        (
+            "slow_query_mean_warn_ms",
+            t.slow_query_mean_warn_ms,
+            "slow_query_mean_crit_ms",
+            t.slow_query_mean_crit_ms,
+        ),
+    ];
+    for (wk, w, ck, c) in higher {
+        if w.is_nan() || c.is_nan() || w < 0.0 || w > c {
+            bad.push(format!("{wk} ({w}) must be between 0 and {ck} ({c})"));
+        }
+    }
+    let lower = [
+        (
+            "cache_hit_warn_percent",
+            t.cache_hit_warn_percent,
+            "cache_hit_crit_percent",
+            t.cache_hit_crit_percent,
+        ),
+        (
+            "disk_runway_warn_days",
+            t.disk_runway_warn_days,
+            "disk_runway_crit_days",
+            t.disk_runway_crit_days,
+        ),
+    ];
+    for (wk, w, ck, c) in lower {
+        if w.is_nan() || c.is_nan() || c < 0.0 || w < c {
+            bad.push(format!(
+                "{wk} ({w}) must be at least {ck} ({c}), which must be ≥ 0"
+            ));
+        }
+    }
+    for (k, v) in [
+        ("connections_warn_percent", t.connections_warn_percent),
+        ("connections_crit_percent", t.connections_crit_percent),
+        ("cache_hit_warn_percent", t.cache_hit_warn_percent),
+        ("dead_tuples_crit_percent", t.dead_tuples_crit_percent),
+        ("sequence_crit_percent", t.sequence_crit_percent),
+    ] {
+        if !(0.0..=100.0).contains(&v) {
+            bad.push(format!("{k} ({v}) is a percentage: 0 to 100"));
+        }
+    }
+    if t.slow_query_top < 1 || t.slow_query_top > 100 {
+        bad.push(format!(
+            "slow_query_top ({}) must be 1 to 100",
+            t.slow_query_top
+        ));
+    }
+    if t.statement_timeout_ms < 100 {
+        bad.push(format!(
+            "statement_timeout_ms ({}) must be at least 100",
+            t.statement_timeout_ms
+        ));
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::error::Error::Config(format!(
+            "policy [reports]: {}",
+            bad.join("; ")
+        )))
+    }
+}
+
 /// What every check module gets: the connection, the thresholds and what the role may see.
 pub struct Ctx<'a> {
     pub client: &'a tokio_postgres::Client,

@@ -783,6 +783,15 @@ fn exit_codes_are_the_worst_state() {
         .args(["report", "size", "--textfile", "/tmp/x.prom"])
         .run()
         .code(3);
+    let (_d4, nonsense) =
+        policy("[reports]\nlong_query_warn_seconds = 600\nlong_query_crit_seconds = 60\n");
+    let r = db
+        .opsctl()
+        .args(["health", "--policy"])
+        .arg(&nonsense)
+        .run()
+        .code(3);
+    assert!(r.stderr.contains("long_query_warn_seconds"), "{}", r.stderr);
     let (_d3, bad) = policy("[reports]\nconnections_warn_percnt = 1\n");
     let r = db
         .opsctl()
