@@ -13,14 +13,18 @@ JOIN pg_namespace n ON n.oid = c.relnamespace \
 WHERE NOT i.indisvalid ORDER BY 1, 2";
 
 /// Non-unique, non-constraint indexes scanned at most $1 times and at least $2 bytes.
+/// The size filter uses pg_class.relpages (no lock); only the survivors are measured.
 const SQL_UNUSED: &str = "\
-SELECT s.schemaname::text, s.indexrelname::text, s.relname::text, s.idx_scan, \
-       pg_relation_size(s.indexrelid) AS bytes \
-FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
-WHERE s.idx_scan <= $1 AND NOT i.indisunique AND NOT i.indisprimary \
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = s.indexrelid) \
-  AND pg_relation_size(s.indexrelid) >= $2 \
-ORDER BY bytes DESC";
+SELECT * FROM ( \
+  SELECT s.schemaname::text, s.indexrelname::text, s.relname::text, s.idx_scan, \
+         pg_relation_size(s.indexrelid) AS bytes \
+  FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
+  JOIN pg_class c ON c.oid = s.indexrelid \
+  WHERE s.idx_scan <= $1 AND NOT i.indisunique AND NOT i.indisprimary \
+    AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = s.indexrelid) \
+    AND c.relpages::int8 * current_setting('block_size')::int8 >= $2 \
+  OFFSET 0) u \
+WHERE bytes >= $2 ORDER BY bytes DESC";
 
 const SQL_STATS_RESET: &str =
     "SELECT stats_reset::text FROM pg_stat_database WHERE datname = current_database()";

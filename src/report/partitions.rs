@@ -11,14 +11,14 @@ pub const IDS: &[&str] = &["partition_runway", "default_partition_rows"];
 const SQL_PARTITIONS: &str = "\
 SELECT pn.nspname::text, pc.relname::text, pt.partstrat::text, pt.partnatts::int4, \
        format_type(a.atttypid, NULL), c.relname::text, \
-       pg_get_expr(c.relpartbound, c.oid), coalesce(s.n_live_tup, 0)::int8, c.relkind::text \
+       pg_get_expr(c.relpartbound, c.oid), coalesce(pg_stat_get_live_tuples(c.oid), 0)::int8, \
+       c.relkind::text \
 FROM pg_partitioned_table pt \
 JOIN pg_class pc ON pc.oid = pt.partrelid \
 JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
 LEFT JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] \
 LEFT JOIN pg_inherits i ON i.inhparent = pt.partrelid \
 LEFT JOIN pg_class c ON c.oid = i.inhrelid \
-LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid \
 WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema') \
 ORDER BY 1, 2, 6";
 
