@@ -277,7 +277,7 @@ fn size_check(
         ),
     }
     let mut state = State::Ok;
-    let mut threshold = "not configured ([reports].disk_limit_bytes)".to_string();
+    let mut threshold = "no disk limit: [reports].disk_limit_bytes unset".to_string();
     if let Some(limit) = t.disk_limit_bytes {
         threshold = format!(
             "limit {}: {} / {} days left",
@@ -416,7 +416,7 @@ pub fn text_details(r: &SizeReport) -> String {
             );
         }
         None => {
-            let _ = writeln!(o, "Growth: no snapshots yet (opsctl report size --snapshot; the scheduler takes one daily)");
+            let _ = writeln!(o, "Growth: unknown until an earlier snapshot exists (opsctl report size --snapshot; the scheduler takes one daily)");
         }
     }
     if let (Some(l), d) = (r.disk_limit_bytes, r.days_until_limit) {
