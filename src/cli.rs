@@ -32,6 +32,10 @@ pub enum LogFormat {
 pub enum Command {
     /// On-call health report (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Health(HealthArgs),
+    /// On-call reports: connection pool, sizes and growth (exit codes as health).
+    Report(ReportArgs),
+    /// HTTP endpoint for load balancers and Prometheus: GET /db/health and /metrics.
+    Serve(ServeArgs),
     /// Encrypted, compressed backups: keygen, create, list, verify, prune, rekey.
     Backup(BackupArgs),
     /// Restores a backup into a database; the whole backup is authenticated first.
@@ -139,6 +143,62 @@ pub struct HealthArgs {
     /// Skip these checks (by id; repeatable).
     #[arg(long = "skip", value_name = "ID")]
     pub skips: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(subcommand)]
+    pub report: ReportKind,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportKind {
+    /// Connections by state, application, user and client; idle in transaction; long
+    /// queries; lock waits and their blockers; the share using TLS.
+    Pool(PoolArgs),
+    /// Database size, largest tables and indexes, growth from snapshots, days until the
+    /// policy's disk limit.
+    Size(SizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PoolArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: ReportOutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SizeArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: ReportOutputArgs,
+    /// Record a size snapshot in opsctl.size_snapshots (and prune those past the retention).
+    #[arg(long)]
+    pub snapshot: bool,
+    /// How many tables and indexes to list.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "OPSCTL_LISTEN")]
+    pub listen: String,
+    /// Seconds the health checks are cached between requests.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub cache_seconds: u64,
 }
 
 /// Backup key material. Never given as a command-line value.

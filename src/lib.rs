@@ -19,5 +19,6 @@ pub mod policy;
 pub mod policy_check;
 pub mod report;
 pub mod schedule;
+pub mod serve;
 
 pub use error::{Error, Result};

@@ -173,12 +173,115 @@ impl Default for MaintenancePolicy {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// Thresholds of `opsctl health` / `report …` (defaults and their origins in the README).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReportPolicy {
     pub size_snapshot_schedule: Option<String>,
     /// node_exporter textfile path for `--format prometheus`.
     pub textfile: Option<PathBuf>,
+    /// statement_timeout of the report's own queries, milliseconds.
+    pub statement_timeout_ms: u64,
+    pub connections_warn_percent: f64,
+    pub connections_crit_percent: f64,
+    pub idle_in_transaction_warn_seconds: f64,
+    pub idle_in_transaction_crit_seconds: f64,
+    pub long_query_warn_seconds: f64,
+    pub long_query_crit_seconds: f64,
+    pub lock_wait_warn_seconds: f64,
+    pub lock_wait_crit_seconds: f64,
+    pub cache_hit_warn_percent: f64,
+    pub cache_hit_crit_percent: f64,
+    /// Blocks read+hit below which the cache hit ratio is not judged (too little data).
+    pub cache_hit_min_blocks: i64,
+    pub dead_tuples_warn_percent: f64,
+    pub dead_tuples_crit_percent: f64,
+    /// Tables with fewer dead tuples than this are not judged.
+    pub dead_tuples_min: i64,
+    pub xid_age_warn: i64,
+    pub xid_age_crit: i64,
+    /// Indexes smaller than this are not reported as unused.
+    pub unused_index_min_bytes: i64,
+    /// An index scanned at most this often since the statistics reset counts as unused.
+    pub unused_index_max_scans: i64,
+    pub sequence_warn_percent: f64,
+    pub sequence_crit_percent: f64,
+    pub replication_lag_warn_seconds: f64,
+    pub replication_lag_crit_seconds: f64,
+    /// WAL kept by an inactive replication slot that makes it CRITICAL.
+    pub slot_retained_crit_bytes: i64,
+    /// Fewer future months than this (after the current one) is a WARNING.
+    pub partition_runway_warn_months: i64,
+    pub default_rows_warn: i64,
+    pub default_rows_crit: i64,
+    /// CRITICAL age of the newest verified backup (WARNING is [backup].max_age_hours, default 26).
+    pub backup_crit_age_hours: f64,
+    /// WARNING when the last restore drill is older than this.
+    pub drill_max_age_days: f64,
+    /// WARNING when the newest audit seal is older than this.
+    pub audit_seal_max_age_hours: f64,
+    pub slow_query_mean_warn_ms: f64,
+    pub slow_query_mean_crit_ms: f64,
+    /// Statements with fewer calls are listed but not judged.
+    pub slow_query_min_calls: i64,
+    /// How many statements the slowest-queries lists show.
+    pub slow_query_top: i64,
+    /// Directory of migration files for the pending-migrations check (unset: failed only).
+    pub migrations_dir: Option<PathBuf>,
+    /// Size snapshots older than this are pruned by `report size --snapshot`.
+    pub snapshot_retention_days: i64,
+    /// Disk-size threshold for the database, bytes; unset = growth is not judged.
+    pub disk_limit_bytes: Option<i64>,
+    pub disk_runway_warn_days: f64,
+    pub disk_runway_crit_days: f64,
+}
+
+impl Default for ReportPolicy {
+    fn default() -> Self {
+        ReportPolicy {
+            size_snapshot_schedule: None,
+            textfile: None,
+            statement_timeout_ms: 5000,
+            connections_warn_percent: 90.0,
+            connections_crit_percent: 95.0,
+            idle_in_transaction_warn_seconds: 60.0,
+            idle_in_transaction_crit_seconds: 300.0,
+            long_query_warn_seconds: 60.0,
+            long_query_crit_seconds: 300.0,
+            lock_wait_warn_seconds: 5.0,
+            lock_wait_crit_seconds: 60.0,
+            cache_hit_warn_percent: 99.0,
+            cache_hit_crit_percent: 95.0,
+            cache_hit_min_blocks: 10_000,
+            dead_tuples_warn_percent: 10.0,
+            dead_tuples_crit_percent: 20.0,
+            dead_tuples_min: 10_000,
+            xid_age_warn: 1_300_000_000,
+            xid_age_crit: 1_400_000_000,
+            unused_index_min_bytes: 10 * 1024 * 1024,
+            unused_index_max_scans: 50,
+            sequence_warn_percent: 85.0,
+            sequence_crit_percent: 95.0,
+            replication_lag_warn_seconds: 30.0,
+            replication_lag_crit_seconds: 300.0,
+            slot_retained_crit_bytes: 10 * 1024 * 1024 * 1024,
+            partition_runway_warn_months: 1,
+            default_rows_warn: 1,
+            default_rows_crit: 10_000,
+            backup_crit_age_hours: 48.0,
+            drill_max_age_days: 8.0,
+            audit_seal_max_age_hours: 2.0,
+            slow_query_mean_warn_ms: 1000.0,
+            slow_query_mean_crit_ms: 10_000.0,
+            slow_query_min_calls: 10,
+            slow_query_top: 5,
+            migrations_dir: None,
+            snapshot_retention_days: 90,
+            disk_limit_bytes: None,
+            disk_runway_warn_days: 30.0,
+            disk_runway_crit_days: 7.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -12,6 +12,7 @@ pub async fn run(args: HealthArgs) -> u8 {
     };
     let setup = conn_settings(&args.connect)
         .and_then(|s| load_policy(&args.policy).map(|p| (s, p)))
+        .and_then(|sp| crate::report::validate_thresholds(&sp.1.reports).map(|_| sp))
         .and_then(|sp| sel.validate().map(|_| sp));
     let (settings, policy) = match setup {
         Ok(sp) => sp,

@@ -9,8 +9,10 @@ pub mod health;
 pub mod partition;
 pub mod policy;
 pub mod reindex;
+pub mod report;
 pub mod restore;
 pub mod schedule;
+pub mod serve;
 pub mod vacuum;
 
 use std::io::{IsTerminal, Write};
@@ -29,6 +31,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Health(args) => health::run(args).await,
+        Command::Report(args) => report::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
         Command::Backup(args) => backup::run(args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::Drill(args) => drill::run(args).await,

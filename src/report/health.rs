@@ -1,17 +1,45 @@
 //! `opsctl health`: the on-call entry point. Connects, measures, and turns what it sees
-//! into checks. Later capabilities add their checks here.
+//! into checks; the checks themselves live by theme in the sibling modules. A constant
+//! number of queries whatever the number of tables, each under a short statement_timeout.
 
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Check, Metric, State};
+use super::{
+    backups, connections, indexes, partitions, records, replication, statements, vacuum, Check,
+    Ctx, Metric, State,
+};
 use crate::db::{self, ConnSettings, SslMode};
 use crate::error::Error;
 use crate::policy::Policy;
 
 /// Every check id `health` knows, in report order. Stable: monitoring keys on them.
-pub const CHECK_IDS: &[&str] = &["connectivity", "tls", "server_version"];
+pub const CHECK_IDS: &[&str] = &[
+    "connectivity",
+    "tls",
+    "server_version",
+    "connections",
+    "idle_in_transaction",
+    "long_running_queries",
+    "blocked_sessions",
+    "cache_hit_ratio",
+    "dead_tuples",
+    "xid_wraparound",
+    "invalid_indexes",
+    "unused_indexes",
+    "sequences",
+    "replication_lag",
+    "replication_slots",
+    "partition_runway",
+    "default_partition_rows",
+    "backup_freshness",
+    "restore_drill",
+    "audit_chain",
+    "migrations",
+    "scheduled_jobs",
+    "slow_queries",
+];
 
 /// TLS facts of the session, from `pg_stat_ssl`.
 #[derive(Debug, Clone, Serialize)]
@@ -74,7 +102,7 @@ impl Selection {
         Ok(())
     }
 
-    fn wants(&self, id: &str) -> bool {
+    pub fn wants(&self, id: &str) -> bool {
         (self.only.is_empty() || self.only.iter().any(|o| o == id))
             && !self.skip.iter().any(|s| s == id)
     }
@@ -86,7 +114,7 @@ const SQL_SERVER: &str = "SELECT current_setting('server_version'), current_data
      extract(epoch FROM now() - pg_postmaster_start_time())::float8";
 
 /// Runs the health checks. Never fails: an unreachable database is a CRITICAL report.
-pub async fn run(settings: &ConnSettings, _policy: &Policy, sel: &Selection) -> HealthReport {
+pub async fn run(settings: &ConnSettings, policy: &Policy, sel: &Selection) -> HealthReport {
     let mut report = HealthReport {
         status: String::new(),
         state: State::Ok,
@@ -121,9 +149,7 @@ pub async fn run(settings: &ConnSettings, _policy: &Policy, sel: &Selection) -> 
     };
     let connect_time = started.elapsed();
     // Our own queries never hang the report or block the application.
-    let _ = conn
-        .batch_execute("SET statement_timeout = '5s'; SET lock_timeout = '1s'")
-        .await;
+    super::limit_session(&conn, policy.reports.statement_timeout_ms).await;
     match db::ping(&conn).await {
         Ok(rtt) => {
             report.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
@@ -203,7 +229,68 @@ pub async fn run(settings: &ConnSettings, _policy: &Policy, sel: &Selection) -> 
             }
         }
     }
+    let ctx = Ctx {
+        client: &conn,
+        policy,
+        privs: super::privileges(&conn).await,
+        dbname: report
+            .database_name
+            .clone()
+            .unwrap_or_else(|| settings.dbname_or_default()),
+    };
+    report.checks.extend(themed(&ctx, sel).await);
     report.finish()
+}
+
+/// Every check after connectivity, TLS and version, theme by theme.
+async fn themed(ctx: &Ctx<'_>, sel: &Selection) -> Vec<Check> {
+    let wants = |id: &str| sel.wants(id);
+    let mut out = Vec::new();
+    if connections::IDS.iter().any(|i| wants(i)) {
+        match connections::load(ctx.client).await {
+            Ok(a) => {
+                let t = ctx.t();
+                let p = ctx.privs;
+                let all = [
+                    connections::connections(&a, t),
+                    connections::idle_in_transaction(&a, t, p),
+                    connections::long_running(&a, t, p),
+                    connections::blocked(&a, t, p),
+                ];
+                out.extend(all.into_iter().filter(|c| wants(&c.id)));
+            }
+            Err(e) => out.extend(
+                connections::IDS
+                    .iter()
+                    .filter(|i| wants(i))
+                    .map(|i| super::unknown(i, &e, "pg_stat_activity is not readable")),
+            ),
+        }
+    }
+    out.extend(vacuum::checks(ctx, wants).await);
+    out.extend(indexes::checks(ctx, wants).await);
+    out.extend(replication::checks(ctx, wants).await);
+    out.extend(partitions::checks(ctx, wants).await);
+    let needs_probe = backups::IDS.iter().chain(records::IDS).any(|i| wants(i));
+    if needs_probe {
+        match records::Probe::load(ctx.client).await {
+            Ok(probe) => {
+                out.extend(backups::checks(ctx, &probe, wants).await);
+                out.extend(records::checks(ctx, &probe, wants).await);
+            }
+            Err(e) => out.extend(
+                backups::IDS
+                    .iter()
+                    .chain(records::IDS)
+                    .filter(|i| wants(i))
+                    .map(|i| super::unknown(i, &e, "pg_namespace/pg_class are not readable")),
+            ),
+        }
+    }
+    out.extend(statements::checks(ctx, wants).await);
+    // Report order: as CHECK_IDS lists them.
+    out.sort_by_key(|c| CHECK_IDS.iter().position(|i| *i == c.id));
+    out
 }
 
 async fn tls_check(conn: &db::Connection, settings: &ConnSettings) -> (Option<TlsInfo>, Check) {

@@ -1,8 +1,18 @@
 //! The one check model every report produces (id, value, threshold, state, hint), and
 //! its renderers: text, JSON, Prometheus exposition format and Nagios plugin output.
 
+pub mod backups;
+pub mod connections;
 pub mod health;
+pub mod indexes;
+pub mod partitions;
+pub mod pool;
+pub mod records;
 pub mod render;
+pub mod replication;
+pub mod size;
+pub mod statements;
+pub mod vacuum;
 
 use serde::Serialize;
 
@@ -43,6 +53,15 @@ impl State {
             State::Warning => "WARNING",
             State::Critical => "CRITICAL",
             State::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The worse of two states.
+    pub fn max_sev(self, other: State) -> State {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
         }
     }
 
@@ -128,6 +147,9 @@ pub struct Check {
     pub hint: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<Metric>,
+    /// Extra structured facts for `--format json` (e.g. the slowest statements).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 impl Check {
@@ -139,6 +161,7 @@ impl Check {
             threshold: None,
             hint: hint.into(),
             metrics: Vec::new(),
+            details: None,
         }
     }
 
@@ -154,11 +177,250 @@ impl Check {
 
     /// A check for something not set up: OK, never a false alarm.
     pub fn not_configured(id: &str, what: &str) -> Self {
-        Check::new(id, State::Ok, "not configured", what)
+        Check::new(id, State::Ok, format!("not configured: {what}"), what)
     }
 }
 
 /// Sorts checks worst first, keeping the original order among equals.
 pub fn sort_worst_first(checks: &mut [Check]) {
     checks.sort_by_key(|c| std::cmp::Reverse(c.state.severity()));
+}
+
+/// Refuses thresholds that cannot mean anything (a warning beyond its critical level,
+/// percentages outside 0..=100), naming the `[reports]` keys.
+pub fn validate_thresholds(t: &crate::policy::ReportPolicy) -> Result<(), crate::error::Error> {
+    let mut bad = Vec::new();
+    let higher = [
+        (
+            "connections_warn_percent",
+            t.connections_warn_percent,
+            "connections_crit_percent",
+            t.connections_crit_percent,
+        ),
+        (
+            "idle_in_transaction_warn_seconds",
+            t.idle_in_transaction_warn_seconds,
+            "idle_in_transaction_crit_seconds",
+            t.idle_in_transaction_crit_seconds,
+        ),
+        (
+            "long_query_warn_seconds",
+            t.long_query_warn_seconds,
+            "long_query_crit_seconds",
+            t.long_query_crit_seconds,
+        ),
+        (
+            "lock_wait_warn_seconds",
+            t.lock_wait_warn_seconds,
+            "lock_wait_crit_seconds",
+            t.lock_wait_crit_seconds,
+        ),
+        (
+            "dead_tuples_warn_percent",
+            t.dead_tuples_warn_percent,
+            "dead_tuples_crit_percent",
+            t.dead_tuples_crit_percent,
+        ),
+        (
+            "xid_age_warn",
+            t.xid_age_warn as f64,
+            "xid_age_crit",
+            t.xid_age_crit as f64,
+        ),
+        (
+            "sequence_warn_percent",
+            t.sequence_warn_percent,
+            "sequence_crit_percent",
+            t.sequence_crit_percent,
+        ),
+        (
+            "replication_lag_warn_seconds",
+            t.replication_lag_warn_seconds,
+            "replication_lag_crit_seconds",
+            t.replication_lag_crit_seconds,
+        ),
+        (
+            "default_rows_warn",
+            t.default_rows_warn as f64,
+            "default_rows_crit",
+            t.default_rows_crit as f64,
+        ),
+        (
+            "slow_query_mean_warn_ms",
+            t.slow_query_mean_warn_ms,
+            "slow_query_mean_crit_ms",
+            t.slow_query_mean_crit_ms,
+        ),
+    ];
+    for (wk, w, ck, c) in higher {
+        if w.is_nan() || c.is_nan() || w < 0.0 || w > c {
+            bad.push(format!("{wk} ({w}) must be between 0 and {ck} ({c})"));
+        }
+    }
+    let lower = [
+        (
+            "cache_hit_warn_percent",
+            t.cache_hit_warn_percent,
+            "cache_hit_crit_percent",
+            t.cache_hit_crit_percent,
+        ),
+        (
+            "disk_runway_warn_days",
+            t.disk_runway_warn_days,
+            "disk_runway_crit_days",
+            t.disk_runway_crit_days,
+        ),
+    ];
+    for (wk, w, ck, c) in lower {
+        if w.is_nan() || c.is_nan() || c < 0.0 || w < c {
+            bad.push(format!(
+                "{wk} ({w}) must be at least {ck} ({c}), which must be ≥ 0"
+            ));
+        }
+    }
+    for (k, v) in [
+        ("connections_warn_percent", t.connections_warn_percent),
+        ("connections_crit_percent", t.connections_crit_percent),
+        ("cache_hit_warn_percent", t.cache_hit_warn_percent),
+        ("dead_tuples_crit_percent", t.dead_tuples_crit_percent),
+        ("sequence_crit_percent", t.sequence_crit_percent),
+    ] {
+        if !(0.0..=100.0).contains(&v) {
+            bad.push(format!("{k} ({v}) is a percentage: 0 to 100"));
+        }
+    }
+    if t.slow_query_top < 1 || t.slow_query_top > 100 {
+        bad.push(format!(
+            "slow_query_top ({}) must be 1 to 100",
+            t.slow_query_top
+        ));
+    }
+    if t.statement_timeout_ms < 100 {
+        bad.push(format!(
+            "statement_timeout_ms ({}) must be at least 100",
+            t.statement_timeout_ms
+        ));
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::error::Error::Config(format!(
+            "policy [reports]: {}",
+            bad.join("; ")
+        )))
+    }
+}
+
+/// What every check module gets: the connection, the thresholds and what the role may see.
+pub struct Ctx<'a> {
+    pub client: &'a tokio_postgres::Client,
+    pub policy: &'a crate::policy::Policy,
+    pub privs: Privileges,
+    pub dbname: String,
+}
+
+impl Ctx<'_> {
+    pub fn t(&self) -> &crate::policy::ReportPolicy {
+        &self.policy.reports
+    }
+}
+
+/// What the connected role is allowed to see.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Privileges {
+    pub superuser: bool,
+    /// Member of pg_read_all_stats (directly or through pg_monitor).
+    pub read_all_stats: bool,
+}
+
+impl Privileges {
+    /// May see other roles' sessions, queries and statistics.
+    pub fn sees_all_stats(&self) -> bool {
+        self.superuser || self.read_all_stats
+    }
+}
+
+const SQL_PRIVILEGES: &str =
+    "SELECT r.rolsuper, pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') \
+     FROM pg_roles r WHERE r.rolname = current_user";
+
+/// Reads the role's privileges (one query). Unreadable means "sees nothing extra".
+pub async fn privileges(client: &tokio_postgres::Client) -> Privileges {
+    match client.query_opt(SQL_PRIVILEGES, &[]).await {
+        Ok(Some(r)) => Privileges {
+            superuser: r.get(0),
+            read_all_stats: r.get(1),
+        },
+        _ => Privileges::default(),
+    }
+}
+
+/// Sets the report's own short statement_timeout and lock_timeout on a session.
+pub async fn limit_session(client: &tokio_postgres::Client, statement_timeout_ms: u64) {
+    let sql = format!(
+        "SET statement_timeout = {}; SET lock_timeout = '1s'; SET idle_in_transaction_session_timeout = '60s'",
+        statement_timeout_ms.max(100)
+    );
+    let _ = client.batch_execute(&sql).await;
+}
+
+/// A check that could not read its data: UNKNOWN with the reason and what is missing.
+pub fn unknown(id: &str, e: &tokio_postgres::Error, hint: &str) -> Check {
+    let what = crate::db::describe(e)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let hint = match crate::db::sqlstate(e) {
+        Some("42501") => format!("permission denied: {hint}"),
+        Some("57014") => {
+            "the query hit opsctl's statement_timeout ([reports].statement_timeout_ms)".to_string()
+        }
+        _ => hint.to_string(),
+    };
+    Check::new(id, State::Unknown, what, hint)
+}
+
+/// Shortens query text to one line of at most `n` characters.
+pub fn shorten(text: &str, n: usize) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() <= n {
+        one
+    } else {
+        let mut s: String = one.chars().take(n.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+/// Bytes as people read them: "1.5 GiB".
+pub fn human_bytes(b: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b;
+    let mut i = 0;
+    while v.abs() >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{} B", b as i64)
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn documented_report_thresholds_are_the_defaults() {
+        let p = crate::policy::Policy::parse(
+            include_str!("../../policies/opsctl.toml"),
+            "policies/opsctl.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&p.reports).unwrap(),
+            serde_json::to_value(crate::policy::ReportPolicy::default()).unwrap()
+        );
+    }
 }

@@ -50,6 +50,11 @@ fn paint(s: State, colour: bool) -> String {
 /// Prometheus text exposition: HELP and TYPE once per metric name, an `opsctl_` prefix,
 /// plus one `opsctl_check_state` gauge per check (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
 pub fn prometheus(checks: &[Check]) -> String {
+    prometheus_with(checks, &[])
+}
+
+/// As [`prometheus`], plus metrics that belong to no check (e.g. per-table sizes).
+pub fn prometheus_with(checks: &[Check], extra: &[super::Metric]) -> String {
     let mut out = String::new();
     let mut by_name: Vec<(String, String, Vec<String>)> = Vec::new();
     let mut push = |name: String, help: &str, line: String| {
@@ -69,7 +74,9 @@ pub fn prometheus(checks: &[Check]) -> String {
                 c.state.exit_code()
             ),
         );
-        for m in &c.metrics {
+    }
+    for m in checks.iter().flat_map(|c| &c.metrics).chain(extra) {
+        {
             let name = format!("opsctl_{}", sanitize_name(&m.name));
             let labels = if m.labels.is_empty() {
                 String::new()

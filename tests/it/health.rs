@@ -5,6 +5,8 @@ use crate::common::{free_port, opsctl, TestDb};
 #[test]
 fn healthy_json_and_exit_zero() {
     let db = TestDb::new("h");
+    // Without it slow_queries is UNKNOWN (exit 3), by design.
+    db.sql("CREATE EXTENSION pg_stat_statements");
     let r = db
         .opsctl()
         .args(["health", "--format", "json"])
@@ -86,6 +88,7 @@ fn bad_configuration_is_unknown() {
 #[test]
 fn all_output_forms() {
     let db = TestDb::new("forms");
+    db.sql("CREATE EXTENSION pg_stat_statements");
     let t = db.opsctl().args(["health"]).run().success();
     assert!(t.stdout.contains("opsctl health"), "{}", t.stdout);
     assert!(!t.stdout.contains('\x1b'), "no colour off a terminal");
@@ -121,6 +124,7 @@ fn all_output_forms() {
 #[test]
 fn check_and_skip_select_checks() {
     let db = TestDb::new("sel");
+    db.sql("CREATE EXTENSION pg_stat_statements");
     let j = db
         .opsctl()
         .args(["health", "--format", "json", "--check", "tls"])
@@ -150,6 +154,7 @@ fn check_and_skip_select_checks() {
 #[test]
 fn textfile_is_written_atomically() {
     let db = TestDb::new("tf");
+    db.sql("CREATE EXTENSION pg_stat_statements");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("opsctl.prom");
     db.opsctl()

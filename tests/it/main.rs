@@ -7,4 +7,5 @@ mod connect;
 mod health;
 mod maintenance;
 mod partition;
+mod reports;
 mod schedule;
