@@ -8,7 +8,9 @@ pub mod commands;
 pub mod db;
 pub mod error;
 pub mod fsutil;
+pub mod import;
 pub mod logging;
+pub mod migrate;
 pub mod policy;
 pub mod report;
 

@@ -2,6 +2,8 @@
 //! renders the outcome and returns an exit status. No SQL here.
 
 pub mod health;
+pub mod import;
+pub mod migrate;
 
 use std::io::{IsTerminal, Write};
 
@@ -19,6 +21,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Health(args) => health::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Import(args) => import::run(args).await,
     }
 }
 

@@ -3,3 +3,4 @@
 mod common;
 mod connect;
 mod health;
+mod migrate;

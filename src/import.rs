@@ -1,0 +1,1 @@
+//! Validated JSON import: streaming reader, validation, COPY into staging, merge.
