@@ -180,6 +180,7 @@ pub struct MigrateStatusArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
 pub struct MigrateBaselineArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -206,7 +207,7 @@ pub struct MigrateResolveArgs {
     pub output: OutputArgs,
     /// The failed version.
     #[arg(value_name = "V")]
-    pub version: u64,
+    pub target_version: u64,
     /// Everything in the file did take effect (finished by hand): mark it applied.
     #[arg(long)]
     pub applied: bool,

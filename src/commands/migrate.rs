@@ -137,7 +137,7 @@ pub async fn run(args: MigrateArgs) -> u8 {
             } else {
                 Resolution::RolledBack
             };
-            match migrate::resolve(&settings, &files, a.version, how, wait).await {
+            match migrate::resolve(&settings, &files, a.target_version, how, wait).await {
                 Ok(()) => {
                     let what = match how {
                         Resolution::Applied => "marked applied",
@@ -147,11 +147,11 @@ pub async fn run(args: MigrateArgs) -> u8 {
                     };
                     match a.output.format {
                         Format::Json => print(
-                            &(serde_json::json!({"version": a.version, "resolution": how})
+                            &(serde_json::json!({"version": a.target_version, "resolution": how})
                                 .to_string()
                                 + "\n"),
                         ),
-                        Format::Text => print(&format!("V{}: {what}\n", a.version)),
+                        Format::Text => print(&format!("V{}: {what}\n", a.target_version)),
                     }
                     EXIT_OK
                 }
@@ -310,6 +310,12 @@ fn render_status(st: &Status, format: Format) {
 mod tests {
     use super::parse_duration;
     use std::time::Duration;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        crate::cli::Cli::command().debug_assert();
+    }
 
     #[test]
     fn durations() {

@@ -207,14 +207,13 @@ impl Status {
     fn blocking(&self) -> Vec<&str> {
         self.migrations
             .iter()
-            .zip(0..)
-            .filter(|(e, _)| {
+            .filter(|e| {
                 matches!(
                     e.state,
                     EntryState::Failed | EntryState::Changed | EntryState::Missing
                 )
             })
-            .filter_map(|(e, _)| {
+            .filter_map(|e| {
                 self.problems
                     .iter()
                     .find(|p| p.starts_with(&format!("V{} ", e.version)))
@@ -659,9 +658,11 @@ pub async fn resolve(
         let history = read_history(&locked.work).await?;
         let row = history.iter().find(|r| r.version == version);
         match row {
-            None => return Err(Error::Other(format!(
+            None => {
+                return Err(Error::Other(format!(
                 "V{version} has no history row: nothing to resolve (see `opsctl migrate status`)"
-            ))),
+            )))
+            }
             Some(r) if r.state == "success" => {
                 return Err(Error::Other(format!(
                     "V{version} ({}) is applied, not failed: nothing to resolve",
