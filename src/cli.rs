@@ -224,6 +224,7 @@ pub enum ImportTable {
     Users,
     Trades,
     Positions,
+    #[value(name = "account_totals", alias = "account-totals")]
     AccountTotals,
 }
 

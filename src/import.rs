@@ -259,14 +259,14 @@ pub fn numeric_20_8(raw: &str) -> Result<String, String> {
     }
     if e >= 0 {
         out.push_str(&d);
-        out.extend(std::iter::repeat_n('0', e as usize));
+        out.push_str(&"0".repeat(e as usize));
     } else if int_digits > 0 {
         out.push_str(&d[..int_digits as usize]);
         out.push('.');
         out.push_str(&d[int_digits as usize..]);
     } else {
         out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', (-int_digits) as usize));
+        out.push_str(&"0".repeat((-int_digits) as usize));
         out.push_str(&d);
     }
     Ok(out)
@@ -638,7 +638,7 @@ impl Sql {
         let non_key: Vec<&Col> = spec
             .cols
             .iter()
-            .filter(|c| !spec.key.contains(&c.name) && !(spec.serial_id && c.name == "id"))
+            .filter(|c| !(spec.key.contains(&c.name) || (spec.serial_id && c.name == "id")))
             .collect();
         let update = upsert.then(|| {
             let sets = non_key
@@ -810,11 +810,9 @@ pub async fn import(
         }
     }
     summary.elapsed_ms = start.elapsed().as_millis() as u64;
-    summary.rows_per_second = if summary.elapsed_ms > 0 {
-        summary.rows * 1000 / summary.elapsed_ms
-    } else {
-        summary.rows
-    };
+    summary.rows_per_second = (summary.rows * 1000)
+        .checked_div(summary.elapsed_ms)
+        .unwrap_or(summary.rows);
     Ok(summary)
 }
 

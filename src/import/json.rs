@@ -188,6 +188,9 @@ impl<R: Read> Reader<R> {
     fn unexpected<T>(&mut self, expected: &str) -> Res<T> {
         match self.peek() {
             None => self.err(format!("unexpected end of input, expected {expected}")),
+            Some(b'\n') => self.err(format!(
+                "unexpected end of line, expected {expected} (in NDJSON each object is on one line)"
+            )),
             Some(c) if c.is_ascii_graphic() => {
                 self.err(format!("unexpected '{}', expected {expected}", c as char))
             }
@@ -197,7 +200,10 @@ impl<R: Read> Reader<R> {
 
     fn ws(&mut self) {
         while let Some(c) = self.peek() {
-            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            if c == b'\n' && self.mode == Mode::Lines && self.capture.is_some() {
+                // NDJSON: an object ends on the line it starts.
+                break;
+            } else if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
                 self.bump();
             } else if c == 0xEF && self.consumed == 0 {
                 // A UTF-8 BOM at the very start.
@@ -595,6 +601,8 @@ mod tests {
         assert_eq!((e.line, e.column), (3, 7), "{e}");
         let e = all("{\"a\": 1}\n{\"a\": tru}\n").unwrap_err();
         assert_eq!(e.line, 2);
+        let e = all("{\"a\": 1,\n\"b\": 2}\n").unwrap_err();
+        assert!(e.message.contains("end of line"), "{e}");
         assert!(all("[{\"a\":1},]").is_err());
         assert!(all("[{\"a\":1}").is_err());
         assert!(all("{\"a\":01}").is_err());
