@@ -14,5 +14,15 @@ export OPSCTL_DATABASE_URL
 
 log "opsctl health"
 "$OPSCTL" health
+log "opsctl migrate up"
+"$OPSCTL" migrate up
+log "opsctl migrate status"
+"$OPSCTL" migrate status
+log "opsctl import: the sample data set (tests/fixtures/sample, see scripts/sample-data/generate.py)"
+"$OPSCTL" import --table users tests/fixtures/sample/users.json
+"$OPSCTL" import --table trades tests/fixtures/sample/trades.ndjson
+"$OPSCTL" import --table positions tests/fixtures/sample/positions.json
+"$OPSCTL" import --table account_totals tests/fixtures/sample/account_totals.json
+
 log "quick start finished: every step above ran against $(echo "$OPSCTL_DATABASE_URL" | sed -E 's#//([^:]+):[^@]*@#//\1:****@#')"
 echo "stop the cluster with: scripts/local-cluster.sh stop"

@@ -399,3 +399,26 @@ fn usage_errors() {
         .run()
         .code(2);
 }
+
+#[test]
+fn sample_data_set_imports_cleanly() {
+    let db = TestDb::with_schema("imp_sample");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample");
+    for (table, file, n) in [
+        ("users", "users.json", 6),
+        ("trades", "trades.ndjson", 3000),
+        ("positions", "positions.json", 18),
+        ("account_totals", "account_totals.json", 2190),
+    ] {
+        let j = import(&db, table, &dir.join(file), &[]).success().json();
+        assert_eq!(j["inserted"], n, "{table}: {j}");
+        assert_eq!(j["rejected"], 0, "{table}: {j}");
+    }
+    assert_eq!(
+        db.sql("SELECT count(DISTINCT symbol), count(DISTINCT model_id), min(entry_time)::date, max(entry_time)::date FROM trades"),
+        "5|5|2025-01-01|2025-12-31"
+    );
+    // A second import of the same files changes nothing.
+    let j = import(&db, "trades", &dir.join("trades.ndjson"), &[]).success().json();
+    assert_eq!((j["inserted"].as_u64(), j["duplicate"].as_u64()), (Some(0), Some(3000)));
+}
