@@ -775,7 +775,10 @@ pub async fn import(
     let result = async {
         conn.batch_execute(&sql.create_stage)
             .await
-            .map_err(Error::db_ctx("cannot create the staging table"))?;
+            .map_err(Error::db_ctx(format!(
+                "cannot create the staging table for {} (has `opsctl migrate up` run on this database?)",
+                spec.name
+            )))?;
         while let Some(msg) = rx.recv().await {
             let batch = match msg {
                 Msg::Batch(b) => b,

@@ -462,8 +462,18 @@ fn statement_error(m: &Migration, st: &Statement, e: &tokio_postgres::Error, tai
         }
         _ => st.line,
     };
+    let advice = if db::sqlstate(e) == Some("25001") && !m.no_transaction {
+        format!(
+            "\nThis statement cannot run inside a transaction: make `{}` the first line of \
+             {}, or move the statement to a file of its own that starts with it.",
+            super::files::NO_TRANSACTION,
+            m.file
+        )
+    } else {
+        String::new()
+    };
     Error::Db(format!(
-        "migration {} failed at line {line}: {}\n{tail}",
+        "migration {} failed at line {line}: {}{advice}\n{tail}",
         m.file,
         db::describe(e)
     ))

@@ -419,6 +419,20 @@ fn sample_data_set_imports_cleanly() {
         "5|5|2025-01-01|2025-12-31"
     );
     // A second import of the same files changes nothing.
-    let j = import(&db, "trades", &dir.join("trades.ndjson"), &[]).success().json();
-    assert_eq!((j["inserted"].as_u64(), j["duplicate"].as_u64()), (Some(0), Some(3000)));
+    let j = import(&db, "trades", &dir.join("trades.ndjson"), &[])
+        .success()
+        .json();
+    assert_eq!(
+        (j["inserted"].as_u64(), j["duplicate"].as_u64()),
+        (Some(0), Some(3000))
+    );
+}
+
+#[test]
+fn import_before_migrations_says_so() {
+    let db = TestDb::new("imp_nomig");
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "u.json", USERS);
+    let r = import(&db, "users", &f, &[]).code(1);
+    assert!(r.stderr.contains("opsctl migrate up"), "{}", r.all());
 }

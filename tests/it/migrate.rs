@@ -573,3 +573,20 @@ fn bad_migration_files_are_usage_errors() {
         .run()
         .code(2);
 }
+
+#[test]
+fn concurrently_without_directive_says_what_to_do() {
+    let dir = migrations_dir(&[(
+        "V2__idx.sql",
+        "CREATE INDEX CONCURRENTLY idx_x ON positions (symbol);\n",
+    )]);
+    let db = TestDb::new("mig_needsdirective");
+    let r = db
+        .opsctl()
+        .args(["migrate", "up"])
+        .args(dir_arg(dir.path()))
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("-- opsctl:no-transaction"), "{}", r.all());
+    assert_eq!(history_versions(&db), "1:success");
+}
