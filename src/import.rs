@@ -551,7 +551,8 @@ impl Parser {
                 let key = key_of(self.spec, &values);
                 let row = Row {
                     line,
-                    raw,
+                    // Kept only for the reject file (rows the database checks reject).
+                    raw: if self.keep_going { raw } else { String::new() },
                     values,
                     key,
                 };
@@ -589,6 +590,11 @@ fn invalid(source: &str, line: usize, reason: &str) -> Error {
 // Loading
 
 const STAGE: &str = "opsctl_import_stage";
+
+/// Every check and merge of a batch must probe the target's key indexes once per staged
+/// row. With a freshly loaded table (stale statistics) the planner otherwise hashes the
+/// whole target table on every batch, which makes an import O(table size) per batch.
+const PROBE_BY_INDEX: &str = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
 /// The SQL of one import, built once from the spec (identifiers quoted).
 struct Sql {
@@ -675,9 +681,15 @@ impl Sql {
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // Serial ids are handed out in file order.
+        let order = if spec.serial_id {
+            " ORDER BY s.line"
+        } else {
+            ""
+        };
         let insert = format!(
             "INSERT INTO {t} ({col_list}) SELECT {select} FROM {st} s \
-             WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {key_match}) ORDER BY s.line"
+             WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {key_match}){order}"
         );
         let bump_sequence = spec.serial_id.then(|| {
             format!(
@@ -754,7 +766,8 @@ pub async fn import(
         },
     };
     let bytes = Arc::new(AtomicU64::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(2);
+    // One batch queued while one loads and one is read: memory stays at ~3 batches.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(1);
     let parser = Parser {
         spec,
         upsert: opts.upsert,
@@ -773,6 +786,9 @@ pub async fn import(
     };
     conn.batch_execute("BEGIN").await.map_err(Error::db)?;
     let result = async {
+        conn.batch_execute(PROBE_BY_INDEX)
+            .await
+            .map_err(Error::db)?;
         conn.batch_execute(&sql.create_stage)
             .await
             .map_err(Error::db_ctx(format!(
