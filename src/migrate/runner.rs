@@ -390,6 +390,12 @@ async fn up_locked(
         } else {
             apply_transaction(work, m).await?
         };
+        // A file's session settings (SET search_path, …) must not leak into the next file.
+        work.batch_execute("RESET ALL")
+            .await
+            .map_err(Error::db_ctx(
+                "cannot reset session settings after a migration",
+            ))?;
         tracing::info!(version = m.version, ms, "applied {}", m.file);
         applied.push(step(m, Some(ms)));
         current = current.max(Some(m.version));

@@ -590,3 +590,24 @@ fn concurrently_without_directive_says_what_to_do() {
     assert!(r.stderr.contains("-- opsctl:no-transaction"), "{}", r.all());
     assert_eq!(history_versions(&db), "1:success");
 }
+
+#[test]
+fn session_settings_do_not_leak_between_files() {
+    let dir = migrations_dir(&[
+        (
+            "V2__opsctl_tbl.sql",
+            "SET search_path = opsctl;\nCREATE TABLE in_opsctl (id int);\n",
+        ),
+        ("V3__public_tbl.sql", "CREATE TABLE in_public (id int);\n"),
+    ]);
+    let db = TestDb::new("mig_reset");
+    db.opsctl()
+        .args(["migrate", "up"])
+        .args(dir_arg(dir.path()))
+        .run()
+        .success();
+    assert_eq!(
+        db.sql("SELECT to_regclass('opsctl.in_opsctl') IS NOT NULL, to_regclass('public.in_public') IS NOT NULL"),
+        "t|t"
+    );
+}
