@@ -8,8 +8,6 @@ pub mod json;
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -435,6 +433,8 @@ struct Batch {
     /// Rows superseded inside the batch by a later one with the same key (upsert mode).
     superseded: u64,
     read: u64,
+    /// Input bytes consumed up to the end of this batch (for progress).
+    bytes_end: u64,
 }
 
 enum Msg {
@@ -448,7 +448,6 @@ struct Parser {
     batch_size: usize,
     keep_going: bool,
     source: String,
-    bytes: Arc<AtomicU64>,
 }
 
 impl Parser {
@@ -463,6 +462,7 @@ impl Parser {
                 duplicate: 0,
                 superseded: 0,
                 read: 0,
+                bytes_end: 0,
             };
             let mut keys: HashMap<String, usize> = HashMap::new();
             let mut emails: HashMap<String, (String, usize)> = HashMap::new();
@@ -568,7 +568,7 @@ impl Parser {
                     }
                 }
             }
-            self.bytes.store(reader.bytes_read(), Ordering::Relaxed);
+            batch.bytes_end = reader.bytes_read();
             if batch.read > 0 && tx.blocking_send(Msg::Batch(batch)).is_err() {
                 return;
             }
@@ -765,7 +765,6 @@ pub async fn import(
             None => None,
         },
     };
-    let bytes = Arc::new(AtomicU64::new(0));
     // One batch queued while one loads and one is read: memory stays at ~3 batches.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(1);
     let parser = Parser {
@@ -774,7 +773,6 @@ pub async fn import(
         batch_size: opts.batch_size.max(1),
         keep_going: opts.reject_file.is_some(),
         source: source.to_string(),
-        bytes: bytes.clone(),
     };
     let handle = std::thread::spawn(move || parser.run(input, tx));
     let sql = Sql::new(spec, opts.upsert);
@@ -800,9 +798,10 @@ pub async fn import(
                 Msg::Batch(b) => b,
                 Msg::Fatal(e) => return Err(e),
             };
+            let bytes = batch.bytes_end;
             load_batch(&conn, &sql, batch, &mut summary, &mut rejects, source).await?;
             if let Some(p) = &progress {
-                p(bytes.load(Ordering::Relaxed), summary.rows);
+                p(bytes, summary.rows);
             }
         }
         if let Some(q) = &sql.bump_sequence {
