@@ -78,6 +78,13 @@ pub async fn run(args: ImportArgs) -> u8 {
             EXIT_OK
         }
         Err(e) => {
+            if args.output.format == Format::Json {
+                print(
+                    &(serde_json::json!({"ok": false, "table": table.name(), "source": source, "error": e.to_string()})
+                        .to_string()
+                        + "\n"),
+                );
+            }
             eprintln!("error: {e}");
             EXIT_FAILURE
         }

@@ -259,6 +259,7 @@ fn malformed_json_names_line_and_column() {
         r.all()
     );
     assert!(r.stderr.contains("nothing was imported"), "{}", r.all());
+    assert_eq!(r.json()["ok"], false);
     assert_eq!(db.sql("SELECT count(*) FROM trades"), "0");
     // NDJSON with a reject file: the bad line is set aside, the rest imported.
     let text = format!("{}\n{{\"id\": \n{}\n", trade("t1", ""), trade("t3", ""));
