@@ -286,7 +286,8 @@ pub fn timestamp(s: &str) -> Result<String, String> {
              YYYY-MM-DD HH:MM:SS)"
         ));
     };
-    Ok(naive.format("%Y-%m-%d %H:%M:%S%.f").to_string())
+    // Display is `YYYY-MM-DD HH:MM:SS[.fraction]`, what PostgreSQL reads.
+    Ok(naive.to_string())
 }
 
 fn integer(raw: &str) -> Result<i32, String> {
@@ -334,7 +335,7 @@ fn validate(spec: &Spec, fields: Vec<(String, Value)>) -> Result<Vec<Option<Stri
         }
         seen[i] = true;
         let c = &spec.cols[i];
-        let text = match (&v, c.kind) {
+        let text = match (v, c.kind) {
             (Value::Null, _) => None,
             (Value::String(s), Text(max)) => {
                 let n = s.chars().count();
@@ -347,7 +348,7 @@ fn validate(spec: &Spec, fields: Vec<(String, Value)>) -> Result<Vec<Option<Stri
                 if n == 0 && c.required {
                     return Err(format!("{k} is empty"));
                 }
-                Some(s.clone())
+                Some(s)
             }
             (Value::String(s), Side) => {
                 let l = s.to_ascii_lowercase();
@@ -357,12 +358,12 @@ fn validate(spec: &Spec, fields: Vec<(String, Value)>) -> Result<Vec<Option<Stri
                 Some(l)
             }
             (Value::String(s) | Value::Number(s), Numeric) => {
-                Some(numeric_20_8(s).map_err(|e| format!("{k}: {e}"))?)
+                Some(numeric_20_8(&s).map_err(|e| format!("{k}: {e}"))?)
             }
             (Value::String(s) | Value::Number(s), Int) => {
-                Some(integer(s).map_err(|e| format!("{k}: {e}"))?.to_string())
+                Some(integer(&s).map_err(|e| format!("{k}: {e}"))?.to_string())
             }
-            (Value::String(s), Timestamp) => Some(timestamp(s).map_err(|e| format!("{k}: {e}"))?),
+            (Value::String(s), Timestamp) => Some(timestamp(&s).map_err(|e| format!("{k}: {e}"))?),
             (other, kind) => {
                 let want = match kind {
                     Text(_) | Side => "a string",
@@ -453,6 +454,7 @@ struct Parser {
 impl Parser {
     fn run(self, input: Box<dyn Read + Send>, tx: tokio::sync::mpsc::Sender<Msg>) {
         let mut reader = Reader::new(input);
+        reader.keep_raw(self.keep_going);
         let email_idx = self.spec.cols.iter().position(|c| c.name == "email");
         let username_idx = self.spec.cols.iter().position(|c| c.name == "username");
         loop {

@@ -85,6 +85,7 @@ pub struct Reader<R: Read> {
     mode: Mode,
     first_in_array: bool,
     capture: Option<Vec<u8>>,
+    keep_raw: bool,
     io_error: Option<std::io::Error>,
 }
 
@@ -104,8 +105,14 @@ impl<R: Read> Reader<R> {
             mode: Mode::Unknown,
             first_in_array: true,
             capture: None,
+            keep_raw: true,
             io_error: None,
         }
+    }
+
+    /// Whether items carry their raw text (default true); off saves a copy of every row.
+    pub fn keep_raw(&mut self, keep: bool) {
+        self.keep_raw = keep;
     }
 
     /// Bytes consumed so far (for progress).
@@ -171,8 +178,10 @@ impl<R: Read> Reader<R> {
         } else if c & 0xC0 != 0x80 {
             self.col += 1;
         }
-        if let Some(cap) = self.capture.as_mut() {
-            cap.push(c);
+        if self.keep_raw {
+            if let Some(cap) = self.capture.as_mut() {
+                cap.push(c);
+            }
         }
         Some(c)
     }
@@ -283,7 +292,7 @@ impl<R: Read> Reader<R> {
         }
         self.first_in_array = false;
         let line = self.line;
-        self.capture = Some(Vec::with_capacity(256));
+        self.capture = Some(Vec::with_capacity(if self.keep_raw { 256 } else { 0 }));
         let item = if self.peek() == Some(b'{') {
             let fields = self.object()?;
             let raw = self.take_raw();
