@@ -27,6 +27,16 @@ log "opsctl report size --snapshot"
 "$OPSCTL" report size --snapshot
 log "opsctl health (every check; stays the last step)"
 "$OPSCTL" health
+log "opsctl migrate up"
+"$OPSCTL" migrate up
+log "opsctl migrate status"
+"$OPSCTL" migrate status
+log "opsctl import: the sample data set (tests/fixtures/sample, see scripts/sample-data/generate.py)"
+"$OPSCTL" import --table users tests/fixtures/sample/users.json
+"$OPSCTL" import --table trades tests/fixtures/sample/trades.ndjson
+"$OPSCTL" import --table positions tests/fixtures/sample/positions.json
+"$OPSCTL" import --table account_totals tests/fixtures/sample/account_totals.json
+
 log "opsctl backup keygen (once) / create / list / verify / drill"
 BACKUP_KEY="$PWD/.opsctl-local/backup.key"
 [ -f "$BACKUP_KEY" ] || "$OPSCTL" backup keygen --out "$BACKUP_KEY"

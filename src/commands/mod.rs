@@ -6,6 +6,8 @@ pub mod audit;
 pub mod backup;
 pub mod drill;
 pub mod health;
+pub mod import;
+pub mod migrate;
 pub mod partition;
 pub mod policy;
 pub mod reindex;
@@ -31,6 +33,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
         Command::Health(args) => health::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
+        Command::Import(args) => import::run(args).await,
         Command::Report(args) => report::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Backup(args) => backup::run(args).await,

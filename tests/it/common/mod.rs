@@ -486,30 +486,16 @@ pub fn migration_files() -> Vec<PathBuf> {
 }
 
 impl TestDb {
-    /// A fresh database with the whole schema of `migrations/` applied.
+    /// A fresh database with the whole schema of `migrations/` applied by
+    /// `opsctl migrate up` (the migrations embedded in the binary).
     pub fn with_schema(tag: &str) -> TestDb {
-        // TODO(migrate): switch to `opsctl migrate up` once the runner exists.
         let db = TestDb::new(tag);
-        for f in migration_files() {
-            let out = Command::new("psql")
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
-                .arg(&f)
-                .env("PGHOST", "localhost")
-                .env("PGPORT", cluster().port.to_string())
-                .env("PGUSER", "postgres")
-                .env("PGPASSWORD", PASSWORD)
-                .env("PGDATABASE", &db.name)
-                .env("PGSSLMODE", "verify-full")
-                .env("PGSSLROOTCERT", &cluster().ca)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                f.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let r = db.opsctl().args(["migrate", "up"]).run();
+        assert_eq!(
+            r.code, 0,
+            "opsctl migrate up failed on {}:\n{}{}",
+            db.name, r.stdout, r.stderr
+        );
         db
     }
 }

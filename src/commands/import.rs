@@ -1,0 +1,124 @@
+//! `opsctl import`: validates a JSON array or NDJSON file and loads it into one table,
+//! with a progress bar on a terminal and a summary (text or JSON).
+
+use std::io::Read;
+
+use super::{conn_settings, print, stderr_is_terminal, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use crate::cli::{Format, ImportArgs, ImportTable};
+use crate::import::{self, Options, Progress, Summary, Table};
+
+pub async fn run(args: ImportArgs) -> u8 {
+    let settings = match conn_settings(&args.connect) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let table = match args.table {
+        ImportTable::Users => Table::Users,
+        ImportTable::Trades => Table::Trades,
+        ImportTable::Positions => Table::Positions,
+        ImportTable::AccountTotals => Table::AccountTotals,
+    };
+    let stdin = args.file.as_os_str() == "-";
+    let (input, source, size): (Box<dyn Read + Send>, String, Option<u64>) = if stdin {
+        (Box::new(std::io::stdin()), "<stdin>".to_string(), None)
+    } else {
+        match std::fs::File::open(&args.file) {
+            Ok(f) => {
+                let size = f.metadata().ok().map(|m| m.len());
+                (Box::new(f), args.file.display().to_string(), size)
+            }
+            Err(e) => {
+                eprintln!("error: cannot open {}: {e}", args.file.display());
+                return EXIT_FAILURE;
+            }
+        }
+    };
+    if let Some(r) = &args.reject_file {
+        if !stdin && same_file(r, &args.file) {
+            eprintln!("error: --reject-file must not be the input file");
+            return EXIT_USAGE;
+        }
+    }
+    let opts = Options {
+        table,
+        upsert: args.upsert,
+        batch_size: args.batch_size as usize,
+        reject_file: args.reject_file.clone(),
+    };
+    let bar = stderr_is_terminal().then(|| {
+        let bar = match size {
+            Some(n) => indicatif::ProgressBar::new(n).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} importing {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            ),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        bar.set_message(format!("into {}", table.name()));
+        bar
+    });
+    let progress: Option<Progress> = bar.clone().map(|b| {
+        Box::new(move |bytes: u64, rows: u64| {
+            b.set_position(bytes);
+            b.set_message(format!("{rows} rows"));
+        }) as Progress
+    });
+    let result = import::import(&settings, input, &source, &opts, progress).await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match result {
+        Ok(s) => {
+            render(&s, args.output.format);
+            EXIT_OK
+        }
+        Err(e) => {
+            if args.output.format == Format::Json {
+                print(
+                    &(serde_json::json!({"ok": false, "table": table.name(), "source": source, "error": e.to_string()})
+                        .to_string()
+                        + "\n"),
+                );
+            }
+            eprintln!("error: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+fn render(s: &Summary, format: Format) {
+    match format {
+        Format::Json => print(&(serde_json::to_string_pretty(s).unwrap_or_default() + "\n")),
+        Format::Text => {
+            let mut out = format!(
+                "imported {} into {}: {} inserted, {} duplicate, {} updated, {} rejected \
+                 ({} rows in {:.1}s, {} rows/s)\n",
+                s.source,
+                s.table,
+                s.inserted,
+                s.duplicate,
+                s.updated,
+                s.rejected,
+                s.rows,
+                s.elapsed_ms as f64 / 1000.0,
+                s.rows_per_second
+            );
+            if let (Some(p), true) = (&s.reject_file, s.rejected > 0) {
+                out.push_str(&format!("rejected rows are in {p}\n"));
+            }
+            print(&out);
+        }
+    }
+}

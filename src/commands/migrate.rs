@@ -1,0 +1,328 @@
+//! `opsctl migrate up|status|verify|baseline|resolve`: loads the migration files, calls
+//! the runner, renders the outcome.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{conn_settings, print, print_error, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use crate::cli::{Format, MigrateArgs, MigrateCommand, MigrationsArgs};
+use crate::error::Error;
+use crate::migrate::{self, EntryState, Migration, Resolution, Status, UpOptions, UpReport};
+
+pub async fn run(args: MigrateArgs) -> u8 {
+    match args.command {
+        MigrateCommand::Up(a) => {
+            let setup = (|| -> anyhow::Result<_> {
+                let opts = UpOptions {
+                    to: a.to,
+                    dry_run: a.dry_run,
+                    allow_out_of_order: a.allow_out_of_order,
+                    lock_wait: parse_duration(&a.lock_wait).context("--lock-wait")?,
+                };
+                Ok((conn_settings(&a.connect)?, load(&a.migrations)?, opts))
+            })();
+            let (settings, files, opts) = match setup {
+                Ok(x) => x,
+                Err(e) => return usage(e),
+            };
+            match migrate::up(&settings, &files, &opts).await {
+                Ok(report) => {
+                    render_up(&report, a.output.format);
+                    EXIT_OK
+                }
+                Err(e) => fail(e),
+            }
+        }
+        MigrateCommand::Status(a) => {
+            let (settings, files) = match setup(&a.connect, &a.migrations) {
+                Ok(x) => x,
+                Err(e) => return usage(e),
+            };
+            match migrate::status(&settings, &files).await {
+                Ok(st) => {
+                    render_status(&st, a.output.format);
+                    if st.up_to_date {
+                        EXIT_OK
+                    } else {
+                        EXIT_FAILURE
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        MigrateCommand::Verify(a) => {
+            let (settings, files) = match setup(&a.connect, &a.migrations) {
+                Ok(x) => x,
+                Err(e) => return usage(e),
+            };
+            match migrate::verify(&settings, &files).await {
+                Ok(st) => {
+                    let n = st
+                        .migrations
+                        .iter()
+                        .filter(|e| matches!(e.state, EntryState::Applied | EntryState::Baseline))
+                        .count();
+                    match a.output.format {
+                        Format::Json => print(
+                            &(serde_json::json!({"database": st.database, "ok": true, "verified": n, "drift": []})
+                                .to_string()
+                                + "\n"),
+                        ),
+                        Format::Text => print(&format!(
+                            "ok: the {n} applied migration(s) of {} match their files\n",
+                            st.database
+                        )),
+                    }
+                    EXIT_OK
+                }
+                Err(Error::Verify(msg)) => {
+                    match a.output.format {
+                        Format::Json => print(
+                            &(serde_json::json!({"ok": false, "drift": msg.lines().collect::<Vec<_>>()})
+                                .to_string()
+                                + "\n"),
+                        ),
+                        Format::Text => {}
+                    }
+                    eprintln!("error: drift between applied migrations and files:\n{msg}");
+                    EXIT_FAILURE
+                }
+                Err(e) => fail(e),
+            }
+        }
+        MigrateCommand::Baseline(a) => {
+            let setup = (|| -> anyhow::Result<_> {
+                let wait = parse_duration(&a.lock_wait).context("--lock-wait")?;
+                Ok((conn_settings(&a.connect)?, load(&a.migrations)?, wait))
+            })();
+            let (settings, files, wait) = match setup {
+                Ok(x) => x,
+                Err(e) => return usage(e),
+            };
+            match migrate::baseline(&settings, &files, a.baseline_version, wait).await {
+                Ok(versions) => {
+                    match a.output.format {
+                        Format::Json => print(
+                            &(serde_json::json!({"baseline": a.baseline_version, "recorded": versions})
+                                .to_string()
+                                + "\n"),
+                        ),
+                        Format::Text => print(&format!(
+                            "baseline at V{}: recorded {} as applied without running them\n",
+                            a.baseline_version,
+                            versions
+                                .iter()
+                                .map(|v| format!("V{v}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    }
+                    EXIT_OK
+                }
+                Err(e) => fail(e),
+            }
+        }
+        MigrateCommand::Resolve(a) => {
+            let setup = (|| -> anyhow::Result<_> {
+                let wait = parse_duration(&a.lock_wait).context("--lock-wait")?;
+                Ok((conn_settings(&a.connect)?, load(&a.migrations)?, wait))
+            })();
+            let (settings, files, wait) = match setup {
+                Ok(x) => x,
+                Err(e) => return usage(e),
+            };
+            let how = if a.applied {
+                Resolution::Applied
+            } else {
+                Resolution::RolledBack
+            };
+            match migrate::resolve(&settings, &files, a.target_version, how, wait).await {
+                Ok(()) => {
+                    let what = match how {
+                        Resolution::Applied => "marked applied",
+                        Resolution::RolledBack => {
+                            "forgotten; `opsctl migrate up` will run it again"
+                        }
+                    };
+                    match a.output.format {
+                        Format::Json => print(
+                            &(serde_json::json!({"version": a.target_version, "resolution": how})
+                                .to_string()
+                                + "\n"),
+                        ),
+                        Format::Text => print(&format!("V{}: {what}\n", a.target_version)),
+                    }
+                    EXIT_OK
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn setup(
+    connect: &crate::cli::ConnectArgs,
+    migrations: &MigrationsArgs,
+) -> anyhow::Result<(crate::db::ConnSettings, Vec<Migration>)> {
+    Ok((conn_settings(connect)?, load(migrations)?))
+}
+
+fn load(args: &MigrationsArgs) -> Result<Vec<Migration>, Error> {
+    migrate::files::load(args.migrations_dir.as_deref())
+}
+
+fn usage(e: anyhow::Error) -> u8 {
+    print_error(&e);
+    match e.downcast_ref::<Error>() {
+        Some(Error::Config(_)) | None => EXIT_USAGE,
+        Some(_) => EXIT_FAILURE,
+    }
+}
+
+fn fail(e: Error) -> u8 {
+    eprintln!("error: {e}");
+    EXIT_FAILURE
+}
+
+/// Parses `90`, `90s`, `5m`, `1h` (seconds when no unit).
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1),
+        Some((i, _)) => {
+            let unit = t[i..].trim();
+            let mult = match unit {
+                "s" | "sec" | "secs" | "second" | "seconds" => 1,
+                "m" | "min" | "mins" | "minute" | "minutes" => 60,
+                "h" | "hour" | "hours" => 3600,
+                _ => anyhow::bail!("unknown unit {unit:?} in {s:?}: use s, m or h (e.g. 60s, 5m)"),
+            };
+            (&t[..i], mult)
+        }
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{s:?} is not a duration (e.g. 60s, 5m, 90)"))?;
+    Ok(Duration::from_secs(n * mult))
+}
+
+fn render_up(r: &UpReport, format: Format) {
+    if r.waited_ms >= 200 {
+        eprintln!(
+            "waited {:.1}s for the migration lock held by another `opsctl migrate`",
+            r.waited_ms as f64 / 1000.0
+        );
+    }
+    match format {
+        Format::Json => print(&(serde_json::to_string_pretty(r).unwrap_or_default() + "\n")),
+        Format::Text => {
+            let mut out = String::new();
+            let verb = if r.dry_run { "would apply" } else { "applied" };
+            for s in &r.applied {
+                out.push_str(&format!(
+                    "{verb} V{} {} ({} statement(s){}{})\n",
+                    s.version,
+                    s.name,
+                    s.statements,
+                    if s.no_transaction {
+                        ", no transaction"
+                    } else {
+                        ""
+                    },
+                    s.execution_ms
+                        .map(|ms| format!(", {ms} ms"))
+                        .unwrap_or_default()
+                ));
+            }
+            let cur = r
+                .current_version
+                .map(|v| format!("V{v}"))
+                .unwrap_or_else(|| "none".into());
+            if r.applied.is_empty() {
+                out.push_str(&format!(
+                    "{}: up to date at {cur}; nothing to apply\n",
+                    r.database
+                ));
+            } else if r.dry_run {
+                out.push_str(&format!(
+                    "dry run: {} migration(s) pending on {} (now at {cur}); nothing changed\n",
+                    r.applied.len(),
+                    r.database
+                ));
+            } else {
+                out.push_str(&format!("{}: now at {cur}\n", r.database));
+            }
+            print(&out);
+        }
+    }
+}
+
+fn render_status(st: &Status, format: Format) {
+    match format {
+        Format::Json => print(&(serde_json::to_string_pretty(st).unwrap_or_default() + "\n")),
+        Format::Text => {
+            let mut out = format!(
+                "{}: at {}, latest file {}, {} pending\n",
+                st.database,
+                st.current_version
+                    .map(|v| format!("V{v}"))
+                    .unwrap_or_else(|| "none".into()),
+                st.latest_version
+                    .map(|v| format!("V{v}"))
+                    .unwrap_or_else(|| "none".into()),
+                st.pending
+            );
+            out.push_str(&format!(
+                "{:<8} {:<32} {:<13} {}\n",
+                "VERSION", "NAME", "STATE", "APPLIED"
+            ));
+            for e in &st.migrations {
+                out.push_str(&format!(
+                    "{:<8} {:<32} {:<13} {}\n",
+                    format!("V{}", e.version),
+                    e.name,
+                    e.state.as_str(),
+                    e.applied_at
+                        .map(|t| format!(
+                            "{} by {} ({} ms)",
+                            t.format("%Y-%m-%d %H:%M:%S UTC"),
+                            e.applied_by.as_deref().unwrap_or("?"),
+                            e.execution_ms.unwrap_or(0)
+                        ))
+                        .unwrap_or_default()
+                ));
+            }
+            for p in &st.problems {
+                out.push_str(&format!("problem: {p}\n"));
+            }
+            out.push_str(if st.up_to_date {
+                "up to date\n"
+            } else {
+                "NOT up to date\n"
+            });
+            print(&out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        crate::cli::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}
