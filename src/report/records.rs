@@ -290,23 +290,25 @@ async fn migrations(ctx: &Ctx<'_>, probe: &Probe) -> Check {
     failed.retain(|v| !applied.contains(v));
     failed.sort_unstable();
     failed.dedup();
-    let pending: Option<Vec<i64>> = match &ctx.t().migrations_dir {
-        None => None,
-        Some(dir) => match file_versions(dir) {
-            Ok(files) => Some(files.into_iter().filter(|v| !applied.contains(v)).collect()),
+    // The migrations this binary carries (or [reports].migrations_dir when set).
+    let pending: Option<Vec<i64>> =
+        match crate::migrate::files::load(ctx.t().migrations_dir.as_deref()) {
+            Ok(files) => Some(
+                files
+                    .iter()
+                    .map(|m| m.version as i64)
+                    .filter(|v| !applied.contains(v))
+                    .collect(),
+            ),
             Err(e) => {
                 return Check::new(
                     ID,
                     State::Unknown,
-                    format!(
-                        "cannot read [reports].migrations_dir {}: {e}",
-                        dir.display()
-                    ),
-                    "point [reports].migrations_dir at the migrations/ directory",
+                    format!("cannot read the migration files: {e}"),
+                    "point [reports].migrations_dir at the migrations/ directory, or unset it to use the embedded files",
                 )
             }
-        },
-    };
+        };
     let applied_max = applied.iter().max().copied().unwrap_or(0);
     let npending = pending.as_ref().map_or(0, |p| p.len());
     let (state, value) = if !failed.is_empty() {
@@ -341,11 +343,7 @@ async fn migrations(ctx: &Ctx<'_>, probe: &Probe) -> Check {
             format!(
                 "{} applied, up to V{applied_max}{}",
                 applied.len(),
-                if pending.is_none() {
-                    " (pending not checked: set [reports].migrations_dir)"
-                } else {
-                    ", none pending"
-                }
+                ", none pending"
             ),
         )
     };

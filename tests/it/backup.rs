@@ -584,7 +584,8 @@ fn drill_fails_naming_the_table_when_restored_data_differs() {
         .cmd()
         .env(
             "OPSCTL_DRILL_FAULT_SQL",
-            "UPDATE trades SET quantity = quantity + 0.00000001 \
+            "SET session_replication_role = replica; \
+             UPDATE trades SET quantity = quantity + 0.00000001 \
              WHERE id = (SELECT min(id) FROM trades)",
         )
         .args(["drill", &id, "--dir"])
@@ -604,7 +605,7 @@ fn drill_fails_naming_the_table_when_restored_data_differs() {
         .cmd()
         .env(
             "OPSCTL_DRILL_FAULT_SQL",
-            "DELETE FROM positions WHERE id = 7",
+            "SET session_replication_role = replica; DELETE FROM positions WHERE id = 7",
         )
         .args(["drill", &id, "--format", "json", "--dir"])
         .arg(e.repo())
@@ -877,6 +878,8 @@ fn row_level_security_that_would_hide_rows_fails_the_backup_clearly() {
          GRANT USAGE ON SCHEMA opsctl TO {role}; \
          GRANT SELECT ON ALL TABLES IN SCHEMA public, opsctl TO {role}; \
          GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, opsctl TO {role}; \
+         GRANT USAGE ON SCHEMA audit, archive TO {role}; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA audit, archive TO {role}; \
          ALTER TABLE positions ENABLE ROW LEVEL SECURITY; \
          CREATE POLICY only_some ON positions USING (user_id < 10);"
     ));
