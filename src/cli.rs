@@ -463,6 +463,9 @@ pub struct BackupRekeyArgs {
     pub keys: KeyArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Where to record the operation (optional: rekey itself needs no database).
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(Debug, Args)]

@@ -20,7 +20,9 @@ pub async fn run(cmd: AuditCommand) -> u8 {
 }
 
 fn fail(e: impl std::fmt::Display) -> u8 {
-    eprintln!("error: {e}");
+    let msg = format!("error: {e}");
+    super::note_error(&msg);
+    eprintln!("{msg}");
     EXIT_FAILURE
 }
 

@@ -181,7 +181,9 @@ fn usage(e: anyhow::Error) -> u8 {
 }
 
 fn fail(e: Error) -> u8 {
-    eprintln!("error: {e}");
+    let msg = format!("error: {e}");
+    super::note_error(&msg);
+    eprintln!("{msg}");
     EXIT_FAILURE
 }
 

@@ -29,9 +29,94 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
-/// Runs the parsed command line and returns the process exit code.
+/// Runs the parsed command line and returns the process exit code. Sensitive commands
+/// are recorded in `opsctl.operations` (who, where, the command line without secrets,
+/// start, end, outcome, error) over a connection of their own.
 pub async fn run(cli: Cli) -> u8 {
-    match cli.command {
+    let op = match sensitive(&cli.command) {
+        Some(connect) => oplog_begin(connect).await,
+        None => None,
+    };
+    let code = dispatch(cli.command).await;
+    if let Some((conn, guard)) = op {
+        let outcome = if code == EXIT_OK {
+            crate::oplog::Outcome::Success
+        } else {
+            crate::oplog::Outcome::Failure
+        };
+        let error = (code != EXIT_OK).then(|| {
+            let last = LAST_ERROR.lock().ok().and_then(|e| e.clone());
+            last.unwrap_or_else(|| format!("exit code {code}"))
+        });
+        let error = error.as_ref().map(|e| e as &dyn std::fmt::Display);
+        if let Err(e) = guard.finish(&conn, outcome, error).await {
+            tracing::warn!("cannot record the operation: {e}");
+        }
+    }
+    code
+}
+
+/// The last error a command printed, for the operations log.
+static LAST_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Remembers an error message for the operations log (secrets are removed there).
+pub fn note_error(msg: &str) {
+    if let Ok(mut e) = LAST_ERROR.lock() {
+        *e = Some(msg.to_string());
+    }
+}
+
+/// The commands recorded in the operations log, and where they connect. Dry runs change
+/// nothing and are not recorded.
+fn sensitive(cmd: &Command) -> Option<&ConnectArgs> {
+    use crate::cli::{BackupCommand, MigrateCommand};
+    match cmd {
+        Command::Migrate(m) => match &m.command {
+            MigrateCommand::Up(a) if !a.dry_run => Some(&a.connect),
+            MigrateCommand::Baseline(a) => Some(&a.connect),
+            MigrateCommand::Resolve(a) => Some(&a.connect),
+            _ => None,
+        },
+        Command::Backup(b) => match &b.command {
+            BackupCommand::Prune(a) if !a.dry_run => Some(&a.connect),
+            BackupCommand::Rekey(a) => Some(&a.connect),
+            _ => None,
+        },
+        Command::Restore(a) => Some(&a.connect),
+        Command::Drill(a) => Some(&a.connect),
+        Command::Archive(a) if !a.dry_run => Some(&a.connect),
+        Command::Vacuum(a) if !a.dry_run => Some(&a.connect),
+        Command::Reindex(a) if !a.dry_run => Some(&a.connect),
+        _ => None,
+    }
+}
+
+/// Opens the operations-log connection and records the start; None when there is no
+/// database to record in (the command then reports its own connection problem).
+async fn oplog_begin(
+    connect: &ConnectArgs,
+) -> Option<(crate::db::Connection, crate::oplog::OpGuard)> {
+    let configured = connect.database_url.is_some()
+        || ["DATABASE_URL", "PGHOST", "PGDATABASE"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+    if !configured {
+        return None;
+    }
+    let settings = conn_settings(connect).ok()?;
+    let conn = crate::db::connect(&settings).await.ok()?;
+    let argv: Vec<String> = std::env::args().collect();
+    match crate::oplog::start(&conn, &argv).await {
+        Ok(guard) => Some((conn, guard)),
+        Err(e) => {
+            tracing::warn!("cannot record the operation: {e}");
+            None
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> u8 {
+    match command {
         Command::Health(args) => health::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Import(args) => import::run(args).await,
@@ -83,6 +168,7 @@ pub fn print_error(e: &anyhow::Error) {
     for cause in e.chain().skip(1) {
         msg.push_str(&format!("\n  caused by: {cause}"));
     }
+    note_error(&msg);
     eprintln!("{msg}");
 }
 

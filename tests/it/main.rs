@@ -8,6 +8,7 @@ mod health;
 mod import;
 mod maintenance;
 mod migrate;
+mod oplog;
 mod partition;
 mod reports;
 mod schedule;
