@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Quick start: on a fresh Debian/Ubuntu machine, installs what is missing, builds opsctl,
-# starts a local TLS cluster (.opsctl-local/) and runs the main job end to end.
+# starts a local TLS cluster (.opsctl-local/) and runs the whole main job end to end:
+# migrations, the sample data import, partitions, an encrypted backup with its restore
+# drill, archival, maintenance, the audit chain, the scheduler and the on-call reports.
+# Safe to run again: every step is idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -11,73 +14,63 @@ OPSCTL="$PWD/target/release/opsctl"
 scripts/local-cluster.sh start
 eval "$(scripts/local-cluster.sh env)"
 export OPSCTL_DATABASE_URL
+LOCAL="$PWD/.opsctl-local"
+POLICY=policies/examples/quickstart.toml
 
-# On-call reports (issue 8). The size snapshot table comes from migration V50: applied by
-# `opsctl migrate up` when this build has it, else directly with psql.
-log "pg_stat_statements (the slow-queries check reads it)"
-psql "$OPSCTL_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements'
-if "$OPSCTL" migrate --help >/dev/null 2>&1; then
-  "$OPSCTL" migrate up
-else
-  psql "$OPSCTL_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -f migrations/V50__size_snapshots.sql
-fi
-log "opsctl report pool"
-"$OPSCTL" report pool
-log "opsctl report size --snapshot"
-"$OPSCTL" report size --snapshot
-log "opsctl health (every check; stays the last step)"
-"$OPSCTL" health
-log "opsctl migrate up"
+log "opsctl migrate up / status"
 "$OPSCTL" migrate up
-log "opsctl migrate status"
 "$OPSCTL" migrate status
+
 log "opsctl import: the sample data set (tests/fixtures/sample, see scripts/sample-data/generate.py)"
 "$OPSCTL" import --table users tests/fixtures/sample/users.json
 "$OPSCTL" import --table trades tests/fixtures/sample/trades.ndjson
 "$OPSCTL" import --table positions tests/fixtures/sample/positions.json
 "$OPSCTL" import --table account_totals tests/fixtures/sample/account_totals.json
 
+log "opsctl partition ensure (months from the oldest data through now + 3) / list"
+"$OPSCTL" partition ensure
+"$OPSCTL" partition list
+
 log "opsctl backup keygen (once) / create / list / verify / drill"
-BACKUP_KEY="$PWD/.opsctl-local/backup.key"
-[ -f "$BACKUP_KEY" ] || "$OPSCTL" backup keygen --out "$BACKUP_KEY"
-export OPSCTL_KEY_FILE="$BACKUP_KEY"
-BACKUP_DIR="$PWD/.opsctl-local/backups"
+export OPSCTL_KEY_FILE="$LOCAL/backup.key"
+[ -f "$OPSCTL_KEY_FILE" ] || "$OPSCTL" backup keygen --out "$OPSCTL_KEY_FILE"
+BACKUP_DIR="$LOCAL/backups"
 "$OPSCTL" backup create --dir "$BACKUP_DIR"
 "$OPSCTL" backup list --dir "$BACKUP_DIR"
 "$OPSCTL" backup verify "$(ls -t "$BACKUP_DIR"/*/*.opsbak | head -n1)"
 "$OPSCTL" drill --latest --dir "$BACKUP_DIR"
 
-log "opsctl vacuum --dry-run (the plan: which tables need it and why)"
-"$OPSCTL" vacuum --dry-run
-log "opsctl vacuum"
-"$OPSCTL" vacuum
-log "opsctl reindex --dry-run (bloated and invalid indexes)"
-"$OPSCTL" reindex --dry-run
-log "opsctl reindex"
-"$OPSCTL" reindex
-log "opsctl policy check + schedule list (policies/examples/quickstart.toml)"
-"$OPSCTL" policy check policies/examples/quickstart.toml >/dev/null
-"$OPSCTL" schedule list --policy policies/examples/quickstart.toml
-
-# Audit (needs the schema: `opsctl migrate up` above). Seal what finished, verify the
-# chain, then the last hour's report.
-log "opsctl audit seal"
-"$OPSCTL" audit seal
-log "opsctl audit verify"
-"$OPSCTL" audit verify
-log "opsctl audit report --since 1h"
-"$OPSCTL" audit report --since 1h
-log "opsctl partition ensure (months from the oldest data through now + 3)"
-"$OPSCTL" partition ensure
-log "opsctl partition list"
-"$OPSCTL" partition list
 # The sample data's oldest months: everything older than the first of the month 9 months ago.
 ARCHIVE_BEFORE="$(date -u -d "$(date -u +%Y-%m-15) -9 months" +%Y-%m-01)"
-log "opsctl archive --before $ARCHIVE_BEFORE --dry-run"
+log "opsctl archive --before $ARCHIVE_BEFORE (dry run, then for real)"
 "$OPSCTL" archive --before "$ARCHIVE_BEFORE" --dry-run
-log "opsctl archive --before $ARCHIVE_BEFORE"
 "$OPSCTL" archive --before "$ARCHIVE_BEFORE"
 "$OPSCTL" partition list --table trades
 
+log "opsctl vacuum / reindex (dry run: the plan and why; then for real)"
+"$OPSCTL" vacuum --dry-run
+"$OPSCTL" vacuum
+"$OPSCTL" reindex --dry-run
+"$OPSCTL" reindex
+
+log "opsctl audit seal / verify / report"
+"$OPSCTL" audit seal
+"$OPSCTL" audit verify
+"$OPSCTL" audit report --since 1h
+
+log "opsctl policy check / schedule list / schedule run --once backup ($POLICY)"
+"$OPSCTL" policy check "$POLICY" >/dev/null
+"$OPSCTL" schedule list --policy "$POLICY"
+"$OPSCTL" schedule run --once backup --policy "$POLICY"
+
+log "opsctl report pool / report size --snapshot"
+psql "$OPSCTL_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements'
+"$OPSCTL" report pool
+"$OPSCTL" report size --snapshot
+
+log "opsctl health --policy $POLICY (every check, worst first)"
+status=0
+"$OPSCTL" health --policy "$POLICY" || status=$?
+[ "$status" -le 1 ] || die "health says CRITICAL or UNKNOWN (exit $status): see above"
 log "quick start finished: every step above ran against $(echo "$OPSCTL_DATABASE_URL" | sed -E 's#//([^:]+):[^@]*@#//\1:****@#')"
-echo "stop the cluster with: scripts/local-cluster.sh stop"
+echo "stop the cluster with: scripts/local-cluster.sh stop (destroy removes it)"
