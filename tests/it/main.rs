@@ -2,6 +2,7 @@
 
 mod audit;
 mod backup;
+mod bench;
 mod common;
 mod connect;
 mod health;
