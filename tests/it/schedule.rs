@@ -229,3 +229,176 @@ fn one_active_scheduler_and_the_standby_takes_over() {
         "0"
     );
 }
+
+fn seed_trades(db: &TestDb) {
+    db.sql(
+        "INSERT INTO users (username, email) SELECT 'u' || g, 'u' || g || '@example.com' FROM generate_series(1, 20) g;
+         INSERT INTO trades (id, user_id, symbol, side, quantity, entry_price, entry_time)
+         SELECT 't' || g, 1 + g % 20, 'BTCUSDT', 'long', 1, 100, now() - g * interval '1 day'
+         FROM generate_series(1, 900) g",
+    );
+}
+
+fn full_policy(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let key = dir.join("backup.key");
+    opsctl()
+        .args(["backup", "keygen", "--out"])
+        .arg(&key)
+        .run()
+        .success();
+    let p = dir.join("policy.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[backup]\ndir = \"{}\"\nkey_file = \"{}\"\n{extra}\n[archive]\nage = \"18 months\"\ntables = [\"trades\"]\n[scheduler]\nretries = 0\nstop_grace = \"20 seconds\"\n",
+            dir.join("repo").display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn once_runs_every_kind_of_job() {
+    let db = TestDb::with_schema("onceall");
+    seed_trades(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let p = full_policy(dir.path(), "");
+    for job in [
+        "partitions",
+        "backup",
+        "prune",
+        "drill",
+        "vacuum",
+        "reindex",
+        "archive",
+        "size-snapshot",
+        "audit-seal",
+    ] {
+        let r = db
+            .opsctl()
+            .args(["schedule", "run", "--once", job, "--policy"])
+            .arg(&p)
+            .run();
+        assert_eq!(r.code, 0, "--once {job}:\n{}", r.stderr);
+        assert_eq!(
+            db.sql(&format!(
+                "SELECT outcome FROM opsctl.job_runs WHERE job = '{job}' AND runner = 'once'"
+            )),
+            "success",
+            "{job}"
+        );
+    }
+    // What each job did is there to see.
+    let listed = db
+        .opsctl()
+        .args(["backup", "list", "--format", "json", "--dir"])
+        .arg(dir.path().join("repo"))
+        .run()
+        .success();
+    assert_eq!(listed.json().as_array().unwrap().len(), 1);
+    assert_ne!(
+        db.sql("SELECT count(*) FROM archive.trades"),
+        "0",
+        "archive moved nothing"
+    );
+    assert_eq!(
+        db.sql("SELECT count(*) FROM trades WHERE entry_time < date_trunc('day', (now() AT TIME ZONE 'UTC') - interval '18 months')"),
+        "0"
+    );
+    assert_eq!(db.sql("SELECT count(*) FROM opsctl.size_snapshots"), "1");
+    assert_ne!(db.sql("SELECT count(*) FROM audit.seals"), "0");
+    let j = db
+        .opsctl()
+        .args(["schedule", "list", "--format", "json", "--policy"])
+        .arg(&p)
+        .run()
+        .success()
+        .json();
+    let drill = j["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["job"] == "drill")
+        .unwrap()
+        .clone();
+    assert_eq!(drill["last_run"]["outcome"], "success");
+}
+
+#[test]
+fn sigterm_during_a_job_leaves_no_half_state() {
+    let db = TestDb::with_schema("sigterm");
+    seed_trades(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let p = full_policy(dir.path(), "schedule = \"* * * * * *\"");
+    // A pg_dump that takes a few seconds, so the signal arrives mid-backup.
+    let bin = dir.path().join("slowbin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = crate::common::cluster().bindir.clone();
+    std::fs::write(
+        bin.join("pg_dump"),
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) exec {0}/pg_dump --version;; esac\nsleep 4\nexec {0}/pg_dump \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(real.join("pg_restore"), bin.join("pg_restore")).unwrap();
+    let mut daemon = db
+        .opsctl()
+        .env("OPSCTL_PG_BINDIR", &bin)
+        .args(["schedule", "run", "--policy"])
+        .arg(&p)
+        .spawn();
+    wait_for("a running backup", Duration::from_secs(30), || {
+        db.sql("SELECT count(*) FROM opsctl.job_runs WHERE outcome = 'running'") != "0"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = daemon.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "scheduler did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        db.sql("SELECT string_agg(outcome, ',') FROM opsctl.job_runs"),
+        "cancelled"
+    );
+    // No backup half-written: nothing listed, no temporary file left behind.
+    let repo = dir.path().join("repo");
+    let listed = db
+        .opsctl()
+        .args(["backup", "list", "--format", "json", "--dir"])
+        .arg(&repo)
+        .run()
+        .success();
+    assert_eq!(listed.json().as_array().unwrap().len(), 0);
+    let leftovers: Vec<_> = walk(&repo);
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
