@@ -1,5 +1,6 @@
-//! Partition checks from pg_catalog alone (one query): runway of time-range partitioned
-//! tables (future months that exist) and rows that landed in default partitions.
+//! Partition checks from pg_catalog alone (one query): runway of the time-range
+//! partitioned tables the policy names (future months that exist) and rows that landed
+//! in their default partitions.
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Utc};
 
@@ -76,6 +77,16 @@ pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
             }
         }
     }
+    // Judge the tables opsctl manages ([[partitions.tables]] of the policy); the archive
+    // tables and partitioned tables of other tools are not ours to judge.
+    let managed: Vec<String> = ctx
+        .policy
+        .partitions
+        .tables
+        .iter()
+        .map(|t| format!("{}.{}", t.schema, t.table))
+        .collect();
+    tables.retain(|t| managed.contains(&t.name));
     let now = Utc::now().naive_utc();
     let mut out = Vec::new();
     if wants("partition_runway") {
