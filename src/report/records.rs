@@ -141,14 +141,14 @@ async fn migrations(ctx: &Ctx<'_>) -> Check {
         let what = failed
             .iter()
             .map(|(v, e)| match e {
-                Some(e) => format!("V{v} ({})", super::shorten(e, 60)),
-                None => format!("V{v}"),
+                Some(e) => format!("V{v} failed: {}", super::shorten(e, 140)),
+                None => format!("V{v} failed"),
             })
             .collect::<Vec<_>>()
-            .join(", ");
+            .join("; ");
         (
             State::Critical,
-            format!("migration {what} failed; later runs are blocked"),
+            format!("migration {what}; later runs are blocked"),
         )
     } else if !running.is_empty() {
         (
