@@ -100,7 +100,32 @@ async fn verify(args: AuditVerifyArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let out = match audit::verify(&mut conn, audit::DEFAULT_BATCH, &args.expect_hash).await {
+    // Recorded in opsctl.operations like `audit seal`: `opsctl health` reads the newest
+    // `audit verify` there (failure = the chain is broken, with the first problem).
+    let argv: Vec<String> = std::env::args().collect();
+    // A role that may read the chain but not write the log still gets its answer.
+    let op = match oplog::start(&conn, &argv).await {
+        Ok(op) => Some(op),
+        Err(e) => {
+            eprintln!("warning: {e} (this verification is not recorded)");
+            None
+        }
+    };
+    let result = audit::verify(&mut conn, audit::DEFAULT_BATCH, &args.expect_hash).await;
+    if let Some(op) = op {
+        let recorded = match &result {
+            Ok(o) if o.intact => op.finish(&conn, oplog::Outcome::Success, None).await,
+            Ok(o) => {
+                let what = tampered_summary(o);
+                op.finish(&conn, oplog::Outcome::Failure, Some(&what)).await
+            }
+            Err(e) => op.finish(&conn, oplog::Outcome::Failure, Some(e)).await,
+        };
+        if let Err(e) = recorded {
+            eprintln!("warning: {e}");
+        }
+    }
+    let out = match result {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
@@ -112,6 +137,19 @@ async fn verify(args: AuditVerifyArgs) -> u8 {
         EXIT_OK
     } else {
         EXIT_FAILURE
+    }
+}
+
+/// The one line recorded for a verification that found the chain broken.
+fn tampered_summary(o: &VerifyOutcome) -> String {
+    let first = o
+        .first_problem
+        .as_ref()
+        .map_or_else(|| "the chain is broken".to_string(), |p| p.to_string());
+    if o.problems.len() > 1 {
+        format!("TAMPERED: {first} (and {} more)", o.problems.len() - 1)
+    } else {
+        format!("TAMPERED: {first}")
     }
 }
 

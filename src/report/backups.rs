@@ -1,203 +1,172 @@
 //! Backup freshness (age of the newest verified backup against the policy) and the last
-//! restore drill's result. Reads the plaintext summaries `DIR/<database>/*.json` beside
-//! the backups (no key needed) and, when present, opsctl's bookkeeping tables
-//! (`opsctl.backups`, `opsctl.drills`…). Field names are read tolerantly.
-
-use std::path::Path;
+//! restore drill's result, from what `opsctl backup create|verify` and `opsctl drill`
+//! write: the repository listing (`<id>.json` summaries and `<id>.status.json` beside
+//! each backup, read through crate::backup::repo, no key needed) when `[backup].dir` is
+//! set, and the bookkeeping tables `opsctl.backups` / `opsctl.backup_drills` (V10).
+//! Not configured when there is no backup directory and no backup recorded.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use super::health::human_duration;
-use super::records::{field, outcome, read_rows, time_of, Probe};
-use super::{Check, Ctx, Metric, State};
+use super::records::{access, unreadable, Access};
+use super::{unknown, Check, Ctx, Metric, State};
+use crate::backup::repo;
 
 pub const IDS: &[&str] = &["backup_freshness", "restore_drill"];
 
-const END_KEYS: &[&str] = &[
-    "end",
-    "finished_at",
-    "end_time",
-    "ended_at",
-    "completed_at",
-    "finished",
-    "created_at",
-    "start",
-];
-const DRILL_TIME_KEYS: &[&str] = &[
-    "drilled_at",
-    "drill_at",
-    "drill_finished_at",
-    "finished_at",
-    "end",
-    "ended_at",
-    "end_time",
-    "completed_at",
-    "created_at",
-    "at",
-];
+/// Backups of this database still on record: how many, and when the newest verified one
+/// (its last verify or drill succeeded) finished.
+const SQL_BACKUPS: &str = "\
+SELECT count(*), max(finished_at) FILTER (WHERE verify_ok OR last_drill_ok) \
+FROM opsctl.backups WHERE database = $1 AND deleted_at IS NULL";
 
-/// One backup as a summary file or bookkeeping row describes it.
-#[derive(Debug, Clone)]
-pub struct BackupSeen {
-    pub end: Option<DateTime<Utc>>,
-    pub verified: bool,
-    pub drill: Option<(bool, Option<DateTime<Utc>>)>,
+/// The newest restore drill of this database.
+const SQL_LAST_DRILL: &str = "\
+SELECT ok, finished_at FROM opsctl.backup_drills WHERE database = $1 \
+ORDER BY finished_at DESC, id DESC LIMIT 1";
+
+/// What the sources say, merged.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Backups found (repository and table; one backup may count twice).
+    backups: i64,
+    newest_verified: Option<DateTime<Utc>>,
+    /// The newest drill: (ok, finished at).
+    drill: Option<(bool, DateTime<Utc>)>,
+    /// The backup directory is set but cannot be listed.
+    dir_problem: Option<String>,
+    /// opsctl.backups / opsctl.backup_drills exist and this role cannot read them.
+    unreadable: Option<&'static str>,
+    /// The tables exist but reading them failed.
+    error: Option<Check>,
 }
 
-fn interpret_backup(v: &Value) -> BackupSeen {
-    let verified = match field(v, &["verified", "verify_ok", "verified_ok", "is_verified"]) {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => matches!(
-            s.to_ascii_lowercase().as_str(),
-            "true" | "ok" | "yes" | "verified"
-        ),
-        Some(Value::Object(o)) => o.get("ok").and_then(|x| x.as_bool()).unwrap_or(false),
-        _ => {
-            v.get("verified_at").is_some_and(|x| !x.is_null())
-                || v.get("status").and_then(|s| s.as_str()) == Some("verified")
+impl Seen {
+    fn verified(&mut self, t: DateTime<Utc>) {
+        self.newest_verified = self.newest_verified.max(Some(t));
+    }
+
+    fn drilled(&mut self, ok: bool, at: DateTime<Utc>) {
+        if self.drill.map_or(true, |(_, t)| at > t) {
+            self.drill = Some((ok, at));
         }
-    };
-    // A drill recorded on the backup itself.
-    let drill = match field(v, &["drill", "last_drill"]) {
-        Some(d @ Value::Object(_)) => outcome(d).map(|ok| (ok, time_of(d, DRILL_TIME_KEYS))),
-        _ => match field(v, &["drill_result", "drill_status", "drill_ok", "drilled"]) {
-            Some(Value::Bool(b)) if v.get("drilled").is_none() || v.get("drill_ok").is_some() => {
-                Some((
-                    *b,
-                    time_of(v, &["drilled_at", "drill_at", "drill_finished_at"]),
-                ))
-            }
-            Some(Value::String(s)) => {
-                let ok = outcome(&serde_json::json!({ "status": s }));
-                ok.map(|ok| {
-                    (
-                        ok,
-                        time_of(v, &["drilled_at", "drill_at", "drill_finished_at"]),
-                    )
-                })
-            }
-            _ => None,
-        },
-    };
-    BackupSeen {
-        end: time_of(v, END_KEYS),
-        verified,
-        drill,
     }
 }
 
-/// Summaries under `dir/<database>/` (and one directory level below it).
-fn read_summaries(dir: &Path, database: &str) -> std::io::Result<Vec<Value>> {
-    let base = dir.join(database);
-    let mut out = Vec::new();
-    if !base.is_dir() {
-        return Ok(out);
+fn from_repo(dir: &std::path::Path, database: &str, seen: &mut Seen) {
+    if !dir.is_dir() {
+        seen.dir_problem = Some(format!("backup directory {} does not exist", dir.display()));
+        return;
     }
-    let mut stack = vec![(base, 0)];
-    while let Some((d, depth)) = stack.pop() {
-        for e in std::fs::read_dir(&d)? {
-            let p = e?.path();
-            if p.is_dir() && depth < 1 {
-                stack.push((p, depth + 1));
-            } else if p.extension().is_some_and(|x| x == "json") {
-                // Tolerant: an unreadable or half-written summary is skipped.
-                if let Ok(text) = std::fs::read_to_string(&p) {
-                    if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                        match v {
-                            Value::Array(a) => out.extend(a),
-                            v => out.push(v),
-                        }
-                    }
+    match repo::list_db_dir(&repo::db_dir(dir, database)) {
+        Ok(entries) => {
+            for e in entries.iter().filter(|e| e.summary.database == database) {
+                seen.backups += 1;
+                if e.status.is_verified() {
+                    seen.verified(e.summary.finished_at);
+                }
+                if let (Some(ok), Some(at)) = (e.status.drill_ok, e.status.drilled_at) {
+                    seen.drilled(ok, at);
                 }
             }
         }
-    }
-    Ok(out)
-}
-
-fn same_db(v: &Value, db: &str) -> bool {
-    match field(v, &["database", "dbname", "datname", "database_name"]) {
-        Some(Value::String(s)) => s == db,
-        _ => true,
+        Err(e) => seen.dir_problem = Some(e.to_string()),
     }
 }
 
-pub async fn checks(ctx: &Ctx<'_>, probe: &Probe, wants: impl Fn(&str) -> bool) -> Vec<Check> {
+async fn from_tables(ctx: &Ctx<'_>, seen: &mut Seen) {
+    let c = ctx.client;
+    let tables = (
+        access(c, "opsctl", "backups").await,
+        access(c, "opsctl", "backup_drills").await,
+    );
+    let (backups, drills) = match tables {
+        (Ok(b), Ok(d)) => (b, d),
+        (Err(e), _) | (_, Err(e)) => {
+            seen.error = Some(unknown("", &e, "pg_namespace/pg_class are not readable"));
+            return;
+        }
+    };
+    match backups {
+        Access::Absent => {}
+        Access::Unreadable => seen.unreadable = Some("opsctl.backups"),
+        Access::Readable => match c.query_one(SQL_BACKUPS, &[&ctx.dbname]).await {
+            Ok(r) => {
+                seen.backups += r.get::<_, i64>(0);
+                if let Some(t) = r.get::<_, Option<DateTime<Utc>>>(1) {
+                    seen.verified(t);
+                }
+            }
+            Err(e) => seen.error = Some(unknown("", &e, "cannot read opsctl.backups")),
+        },
+    }
+    match drills {
+        Access::Absent => {}
+        Access::Unreadable => seen.unreadable = Some("opsctl.backup_drills"),
+        Access::Readable => match c.query_opt(SQL_LAST_DRILL, &[&ctx.dbname]).await {
+            Ok(Some(r)) => seen.drilled(r.get(0), r.get(1)),
+            Ok(None) => {}
+            Err(e) => seen.error = Some(unknown("", &e, "cannot read opsctl.backup_drills")),
+        },
+    }
+}
+
+/// A copy of a table-reading failure under another check id.
+fn as_check(id: &str, c: &Check) -> Check {
+    let mut c = c.clone();
+    c.id = id.to_string();
+    c
+}
+
+pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
     if !IDS.iter().any(|i| wants(i)) {
         return Vec::new();
     }
-    let p = ctx.policy;
-    let mut backups: Vec<BackupSeen> = Vec::new();
-    let mut source_problem: Option<String> = None;
-    if let Some(dir) = &p.backup.dir {
-        if !dir.is_dir() {
-            source_problem = Some(format!("backup directory {} does not exist", dir.display()));
-        } else {
-            match read_summaries(dir, &ctx.dbname) {
-                Ok(v) => backups.extend(v.iter().map(interpret_backup)),
-                Err(e) => source_problem = Some(format!("cannot read {}: {e}", dir.display())),
-            }
-        }
+    let mut seen = Seen::default();
+    if let Some(dir) = &ctx.policy.backup.dir {
+        from_repo(dir, &ctx.dbname, &mut seen);
     }
-    let table = probe.get("opsctl.backups");
-    if table.exists && table.readable {
-        if let Ok(rows) = read_rows(ctx.client, "opsctl.backups", &table, 1000).await {
-            backups.extend(
-                rows.iter()
-                    .filter(|r| same_db(r, &ctx.dbname))
-                    .map(interpret_backup),
-            );
-        }
-    }
-    let configured = p.backup.dir.is_some() || (table.exists && table.readable);
+    from_tables(ctx, &mut seen).await;
     let mut out = Vec::new();
     if wants("backup_freshness") {
-        out.push(if !configured {
-            if table.exists {
-                Check::new(
-                    "backup_freshness",
-                    State::Unknown,
-                    "opsctl.backups exists but this role cannot read it",
-                    "grant SELECT on opsctl.backups (or set [backup].dir in the policy)",
-                )
-            } else {
-                Check::not_configured("backup_freshness", "no [backup].dir in the policy")
-            }
-        } else {
-            freshness(&backups, source_problem.as_deref(), ctx)
-        });
+        out.push(freshness(&seen, ctx));
     }
     if wants("restore_drill") {
-        out.push(drill(ctx, probe, &backups).await);
+        out.push(drill(&seen, ctx));
     }
     out
 }
 
-fn freshness(backups: &[BackupSeen], problem: Option<&str>, ctx: &Ctx<'_>) -> Check {
+fn freshness(seen: &Seen, ctx: &Ctx<'_>) -> Check {
+    const ID: &str = "backup_freshness";
+    let configured = ctx.policy.backup.dir.is_some() || seen.backups > 0;
+    if !configured {
+        if let Some(c) = &seen.error {
+            return as_check(ID, c);
+        }
+        if let Some(t) = seen.unreadable {
+            let mut c = unreadable(ID, t);
+            c.hint = format!("grant SELECT on {t} (or set [backup].dir in the policy)");
+            return c;
+        }
+        return Check::not_configured(ID, "no [backup].dir in the policy");
+    }
     let warn_h = ctx.policy.backup.max_age_hours.unwrap_or(26.0);
     let crit_h = ctx.t().backup_crit_age_hours.max(warn_h);
     let th = format!("{warn_h}h / {crit_h}h");
     let hint = "take a backup now (opsctl backup create) and verify it; check the schedule";
-    if let Some(pb) = problem {
-        if backups.is_empty() {
-            return Check::new("backup_freshness", State::Critical, pb.to_string(), hint)
-                .threshold(th);
+    if let Some(pb) = &seen.dir_problem {
+        if seen.backups == 0 {
+            return Check::new(ID, State::Critical, pb.clone(), hint).threshold(th);
         }
     }
-    let newest = backups
-        .iter()
-        .filter(|b| b.verified)
-        .filter_map(|b| b.end)
-        .max();
-    match newest {
+    match seen.newest_verified {
         None => Check::new(
-            "backup_freshness",
+            ID,
             State::Critical,
             format!(
                 "no verified backup of {} ({} backups found, none verified)",
-                ctx.dbname,
-                backups.len()
+                ctx.dbname, seen.backups
             ),
             hint,
         )
@@ -205,7 +174,7 @@ fn freshness(backups: &[BackupSeen], problem: Option<&str>, ctx: &Ctx<'_>) -> Ch
         Some(end) => {
             let age = (Utc::now() - end).num_seconds().max(0) as f64;
             Check::new(
-                "backup_freshness",
+                ID,
                 State::judge_high(age, warn_h * 3600.0, crit_h * 3600.0),
                 format!(
                     "newest verified backup {} ago ({})",
@@ -227,43 +196,17 @@ fn freshness(backups: &[BackupSeen], problem: Option<&str>, ctx: &Ctx<'_>) -> Ch
     }
 }
 
-async fn drill(ctx: &Ctx<'_>, probe: &Probe, backups: &[BackupSeen]) -> Check {
+fn drill(seen: &Seen, ctx: &Ctx<'_>) -> Check {
     const ID: &str = "restore_drill";
-    let mut drills: Vec<(bool, Option<DateTime<Utc>>)> =
-        backups.iter().filter_map(|b| b.drill).collect();
-    let mut unreadable = None;
-    for key in [
-        "opsctl.drills",
-        "opsctl.restore_drills",
-        "opsctl.drill_runs",
-    ] {
-        let info = probe.get(key);
-        if info.exists && !info.readable {
-            unreadable = Some(key);
-        }
-        if info.exists && info.readable {
-            if let Ok(rows) = read_rows(ctx.client, key, &info, 50).await {
-                drills.extend(
-                    rows.iter()
-                        .filter(|r| same_db(r, &ctx.dbname))
-                        .filter_map(|r| outcome(r).map(|ok| (ok, time_of(r, DRILL_TIME_KEYS)))),
-                );
-            }
-        }
-    }
     let max_days = ctx.t().drill_max_age_days;
     let th = format!("failed CRITICAL, older than {max_days} days WARNING");
     let hint = "run opsctl drill --latest and read its differences";
-    // The newest drill by time (undated ones count as oldest).
-    drills.sort_by_key(|d| d.1);
-    let Some(&(ok, at)) = drills.last() else {
-        if let Some(k) = unreadable {
-            return Check::new(
-                ID,
-                State::Unknown,
-                format!("{k} exists but this role cannot read it"),
-                format!("grant SELECT on {k}"),
-            );
+    let Some((ok, at)) = seen.drill else {
+        if let Some(c) = &seen.error {
+            return as_check(ID, c);
+        }
+        if let Some(t) = seen.unreadable {
+            return unreadable(ID, t);
         }
         if ctx.policy.drills.schedule.is_some() {
             return Check::new(
@@ -276,21 +219,21 @@ async fn drill(ctx: &Ctx<'_>, probe: &Probe, backups: &[BackupSeen]) -> Check {
         }
         return Check::not_configured(ID, "no restore drill recorded");
     };
-    let age = at.map(|t| (Utc::now() - t).num_seconds().max(0) as f64);
+    let age = (Utc::now() - at).num_seconds().max(0) as f64;
     let state = if !ok {
         State::Critical
-    } else if age.is_some_and(|a| a > max_days * 86400.0) {
+    } else if age > max_days * 86400.0 {
         State::Warning
     } else {
         State::Ok
     };
-    let mut c = Check::new(
+    Check::new(
         ID,
         state,
         format!(
-            "last drill {}{}",
+            "last drill {}, {} ago",
             if ok { "passed" } else { "FAILED" },
-            age.map_or(String::new(), |a| format!(", {} ago", human_duration(a)))
+            human_duration(age)
         ),
         hint,
     )
@@ -299,31 +242,10 @@ async fn drill(ctx: &Ctx<'_>, probe: &Probe, backups: &[BackupSeen]) -> Check {
         "restore_drill_ok",
         "1 when the last restore drill matched.",
         if ok { 1.0 } else { 0.0 },
-    ));
-    if let Some(a) = age {
-        c = c.metric(Metric::new(
-            "restore_drill_age_seconds",
-            "Age of the last restore drill.",
-            a,
-        ));
-    }
-    c
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_summaries_tolerantly() {
-        let v = serde_json::json!({"id": "x", "end": "2026-11-25T01:00:00Z", "verified": true,
-                                    "drill": {"result": "passed", "finished_at": "2026-11-25T02:00:00Z"}});
-        let b = interpret_backup(&v);
-        assert!(b.verified);
-        assert!(b.end.is_some());
-        assert_eq!(b.drill.map(|d| d.0), Some(true));
-        let v = serde_json::json!({"finished_at": "2026-11-25 01:00:00+00", "verified": false});
-        let b = interpret_backup(&v);
-        assert!(!b.verified && b.end.is_some());
-    }
+    ))
+    .metric(Metric::new(
+        "restore_drill_age_seconds",
+        "Age of the last restore drill.",
+        age,
+    ))
 }

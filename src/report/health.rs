@@ -271,22 +271,8 @@ async fn themed(ctx: &Ctx<'_>, sel: &Selection) -> Vec<Check> {
     out.extend(indexes::checks(ctx, wants).await);
     out.extend(replication::checks(ctx, wants).await);
     out.extend(partitions::checks(ctx, wants).await);
-    let needs_probe = backups::IDS.iter().chain(records::IDS).any(|i| wants(i));
-    if needs_probe {
-        match records::Probe::load(ctx.client).await {
-            Ok(probe) => {
-                out.extend(backups::checks(ctx, &probe, wants).await);
-                out.extend(records::checks(ctx, &probe, wants).await);
-            }
-            Err(e) => out.extend(
-                backups::IDS
-                    .iter()
-                    .chain(records::IDS)
-                    .filter(|i| wants(i))
-                    .map(|i| super::unknown(i, &e, "pg_namespace/pg_class are not readable")),
-            ),
-        }
-    }
+    out.extend(backups::checks(ctx, wants).await);
+    out.extend(records::checks(ctx, wants).await);
     out.extend(statements::checks(ctx, wants).await);
     // Report order: as CHECK_IDS lists them.
     out.sort_by_key(|c| CHECK_IDS.iter().position(|i| *i == c.id));
