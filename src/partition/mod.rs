@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod ensure;
+pub mod export;
 
 use std::future::Future;
 use std::time::Duration;
@@ -335,6 +336,15 @@ pub async fn prepare_session(client: &Client) -> Result<(), Error> {
         .batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'")
         .await
         .map_err(Error::db)
+}
+
+/// Names the session's actor (`app.actor`) so the audit log attributes its row changes.
+pub async fn set_actor(client: &Client, actor: &str) -> Result<(), Error> {
+    client
+        .execute("SELECT set_config('app.actor', $1, false)", &[&actor])
+        .await
+        .map(|_| ())
+        .map_err(Error::db_ctx("cannot set app.actor"))
 }
 
 // ---------------------------------------------------------------------------------------
