@@ -246,7 +246,11 @@ fn emit_outcome(o: &Outcome, exported: Option<&ExportSummary>, format: Format) {
                 } else {
                     "kept (already exported, verified)"
                 },
-                if m.dropped { ", dropped from the database" } else { "" }
+                if m.dropped {
+                    ", dropped from the database"
+                } else {
+                    ""
+                }
             ));
         }
         if let Some(f) = &e.failed {
@@ -276,7 +280,8 @@ impl Observer for Notices {
 }
 
 async fn restore_cmd(args: ArchiveRestoreArgs) -> u8 {
-    let setup = conn_settings(&args.connect).and_then(|s| load_policy(&args.policy).map(|p| (s, p)));
+    let setup =
+        conn_settings(&args.connect).and_then(|s| load_policy(&args.policy).map(|p| (s, p)));
     let (settings, policy) = match setup {
         Ok(x) => x,
         Err(e) => return fail(e),
@@ -320,8 +325,9 @@ async fn restore_cmd(args: ArchiveRestoreArgs) -> u8 {
             let kind = e.kind();
             if args.output.format == Format::Json {
                 print(
-                    &(pretty(&json!({ "restored": false, "error": kind, "message": e.to_string() }))
-                        + "\n"),
+                    &(pretty(
+                        &json!({ "restored": false, "error": kind, "message": e.to_string() }),
+                    ) + "\n"),
                 );
             }
             print_error_msg(&format!(
@@ -333,8 +339,9 @@ async fn restore_cmd(args: ArchiveRestoreArgs) -> u8 {
         Err(RestoreError::Other(e)) => {
             if args.output.format == Format::Json {
                 print(
-                    &(pretty(&json!({ "restored": false, "error": "refused", "message": e.to_string() }))
-                        + "\n"),
+                    &(pretty(
+                        &json!({ "restored": false, "error": "refused", "message": e.to_string() }),
+                    ) + "\n"),
                 );
             }
             fail(e)

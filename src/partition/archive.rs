@@ -311,7 +311,10 @@ async fn find_archive_table(client: &Client, t: &Table) -> Result<Option<Archive
 
 /// Creates `archive.<table>` (columns, constraints and indexes of the live table,
 /// partitioned the same way, with a default partition), or checks the existing one.
-pub(crate) async fn ensure_archive_table(client: &Client, t: &Table) -> Result<ArchiveTable, Error> {
+pub(crate) async fn ensure_archive_table(
+    client: &Client,
+    t: &Table,
+) -> Result<ArchiveTable, Error> {
     let arch = archive_name(t);
     let def = quote_qualified(ARCHIVE_SCHEMA, &default_name(&t.name));
     match find_archive_table(client, t).await? {

@@ -94,7 +94,8 @@ impl CopyDigest {
         self.buf.extend_from_slice(data);
         let buf = &self.buf;
         let mut pos = 0usize;
-        let be32 = |b: &[u8], at: usize| i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let be32 =
+            |b: &[u8], at: usize| i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         if !self.header_done {
             if buf.len() < 19 {
                 return Ok(());
@@ -408,8 +409,7 @@ pub async fn export_archived(
     obs: &dyn Observer,
 ) -> Result<ExportSummary, Error> {
     require_exports_table(client).await?;
-    std::fs::create_dir_all(dir)
-        .map_err(Error::io(format!("cannot create {}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
     let dir = dir
         .canonicalize()
         .map_err(Error::io(format!("cannot resolve {}", dir.display())))?;
@@ -422,7 +422,10 @@ pub async fn export_archived(
         return Ok(summary);
     };
     let (database, server_version_num): (String, i32) = {
-        let r = client.query_one(SQL_CONTEXT, &[]).await.map_err(Error::db)?;
+        let r = client
+            .query_one(SQL_CONTEXT, &[])
+            .await
+            .map_err(Error::db)?;
         (r.get(0), r.get(1))
     };
     let columns = typed_columns(client, aoid).await?;
@@ -828,11 +831,17 @@ async fn restore_verified(
         .map_err(Error::db)?
         .get(0);
     if taken {
-        return Err(present(format!("{ARCHIVE_SCHEMA}.{} exists", man.partition)));
+        return Err(present(format!(
+            "{ARCHIVE_SCHEMA}.{} exists",
+            man.partition
+        )));
     }
     let c = quote_ident(&man.column);
     for (what, table) in [
-        (format!("{ARCHIVE_SCHEMA}.{}", man.table_name), quote_qualified(ARCHIVE_SCHEMA, &man.table_name)),
+        (
+            format!("{ARCHIVE_SCHEMA}.{}", man.table_name),
+            quote_qualified(ARCHIVE_SCHEMA, &man.table_name),
+        ),
         (live.qualified(), live.sql_name()),
     ] {
         let n: i64 = client
@@ -868,7 +877,10 @@ async fn restore_verified(
     loop {
         attempt += 1;
         client.batch_execute("BEGIN").await.map_err(Error::db)?;
-        let res = restore_tx(client, path, keys, man, &create, &copy_in, &copy_out, &attach).await;
+        let res = restore_tx(
+            client, path, keys, man, &create, &copy_in, &copy_out, &attach,
+        )
+        .await;
         match res {
             Ok(()) => {
                 client.batch_execute("COMMIT").await.map_err(Error::db)?;
@@ -878,15 +890,14 @@ async fn restore_verified(
                 let _ = client.batch_execute("ROLLBACK").await;
                 let busy = matches!(&e, TxError::Db(d) if matches!(db::sqlstate(d), Some("55P03" | "40P01")));
                 if busy && attempt < super::LOCK_ATTEMPTS {
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt as u64)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt as u64))
+                        .await;
                     continue;
                 }
                 return Err(match e {
-                    TxError::Db(d) => Error::Db(format!(
-                        "restoring {}: {}",
-                        man.partition,
-                        db::describe(&d)
-                    )),
+                    TxError::Db(d) => {
+                        Error::Db(format!("restoring {}: {}", man.partition, db::describe(&d)))
+                    }
                     TxError::Other(e) => e,
                 });
             }
@@ -964,7 +975,9 @@ async fn restore_tx(
             .feed(&chunk?)
             .map_err(|e| TxError::Other(Error::Verify(e)))?;
     }
-    let (rows, checksum) = digest.finish().map_err(|e| TxError::Other(Error::Verify(e)))?;
+    let (rows, checksum) = digest
+        .finish()
+        .map_err(|e| TxError::Other(Error::Verify(e)))?;
     if loaded != man.rows || rows != man.rows || checksum != man.checksum {
         return Err(TxError::Other(Error::Verify(format!(
             "mismatch: the restored table holds {rows} rows with checksum {checksum}, the \
