@@ -961,10 +961,11 @@ async fn restore_tx(
     let read = reader
         .await
         .map_err(|e| TxError::Other(Error::Other(format!("the reading thread failed: {e}"))))?;
+    // A database error stopped the reader: report the database's reason.
+    fed?;
     if let Err(e) = read {
         return Err(TxError::Other(e.into()));
     }
-    fed?;
     let loaded = sink.finish().await? as i64;
     // What landed, read back in the same transaction.
     let stream = client.copy_out(copy_out).await?;
