@@ -135,6 +135,7 @@ pub async fn run(args: ArchiveArgs) -> u8 {
                     dir,
                     &keys,
                     args.drop_after_export,
+                    Duration::from_secs(args.lock_wait),
                     &progress,
                 )
                 .await?,

@@ -399,8 +399,31 @@ fn test_corrupt(path: &Path) {
 
 /// Exports every whole month of `archive.<table>` into `dir` (skipping months whose
 /// recorded, verified export still matches), and with `drop_after` drops each month whose
-/// file verified. Stops at the first failure and reports it in `failed`.
+/// file verified. Stops at the first failure and reports it in `failed`. Holds the
+/// maintenance advisory lock (waiting up to `lock_wait`), like the archive itself.
 pub async fn export_archived(
+    client: &Client,
+    t: &Table,
+    dir: &Path,
+    keys: &[KeyMaterial],
+    drop_after: bool,
+    lock_wait: std::time::Duration,
+    obs: &dyn Observer,
+) -> Result<ExportSummary, Error> {
+    require_exports_table(client).await?;
+    db::acquire_advisory_lock(
+        client,
+        db::locks::MAINTENANCE,
+        lock_wait,
+        "maintenance job (archive, backup, vacuum, reindex or partition work)",
+    )
+    .await?;
+    let res = export_locked(client, t, dir, keys, drop_after, obs).await;
+    let _ = db::release_advisory_lock(client, db::locks::MAINTENANCE).await;
+    res
+}
+
+async fn export_locked(
     client: &Client,
     t: &Table,
     dir: &Path,
@@ -408,7 +431,6 @@ pub async fn export_archived(
     drop_after: bool,
     obs: &dyn Observer,
 ) -> Result<ExportSummary, Error> {
-    require_exports_table(client).await?;
     std::fs::create_dir_all(dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
     let dir = dir
         .canonicalize()
@@ -780,8 +802,20 @@ pub async fn restore(
         man.table_schema,
         man.table_name
     ));
-    Ok(restore_verified(client, path, keys, &man).await?)
+    db::acquire_advisory_lock(
+        client,
+        db::locks::MAINTENANCE,
+        RESTORE_LOCK_WAIT,
+        "maintenance job (archive, backup, vacuum, reindex or partition work)",
+    )
+    .await?;
+    let res = restore_verified(client, path, keys, &man).await;
+    let _ = db::release_advisory_lock(client, db::locks::MAINTENANCE).await;
+    Ok(res?)
 }
+
+/// How long a restore waits for another maintenance job to finish.
+pub const RESTORE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn restore_verified(
     client: &Client,
