@@ -272,9 +272,18 @@ async fn create_month(
     let (lo, hi) = (ts_literal(midnight(m.from)), ts_literal(midnight(m.to)));
     let col = t.sql_column();
     let defq = quote_qualified(&t.schema, def);
-    // Lock order: the default partition first (ATTACH needs it exclusively anyway, and no
-    // row of the range may reach it between the move and the attach).
-    let lock = format!("LOCK TABLE {defq} IN ACCESS EXCLUSIVE MODE");
+    // Lock order: the parent first, against inserts (ONLY: not its partitions), then the
+    // default partition (ATTACH needs it exclusively anyway, and no row of the range may
+    // reach it between the move and the attach). Without the parent lock an insert that
+    // was routed to the default before the attach waits for the default's lock and then
+    // fails its re-check of the default's (narrowed) partition constraint; with it, the
+    // insert waits before routing and lands in the new month. Both locks last only this
+    // short transaction (lock_timeout, retried).
+    let lock = format!(
+        "LOCK TABLE ONLY {parent} IN SHARE ROW EXCLUSIVE MODE; \
+         LOCK TABLE {defq} IN ACCESS EXCLUSIVE MODE",
+        parent = t.sql_name()
+    );
     let create = format!(
         "CREATE TABLE {part} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
          INCLUDING INDEXES INCLUDING STORAGE INCLUDING COMPRESSION); \

@@ -415,6 +415,7 @@ fn ensure_on_the_audit_log_creates_months_and_moves_default_rows_during_writes()
                 if out.status.success() {
                     ok.fetch_add(1, Ordering::SeqCst);
                 } else {
+                    eprintln!("writer failed: {}", String::from_utf8_lossy(&out.stderr));
                     failed.fetch_add(1, Ordering::SeqCst);
                 }
                 i += 1;
