@@ -823,6 +823,7 @@ async fn restore_verified(
     keys: &[KeyMaterial],
     man: &Manifest,
 ) -> Result<Restored, Error> {
+    require_exports_table(client).await?;
     let spec = TableSpec {
         schema: man.table_schema.clone(),
         table: man.table_name.clone(),

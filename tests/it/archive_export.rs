@@ -177,6 +177,21 @@ fn export_verify_drop_restore_round_trip() {
         jan
     );
 
+    // The same file restores into another database of the same schema (no archive yet).
+    let other = TestDb::with_schema("exp_round_other");
+    let r = other
+        .opsctl()
+        .env("OPSCTL_KEY_FILE", &env.key)
+        .args(["archive", "restore"])
+        .arg(&feb_file)
+        .run()
+        .success();
+    assert!(r.stdout.contains("restored archive.trades_p2025_02"), "{}", r.all());
+    assert_eq!(
+        fingerprint(&other, "archive.trades", "2025-02-01", "2025-03-01"),
+        feb
+    );
+
     // partition list shows them archived again.
     let l = db
         .opsctl()
