@@ -186,7 +186,11 @@ fn export_verify_drop_restore_round_trip() {
         .arg(&feb_file)
         .run()
         .success();
-    assert!(r.stdout.contains("restored archive.trades_p2025_02"), "{}", r.all());
+    assert!(
+        r.stdout.contains("restored archive.trades_p2025_02"),
+        "{}",
+        r.all()
+    );
     assert_eq!(
         fingerprint(&other, "archive.trades", "2025-02-01", "2025-03-01"),
         feb
