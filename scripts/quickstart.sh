@@ -27,9 +27,9 @@ log "opsctl import: the sample data set (tests/fixtures/sample, see scripts/samp
 "$OPSCTL" import --table positions tests/fixtures/sample/positions.json
 "$OPSCTL" import --table account_totals tests/fixtures/sample/account_totals.json
 
-log "opsctl partition ensure (months from the oldest data through now + 3) / list"
-"$OPSCTL" partition ensure
-"$OPSCTL" partition list
+log "opsctl partition ensure (trades and the audit log: oldest data month through now + 3) / list"
+"$OPSCTL" partition ensure --policy "$POLICY"
+"$OPSCTL" partition list --policy "$POLICY"
 
 log "opsctl backup keygen (once) / create / list / verify / drill"
 export OPSCTL_KEY_FILE="$LOCAL/backup.key"
@@ -46,6 +46,12 @@ log "opsctl archive --before $ARCHIVE_BEFORE (dry run, then for real)"
 "$OPSCTL" archive --before "$ARCHIVE_BEFORE" --dry-run
 "$OPSCTL" archive --before "$ARCHIVE_BEFORE"
 "$OPSCTL" partition list --table trades
+# Export the archived months: encrypted with the backup key, read back and verified before
+# anything else. The months stay in the database here; --drop-after-export would remove
+# each verified one (and `opsctl archive restore FILE` brings one back).
+log "opsctl archive --before $ARCHIVE_BEFORE --export-dir $LOCAL/archive-export"
+"$OPSCTL" archive --before "$ARCHIVE_BEFORE" --export-dir "$LOCAL/archive-export"
+ls -l "$LOCAL/archive-export"
 
 log "opsctl vacuum / reindex (dry run: the plan and why; then for real)"
 "$OPSCTL" vacuum --dry-run

@@ -627,7 +627,10 @@ pub struct PartitionListArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ArchiveArgs {
+    #[command(subcommand)]
+    pub command: Option<ArchiveCommand>,
     #[command(flatten)]
     pub connect: ConnectArgs,
     #[command(flatten)]
@@ -636,8 +639,8 @@ pub struct ArchiveArgs {
     pub output: OutputArgs,
     /// Rows whose time column is older than DATE move: YYYY-MM-DD (midnight) or RFC 3339
     /// (2026-01-15T12:00:00Z); UTC.
-    #[arg(long, value_name = "DATE")]
-    pub before: String,
+    #[arg(long, value_name = "DATE", required = true)]
+    pub before: Option<String>,
     /// The live table (TABLE or SCHEMA.TABLE).
     #[arg(long, value_name = "T", default_value = "trades")]
     pub table: String,
@@ -654,6 +657,37 @@ pub struct ArchiveArgs {
     /// 0 refuses at once.
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub lock_wait: u64,
+    /// Also write each archived month as an encrypted, compressed file in DIR (backup
+    /// container format), verified by reading it back. Default: [archive] export_dir.
+    #[arg(long, value_name = "DIR", env = "OPSCTL_ARCHIVE_EXPORT_DIR")]
+    pub export_dir: Option<PathBuf>,
+    /// Drop each exported month from the database, only after its file verified.
+    #[arg(long)]
+    pub drop_after_export: bool,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Brings an exported month back into archive.<table> as its month partition,
+    /// after checking the file's authentication, row count and checksum.
+    Restore(ArchiveRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveRestoreArgs {
+    /// The export file (written by `opsctl archive --export-dir`).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,9 @@
 //! `opsctl archive --before DATE`: validates the date before touching anything, prints the
 //! plan on `--dry-run`, otherwise runs `partition::archive` with a progress bar on a
 //! terminal and renders the summary (text or JSON). Exit 1 when verification fails.
+//! With `--export-dir` each archived month is also written and verified by
+//! `partition::export` (and dropped with `--drop-after-export`); `archive restore FILE`
+//! brings one back.
 
 use std::time::Duration;
 
@@ -9,11 +12,17 @@ use serde_json::json;
 
 use super::partition::{fail, fmt_bytes, fmt_ts, pretty};
 use super::{conn_settings, load_policy, print, stderr_is_terminal, EXIT_FAILURE, EXIT_OK};
-use crate::cli::{ArchiveArgs, Format};
+use crate::cli::{ArchiveArgs, ArchiveCommand, ArchiveRestoreArgs, Format};
 use crate::db;
 use crate::error::Error;
 use crate::partition::archive::{self, Outcome, Plan, Request, Summary};
+use crate::partition::export::{self, ExportSummary, RestoreError};
 use crate::partition::{self, Observer};
+
+/// `app.actor` of archive sessions, so the audit log attributes the row moves.
+pub const ACTOR: &str = "opsctl archive";
+/// `app.actor` of restore sessions.
+pub const RESTORE_ACTOR: &str = "opsctl archive restore";
 
 /// Progress on stderr: a bar on a terminal, notices only otherwise.
 struct Progress {
@@ -41,8 +50,12 @@ impl Observer for Progress {
 }
 
 pub async fn run(args: ArchiveArgs) -> u8 {
+    if let Some(ArchiveCommand::Restore(a)) = args.command {
+        return restore_cmd(a).await;
+    }
     // Everything about the arguments is checked before connecting.
-    let cutoff = match archive::parse_cutoff(&args.before)
+    let before = args.before.clone().unwrap_or_default();
+    let cutoff = match archive::parse_cutoff(&before)
         .and_then(|c| archive::check_not_future(c, partition::now_utc(), args.force).map(|_| c))
     {
         Ok(c) => c,
@@ -59,6 +72,24 @@ pub async fn run(args: ArchiveArgs) -> u8 {
         Ok(mut v) => v.remove(0),
         Err(e) => return fail(e),
     };
+    let export_dir = args
+        .export_dir
+        .clone()
+        .or_else(|| policy.archive.export_dir.clone());
+    if args.drop_after_export && export_dir.is_none() {
+        return fail(Error::Config(
+            "--drop-after-export needs --export-dir DIR (or [archive] export_dir in the policy): \
+             a month is only dropped after its export verified"
+                .into(),
+        ));
+    }
+    let keys = match &export_dir {
+        Some(_) if !args.dry_run => match super::backup::load_keys(&args.keys, &policy) {
+            Ok(k) => k,
+            Err(e) => return fail_any(e),
+        },
+        _ => Vec::new(),
+    };
     let batch_size = args
         .batch_size
         .or(policy.archive.batch_size)
@@ -66,6 +97,7 @@ pub async fn run(args: ArchiveArgs) -> u8 {
     let res: Result<u8, Error> = async {
         let conn = db::connect(&settings).await?;
         partition::prepare_session(&conn).await?;
+        partition::set_actor(&conn, ACTOR).await?;
         let table = partition::inspect(&conn, &spec).await?;
         if args.dry_run {
             let plan = archive::plan(&conn, &table, cutoff, batch_size).await?;
@@ -95,8 +127,28 @@ pub async fn run(args: ArchiveArgs) -> u8 {
             b.finish_and_clear();
         }
         let outcome = outcome?;
-        emit_outcome(&outcome, args.output.format);
-        Ok(if outcome.verified() {
+        let exported = match &export_dir {
+            Some(dir) if outcome.verified() => Some(
+                export::export_archived(
+                    &conn,
+                    &table,
+                    dir,
+                    &keys,
+                    args.drop_after_export,
+                    Duration::from_secs(args.lock_wait),
+                    &progress,
+                )
+                .await?,
+            ),
+            Some(_) => {
+                progress.notice("the archive did not verify: nothing is exported or dropped");
+                None
+            }
+            None => None,
+        };
+        emit_outcome(&outcome, exported.as_ref(), args.output.format);
+        let export_ok = exported.as_ref().map_or(true, |e| e.failed.is_none());
+        Ok(if outcome.verified() && export_ok {
             EXIT_OK
         } else {
             EXIT_FAILURE
@@ -161,11 +213,11 @@ fn emit_plan(p: &Plan, format: Format) {
     print(&out);
 }
 
-fn emit_outcome(o: &Outcome, format: Format) {
+fn emit_outcome(o: &Outcome, exported: Option<&ExportSummary>, format: Format) {
     if format == Format::Json {
         print(
             &(pretty(
-                &json!({ "dry_run": false, "verified": o.verified(), "finished_first": o.finished_first, "summary": o.summary }),
+                &json!({ "dry_run": false, "verified": o.verified(), "finished_first": o.finished_first, "summary": o.summary, "export": exported }),
             ) + "\n"),
         );
         return;
@@ -176,7 +228,130 @@ fn emit_outcome(o: &Outcome, format: Format) {
         out.push_str(&render_summary(s));
     }
     out.push_str(&render_summary(&o.summary));
+    if let Some(e) = exported {
+        out.push_str(&format!(
+            "  export to {}: {} month{}\n",
+            e.dir.display(),
+            e.months.len(),
+            if e.months.len() == 1 { "" } else { "s" }
+        ));
+        for m in &e.months {
+            out.push_str(&format!(
+                "    {}  {} rows  checksum {}  {}  {}{}\n",
+                m.partition,
+                m.rows,
+                m.checksum,
+                fmt_bytes(m.bytes as i64),
+                if m.written {
+                    "written, verified"
+                } else {
+                    "kept (already exported, verified)"
+                },
+                if m.dropped {
+                    ", dropped from the database"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Some(f) = &e.failed {
+            out.push_str(&format!("  EXPORT FAILED: {f}\n"));
+        }
+    }
     print(&out);
+}
+
+/// Exit status for a command error carried by anyhow (key loading).
+fn fail_any(e: anyhow::Error) -> u8 {
+    let usage = matches!(e.downcast_ref::<Error>(), Some(Error::Config(_)));
+    super::print_error(&e);
+    if usage {
+        super::EXIT_USAGE
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+/// Notices on stderr.
+struct Notices;
+impl Observer for Notices {
+    fn notice(&self, msg: &str) {
+        eprintln!("{msg}");
+    }
+}
+
+async fn restore_cmd(args: ArchiveRestoreArgs) -> u8 {
+    let setup =
+        conn_settings(&args.connect).and_then(|s| load_policy(&args.policy).map(|p| (s, p)));
+    let (settings, policy) = match setup {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    if !args.file.is_file() {
+        return fail(Error::Config(format!(
+            "{} is not a file: give the path of an exported month (*.{})",
+            args.file.display(),
+            export::EXTENSION
+        )));
+    }
+    let keys = match super::backup::load_keys(&args.keys, &policy) {
+        Ok(k) => k,
+        Err(e) => return fail_any(e),
+    };
+    let res: Result<export::Restored, RestoreError> = async {
+        let conn = db::connect(&settings).await?;
+        partition::prepare_session(&conn).await?;
+        partition::set_actor(&conn, RESTORE_ACTOR).await?;
+        export::restore(&conn, &args.file, &keys, &Notices).await
+    }
+    .await;
+    match res {
+        Ok(r) => {
+            if args.output.format == Format::Json {
+                print(&(pretty(&json!({ "restored": true, "result": r })) + "\n"));
+            } else {
+                print(&format!(
+                    "restored {} [{} .. {}) into {}: {} rows, checksum {} (verified)\n",
+                    r.partition,
+                    fmt_ts(r.range_from),
+                    fmt_ts(r.range_to),
+                    r.archive_table,
+                    r.rows,
+                    r.checksum
+                ));
+            }
+            EXIT_OK
+        }
+        Err(RestoreError::File(e)) => {
+            let kind = e.kind();
+            if args.output.format == Format::Json {
+                print(
+                    &(pretty(
+                        &json!({ "restored": false, "error": kind, "message": e.to_string() }),
+                    ) + "\n"),
+                );
+            }
+            print_error_msg(&format!(
+                "{}: refused, the file did not verify ({kind}): {e}; nothing was restored",
+                args.file.display()
+            ));
+            EXIT_FAILURE
+        }
+        Err(RestoreError::Other(e)) => {
+            if args.output.format == Format::Json {
+                print(
+                    &(pretty(
+                        &json!({ "restored": false, "error": "refused", "message": e.to_string() }),
+                    ) + "\n"),
+                );
+            }
+            fail(e)
+        }
+    }
+}
+
+fn print_error_msg(msg: &str) {
+    super::print_error(&anyhow::anyhow!("{msg}"));
 }
 
 fn render_summary(s: &Summary) -> String {

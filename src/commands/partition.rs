@@ -48,6 +48,27 @@ async fn setup(
     Ok((conn, policy, specs))
 }
 
+/// `app.actor` of `partition ensure` sessions, so the audit log attributes the row moves.
+pub const ENSURE_ACTOR: &str = "opsctl partition ensure";
+
+/// A policy table whose schema does not exist (the audit log before its migration) is
+/// not configured in this database: say so and skip it. Tables named with --table are
+/// never skipped (a missing one is an error).
+async fn skip_unconfigured(
+    conn: &tokio_postgres::Client,
+    spec: &TableSpec,
+    from_policy: bool,
+) -> Result<Option<String>, Error> {
+    if !from_policy || partition::schema_exists(conn, &spec.schema).await? {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{}: not configured in this database (schema {} does not exist); skipped",
+        spec.qualified(),
+        spec.schema
+    )))
+}
+
 async fn ensure_cmd(args: PartitionEnsureArgs) -> u8 {
     let (conn, policy, specs) =
         match setup(&args.connect, &args.policy, args.table.as_deref()).await {
@@ -56,8 +77,21 @@ async fn ensure_cmd(args: PartitionEnsureArgs) -> u8 {
         };
     let premake = args.premake.unwrap_or(policy.partitions.premake);
     let now = partition::now_utc();
+    if let Err(e) = partition::set_actor(&conn, ENSURE_ACTOR).await {
+        return fail(e);
+    }
     let mut outcomes = Vec::new();
+    let mut skipped = Vec::new();
     for spec in &specs {
+        match skip_unconfigured(&conn, spec, args.table.is_none()).await {
+            Ok(Some(note)) => {
+                eprintln!("{note}");
+                skipped.push(json!({ "table": spec.qualified(), "skipped": note }));
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => return fail(e),
+        }
         let res = async {
             let table = partition::inspect(&conn, spec).await?;
             let plan = ensure::plan(&conn, &table, premake, now).await?;
@@ -70,10 +104,20 @@ async fn ensure_cmd(args: PartitionEnsureArgs) -> u8 {
         }
     }
     if args.output.format == Format::Json {
-        print(&(pretty(&json!({ "dry_run": args.dry_run, "tables": outcomes })) + "\n"));
+        print(
+            &(pretty(&json!({ "dry_run": args.dry_run, "tables": outcomes, "skipped": skipped }))
+                + "\n"),
+        );
         return EXIT_OK;
     }
     let mut out = String::new();
+    for s in &skipped {
+        out.push_str(&format!(
+            "{}: {}\n",
+            s["table"].as_str().unwrap_or_default(),
+            s["skipped"].as_str().unwrap_or_default()
+        ));
+    }
     for o in &outcomes {
         let verb = if o.dry_run { "would create" } else { "created" };
         if o.created.is_empty() && !o.default_created {
@@ -145,6 +189,14 @@ async fn list_cmd(args: PartitionListArgs) -> u8 {
         };
     let mut listings = Vec::new();
     for spec in &specs {
+        match skip_unconfigured(&conn, spec, args.table.is_none()).await {
+            Ok(Some(note)) => {
+                eprintln!("{note}");
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => return fail(e),
+        }
         let res = async {
             let t = partition::inspect(&conn, spec).await?;
             partition::list(&conn, &t).await

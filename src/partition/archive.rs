@@ -289,8 +289,8 @@ fn sql_batch(t: &Table, with_position: bool) -> String {
 // The archive table
 
 /// `archive.<table>` as found (or created).
-struct ArchiveTable {
-    oid: u32,
+pub(crate) struct ArchiveTable {
+    pub(crate) oid: u32,
     default_partition: Option<String>,
 }
 
@@ -311,7 +311,10 @@ async fn find_archive_table(client: &Client, t: &Table) -> Result<Option<Archive
 
 /// Creates `archive.<table>` (columns, constraints and indexes of the live table,
 /// partitioned the same way, with a default partition), or checks the existing one.
-async fn ensure_archive_table(client: &Client, t: &Table) -> Result<ArchiveTable, Error> {
+pub(crate) async fn ensure_archive_table(
+    client: &Client,
+    t: &Table,
+) -> Result<ArchiveTable, Error> {
     let arch = archive_name(t);
     let def = quote_qualified(ARCHIVE_SCHEMA, &default_name(&t.name));
     match find_archive_table(client, t).await? {

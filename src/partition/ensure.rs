@@ -186,8 +186,9 @@ pub async fn apply(
         def = Some(name);
     }
     let def = def.expect("default partition");
+    let audit = is_audit_log(client, t).await?;
     for m in &plan.months {
-        let moved = create_month(client, t, &def, m).await?;
+        let moved = create_month(client, t, &def, m, audit).await?;
         obs.notice(&format!(
             "created {}.{} [{} .. {}){}",
             t.schema,
@@ -220,9 +221,39 @@ pub async fn apply(
     Ok(out)
 }
 
+/// Owner of the audit log (migrations/V41__audit_log.sql, docs/audit.md).
+pub const AUDIT_OWNER: &str = "opsctl_audit_owner";
+
+const SQL_IS_AUDIT_LOG: &str = "\
+SELECT pg_get_userbyid(c.relowner)::text = $2
+       AND to_regprocedure('audit.refuse_change()') IS NOT NULL
+  FROM pg_class c WHERE c.oid = $1";
+
+/// True for the audit log: a table owned by `opsctl_audit_owner` whose rows the
+/// append-only guard `audit.refuse_change()` protects.
+async fn is_audit_log(client: &Client, t: &Table) -> Result<bool, Error> {
+    Ok(client
+        .query_opt(SQL_IS_AUDIT_LOG, &[&t.oid, &AUDIT_OWNER])
+        .await
+        .map_err(Error::db)?
+        .is_some_and(|r| r.get::<_, bool>(0)))
+}
+
 /// Creates one month: standalone table with CHECK, rows moved from the default, attach.
 /// Returns the rows moved. One transaction, short lock_timeout, retried.
-async fn create_month(client: &Client, t: &Table, def: &str, m: &MonthPlan) -> Result<i64, Error> {
+///
+/// For the audit log (`audit`): the move out of the default partition is a DELETE the
+/// append-only guard refuses unless `opsctl.audit_rewrite = on` (set for this
+/// transaction only; the moved rows keep ids and content, so the seal chain verifies);
+/// the new month is owned by `opsctl_audit_owner` and gets the BEFORE TRUNCATE guard
+/// (the row guard is cloned to it by the ATTACH).
+async fn create_month(
+    client: &Client,
+    t: &Table,
+    def: &str,
+    m: &MonthPlan,
+    audit: bool,
+) -> Result<i64, Error> {
     let part = quote_qualified(&t.schema, &m.partition);
     let exists: bool = client
         .query_one(SQL_REL_EXISTS, &[&part])
@@ -241,9 +272,18 @@ async fn create_month(client: &Client, t: &Table, def: &str, m: &MonthPlan) -> R
     let (lo, hi) = (ts_literal(midnight(m.from)), ts_literal(midnight(m.to)));
     let col = t.sql_column();
     let defq = quote_qualified(&t.schema, def);
-    // Lock order: the default partition first (ATTACH needs it exclusively anyway, and no
-    // row of the range may reach it between the move and the attach).
-    let lock = format!("LOCK TABLE {defq} IN ACCESS EXCLUSIVE MODE");
+    // Lock order: the parent first, against inserts (ONLY: not its partitions), then the
+    // default partition (ATTACH needs it exclusively anyway, and no row of the range may
+    // reach it between the move and the attach). Without the parent lock an insert that
+    // was routed to the default before the attach waits for the default's lock and then
+    // fails its re-check of the default's (narrowed) partition constraint; with it, the
+    // insert waits before routing and lands in the new month. Both locks last only this
+    // short transaction (lock_timeout, retried).
+    let lock = format!(
+        "LOCK TABLE ONLY {parent} IN SHARE ROW EXCLUSIVE MODE; \
+         LOCK TABLE {defq} IN ACCESS EXCLUSIVE MODE",
+        parent = t.sql_name()
+    );
     let create = format!(
         "CREATE TABLE {part} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
          INCLUDING INDEXES INCLUDING STORAGE INCLUDING COMPRESSION); \
@@ -251,6 +291,17 @@ async fn create_month(client: &Client, t: &Table, def: &str, m: &MonthPlan) -> R
         parent = t.sql_name(),
         check = quote_ident(&format!("{}_range", m.partition)),
     );
+    let audit_setup = audit.then(|| {
+        format!(
+            "SET LOCAL opsctl.audit_rewrite = 'on'; \
+             CREATE TRIGGER {trigger} BEFORE TRUNCATE ON {part} \
+               FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change(); \
+             REVOKE ALL ON {part} FROM PUBLIC; \
+             ALTER TABLE {part} OWNER TO {owner}",
+            owner = quote_ident(AUDIT_OWNER),
+            trigger = quote_ident(&format!("{}_no_truncate", m.partition)),
+        )
+    });
     let cols = t.sql_columns();
     let fill = format!(
         "WITH moved AS (DELETE FROM {defq} WHERE {col} >= {lo} AND {col} < {hi} RETURNING *) \
@@ -266,6 +317,9 @@ async fn create_month(client: &Client, t: &Table, def: &str, m: &MonthPlan) -> R
         || async {
             client.batch_execute(&lock).await?;
             client.batch_execute(&create).await?;
+            if let Some(sql) = &audit_setup {
+                client.batch_execute(sql).await?;
+            }
             let moved = client.execute(fill.as_str(), &[]).await?;
             client.batch_execute(&attach).await?;
             Ok(moved as i64)

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod ensure;
+pub mod export;
 
 use std::future::Future;
 use std::time::Duration;
@@ -335,6 +336,28 @@ pub async fn prepare_session(client: &Client) -> Result<(), Error> {
         .batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'")
         .await
         .map_err(Error::db)
+}
+
+/// True when `schema` exists. A table the policy names in a schema that does not exist
+/// (e.g. `audit.logged_actions` before the audit migration) is skipped as not configured.
+pub async fn schema_exists(client: &Client, schema: &str) -> Result<bool, Error> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )
+        .await
+        .map_err(Error::db)?
+        .get(0))
+}
+
+/// Names the session's actor (`app.actor`) so the audit log attributes its row changes.
+pub async fn set_actor(client: &Client, actor: &str) -> Result<(), Error> {
+    client
+        .execute("SELECT set_config('app.actor', $1, false)", &[&actor])
+        .await
+        .map(|_| ())
+        .map_err(Error::db_ctx("cannot set app.actor"))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one throwaway cluster, a module per command.
 
+mod archive_export;
 mod audit;
 mod backup;
 mod bench;
