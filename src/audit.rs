@@ -591,6 +591,12 @@ pub async fn chain_status(client: &Client) -> Result<Option<ChainStatus>, Error>
 /// The hash of the latest seal (the chain head), for backup manifests; None when there
 /// is no seal yet or the audit schema is not migrated.
 pub async fn latest_seal_hash(client: &Client) -> Result<Option<String>, Error> {
+    Ok(latest_seal(client).await?.map(|(_, h)| h))
+}
+
+/// The latest seal's number and hash (the chain head); None when there is no seal yet
+/// or the audit schema is not migrated. Reads in `client`'s current transaction.
+pub async fn latest_seal(client: &Client) -> Result<Option<(i64, String)>, Error> {
     if !present(client).await? {
         return Ok(None);
     }
@@ -598,7 +604,7 @@ pub async fn latest_seal_hash(client: &Client) -> Result<Option<String>, Error> 
         .query_opt(LAST_SEAL, &[])
         .await
         .map_err(Error::db_ctx("cannot read the latest audit seal"))?;
-    Ok(row.map(|r| r.get(2)))
+    Ok(row.map(|r| (r.get(0), r.get(2))))
 }
 
 async fn present(client: &Client) -> Result<bool, Error> {
