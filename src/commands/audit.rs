@@ -98,7 +98,34 @@ async fn verify(args: AuditVerifyArgs) -> u8 {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let out = match audit::verify(&mut conn, audit::DEFAULT_BATCH, &args.expect_hash).await {
+    let mut recorded = Vec::new();
+    if let Some(dir) = &args.backups {
+        match audit::recorded_by_backups(&conn, dir).await {
+            Ok((dbdir, backups, seals)) => {
+                if backups == 0 {
+                    eprintln!(
+                        "warning: no backups of this database under {}: nothing recorded to check",
+                        dbdir.display()
+                    );
+                } else if seals.is_empty() {
+                    eprintln!(
+                        "warning: none of the {backups} backup(s) under {} recorded an audit seal",
+                        dbdir.display()
+                    );
+                }
+                recorded = seals;
+            }
+            Err(e) => return fail(e),
+        }
+    }
+    let out = match audit::verify_with(
+        &mut conn,
+        audit::DEFAULT_BATCH,
+        &args.expect_hash,
+        &recorded,
+    )
+    .await
+    {
         Ok(o) => o,
         Err(e) => return fail(e),
     };
@@ -135,6 +162,13 @@ fn verify_text(o: &VerifyOutcome) -> String {
                 let _ = writeln!(t, "  - {p}");
             }
         }
+    }
+    if o.recorded_seals_checked > 0 && o.intact {
+        let _ = writeln!(
+            t,
+            "{} seal(s) recorded by backups are in the chain unchanged",
+            o.recorded_seals_checked
+        );
     }
     if let Some(h) = &o.head_hash {
         let _ = writeln!(
