@@ -130,44 +130,60 @@ fn feed(
     expected_sha256: &str,
 ) -> Result<(), verify::Failure> {
     grow_pipe(&stdin);
-    let mut out = stdin;
-    let mut held: Vec<u8> = Vec::with_capacity(2 * HOLD_BACK);
-    let o = verify::stream_file(
-        file,
-        path,
-        file_bytes,
-        keys,
-        &mut |b| {
-            if b.len() >= HOLD_BACK {
-                out.write_all(&held)?;
-                held.clear();
-                let (now, later) = b.split_at(b.len() - HOLD_BACK);
-                out.write_all(now)?;
-                held.extend_from_slice(later);
-            } else {
-                let release = (held.len() + b.len()).saturating_sub(HOLD_BACK);
-                if release > 0 {
-                    out.write_all(&held[..release])?;
-                    held.drain(..release);
-                }
-                held.extend_from_slice(b);
-            }
-            Ok(())
-        },
-        &(),
-    )?;
+    let mut out = HoldBack::new(stdin);
+    let o = verify::stream_file(file, path, file_bytes, keys, &mut |b| out.push(b), &())?;
     if o.manifest.dump_sha256 != expected_sha256 {
         return Err(verify::Failure {
             kind: "manifest_mismatch",
             message: "manifest mismatch: the backup file changed during the restore".into(),
         });
     }
-    out.write_all(&held).map_err(|e| verify::Failure {
+    out.release().map_err(|e| verify::Failure {
         kind: "io",
         message: format!("cannot pass the dump on: {e}"),
     })?;
-    drop(out);
     Ok(())
+}
+
+/// Passes bytes on except the last [`HOLD_BACK`], which only [`HoldBack::release`]
+/// writes (dropping it without release withholds them for good).
+struct HoldBack<W: Write> {
+    out: W,
+    held: Vec<u8>,
+}
+
+impl<W: Write> HoldBack<W> {
+    fn new(out: W) -> Self {
+        HoldBack {
+            out,
+            held: Vec::with_capacity(2 * HOLD_BACK),
+        }
+    }
+
+    fn push(&mut self, b: &[u8]) -> std::io::Result<()> {
+        if b.len() >= HOLD_BACK {
+            self.out.write_all(&self.held)?;
+            self.held.clear();
+            let (now, later) = b.split_at(b.len() - HOLD_BACK);
+            self.out.write_all(now)?;
+            self.held.extend_from_slice(later);
+        } else {
+            let release = (self.held.len() + b.len()).saturating_sub(HOLD_BACK);
+            if release > 0 {
+                self.out.write_all(&self.held[..release])?;
+                self.held.drain(..release);
+            }
+            self.held.extend_from_slice(b);
+        }
+        Ok(())
+    }
+
+    /// Writes the held-back tail and returns the output (drop it to close a pipe).
+    fn release(mut self) -> std::io::Result<W> {
+        self.out.write_all(&self.held)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
 }
 
 /// A 1 MiB pipe to pg_restore (Linux; the default 64 KiB means many more wake-ups).
@@ -281,11 +297,12 @@ pub async fn restore(
         // Authentication only (every tag, chunk order, final chunk, header, sealed
         // manifest); the plaintext hash is checked in the second pass, before pg_restore
         // may commit (see `feed`).
-        let (o, f) = tokio::task::spawn_blocking(move || -> Result<(Opened, std::fs::File), Error> {
-            Ok(verify::authenticate(&p, &k, &*pr)?)
-        })
-        .await
-        .map_err(|e| Error::Other(format!("restore failed: {e}")))??;
+        let (o, f) =
+            tokio::task::spawn_blocking(move || -> Result<(Opened, std::fs::File), Error> {
+                Ok(verify::authenticate(&p, &k, &*pr)?)
+            })
+            .await
+            .map_err(|e| Error::Other(format!("restore failed: {e}")))??;
         authenticated = Some(f);
         o
     };
@@ -444,6 +461,33 @@ pub async fn restore(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hold_back_withholds_the_tail_until_released() {
+        use super::{HoldBack, HOLD_BACK};
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        for sizes in [
+            &[1usize, 7, 4096, 5000, 100][..],
+            &[3][..],
+            &[65536][..],
+            &[4095, 1, 2][..],
+        ] {
+            let mut h = HoldBack::new(Vec::new());
+            let mut at = 0;
+            let mut k = 0;
+            while at < data.len() {
+                let n = sizes[k % sizes.len()].min(data.len() - at);
+                h.push(&data[at..at + n]).unwrap();
+                at += n;
+                k += 1;
+                // Everything but the last HOLD_BACK bytes has gone out, in order.
+                let want = at.saturating_sub(HOLD_BACK);
+                assert_eq!(h.out.len(), want);
+                assert_eq!(&h.out[..], &data[..want]);
+            }
+            assert_eq!(h.release().unwrap(), data);
+        }
+    }
+
     #[test]
     fn conninfo_quoting() {
         assert_eq!(super::dbname_conninfo("a'b\\c"), "dbname='a\\'b\\\\c'");

@@ -969,7 +969,11 @@ fn a_whole_chain_rewrite_is_caught_against_the_backups() {
         .arg(&repo)
         .run()
         .success();
-    assert!(ok.stdout.contains("1 seal(s) recorded by backups"), "{}", ok.stdout);
+    assert!(
+        ok.stdout.contains("1 seal(s) recorded by backups"),
+        "{}",
+        ok.stdout
+    );
     // A later seal and a later backup: both recorded seals still check out.
     db.sql("SET app.actor = 'seeder'; UPDATE positions SET quantity = 5 WHERE user_id = 1;");
     seal_all(&db);
@@ -998,7 +1002,8 @@ fn a_whole_chain_rewrite_is_caught_against_the_backups() {
     assert!(run.stdout.contains("TAMPERED"), "{}", run.stdout);
     assert!(run.stdout.contains(id), "{}", run.stdout);
     assert!(
-        run.stdout.contains(&format!("seal {seal_id} with hash {head}")),
+        run.stdout
+            .contains(&format!("seal {seal_id} with hash {head}")),
         "{}",
         run.stdout
     );
