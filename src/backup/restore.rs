@@ -128,10 +128,11 @@ fn feed(
     keys: &[KeyMaterial],
     stdin: std::process::ChildStdin,
     expected_sha256: &str,
+    progress: &dyn Progress,
 ) -> Result<(), verify::Failure> {
     grow_pipe(&stdin);
     let mut out = HoldBack::new(stdin);
-    let o = verify::stream_file(file, path, file_bytes, keys, &mut |b| out.push(b), &())?;
+    let o = verify::stream_file(file, path, file_bytes, keys, &mut |b| out.push(b), progress)?;
     if o.manifest.dump_sha256 != expected_sha256 {
         return Err(verify::Failure {
             kind: "manifest_mismatch",
@@ -369,6 +370,7 @@ pub async fn restore(
         let file = authenticated.take().expect("authenticated file");
         let file_bytes = opened.file_bytes;
         let expected = m.dump_sha256.clone();
+        let pr = progress.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
             let mut child = cmd.spawn().map_err(Error::io("cannot run pg_restore"))?;
             let stdin = child.stdin.take().expect("piped");
@@ -381,7 +383,7 @@ pub async fn restore(
                     .read_to_string(&mut s);
                 s
             });
-            let fed = feed(&file, &p, file_bytes, &keys, stdin, &expected);
+            let fed = feed(&file, &p, file_bytes, &keys, stdin, &expected, &*pr);
             if fed.is_err() {
                 // Abort the single transaction: nothing half-restored stays behind.
                 let _ = child.kill();
