@@ -280,6 +280,23 @@ pub enum Problem {
     BrokenSeal { seal_id: i64, reason: String },
     /// A seal hash recorded outside the database (a backup manifest) is not in the chain.
     MissingHash { hash: String },
+    /// A backup recorded this seal as the chain head; the chain no longer holds it as
+    /// recorded (`actual`: the hash the chain now has under that number, if any).
+    BackupSeal {
+        backup: String,
+        seal_id: i64,
+        hash: String,
+        actual: Option<String>,
+    },
+}
+
+/// A seal recorded outside the database, e.g. the chain head in a backup's manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedSeal {
+    /// Where it was recorded (a backup id and file).
+    pub source: String,
+    pub seal_id: i64,
+    pub hash: String,
 }
 
 impl std::fmt::Display for Problem {
@@ -305,6 +322,24 @@ impl std::fmt::Display for Problem {
                 "audit row {row_id} was inserted out of chain: it names transaction {transaction_id}, which has not started yet"
             ),
             Problem::BrokenSeal { seal_id, reason } => write!(f, "seal {seal_id}: {reason}"),
+            Problem::BackupSeal {
+                backup,
+                seal_id,
+                hash,
+                actual: Some(a),
+            } => write!(
+                f,
+                "backup {backup} recorded seal {seal_id} with hash {hash}, but seal {seal_id} in the chain now has hash {a}: the chain was rewritten after the backup"
+            ),
+            Problem::BackupSeal {
+                backup,
+                seal_id,
+                hash,
+                actual: None,
+            } => write!(
+                f,
+                "backup {backup} recorded seal {seal_id} with hash {hash}, but the chain has no seal {seal_id}: the chain was truncated or rewritten after the backup"
+            ),
             Problem::MissingHash { hash } => write!(
                 f,
                 "the chain holds no seal with hash {hash} (recorded outside the database, e.g. in a backup manifest): the chain was rewritten or truncated"
@@ -325,6 +360,8 @@ pub struct VerifyOutcome {
     pub first_problem: Option<Problem>,
     /// Problems found, in chain order (at most [`MAX_PROBLEMS`]).
     pub problems: Vec<Problem>,
+    /// Seals recorded outside the database (backups) that were checked against the chain.
+    pub recorded_seals_checked: usize,
 }
 
 /// Problems collected before verify stops listing them.
@@ -348,6 +385,17 @@ pub async fn verify(
     client: &mut Client,
     batch: i64,
     expected: &[String],
+) -> Result<VerifyOutcome, Error> {
+    verify_with(client, batch, expected, &[]).await
+}
+
+/// [`verify`], and each of `recorded` (seals recorded outside the database, e.g. by
+/// backups) must still be in the chain under its number with the same hash.
+pub async fn verify_with(
+    client: &mut Client,
+    batch: i64,
+    expected: &[String],
+    recorded: &[RecordedSeal],
 ) -> Result<VerifyOutcome, Error> {
     ensure_present(client).await?;
     let batch = batch.max(1);
@@ -534,6 +582,19 @@ pub async fn verify(
             problems.push(Problem::MissingHash { hash: want });
         }
     }
+    for r in recorded {
+        let want = r.hash.trim().to_ascii_lowercase();
+        let actual = headers.iter().find(|h| h.seal_id == r.seal_id);
+        if actual.is_some_and(|h| h.hash == want) || problems.len() >= MAX_PROBLEMS {
+            continue;
+        }
+        problems.push(Problem::BackupSeal {
+            backup: r.source.clone(),
+            seal_id: r.seal_id,
+            hash: want,
+            actual: actual.map(|h| h.hash.clone()),
+        });
+    }
     let head_xid = headers.last().map(|h| h.xid_hi).unwrap_or(0);
     let unsealed: i64 = tx
         .query_one(
@@ -552,6 +613,7 @@ pub async fn verify(
         unsealed_rows: unsealed,
         first_problem: problems.first().cloned(),
         problems,
+        recorded_seals_checked: recorded.len(),
     })
 }
 
@@ -591,6 +653,12 @@ pub async fn chain_status(client: &Client) -> Result<Option<ChainStatus>, Error>
 /// The hash of the latest seal (the chain head), for backup manifests; None when there
 /// is no seal yet or the audit schema is not migrated.
 pub async fn latest_seal_hash(client: &Client) -> Result<Option<String>, Error> {
+    Ok(latest_seal(client).await?.map(|(_, h)| h))
+}
+
+/// The latest seal's number and hash (the chain head); None when there is no seal yet
+/// or the audit schema is not migrated. Reads in `client`'s current transaction.
+pub async fn latest_seal(client: &Client) -> Result<Option<(i64, String)>, Error> {
     if !present(client).await? {
         return Ok(None);
     }
@@ -598,7 +666,43 @@ pub async fn latest_seal_hash(client: &Client) -> Result<Option<String>, Error> 
         .query_opt(LAST_SEAL, &[])
         .await
         .map_err(Error::db_ctx("cannot read the latest audit seal"))?;
-    Ok(row.map(|r| r.get(2)))
+    Ok(row.map(|r| (r.get(0), r.get(2))))
+}
+
+const CURRENT_DATABASE: &str = "SELECT current_database()::text";
+
+/// The audit seals recorded by the backups of the connected database under
+/// `DIR/<database>/` (from their plaintext summaries; backups without a seal are
+/// skipped). Returns the directory read, the number of backups found and the seals.
+pub async fn recorded_by_backups(
+    client: &Client,
+    dir: &std::path::Path,
+) -> Result<(std::path::PathBuf, usize, Vec<RecordedSeal>), Error> {
+    use crate::backup::repo;
+    if !dir.is_dir() {
+        return Err(Error::Config(format!(
+            "backup directory {} does not exist (give the --dir of `backup create`)",
+            dir.display()
+        )));
+    }
+    let database: String = client
+        .query_one(CURRENT_DATABASE, &[])
+        .await
+        .map_err(Error::db)?
+        .get(0);
+    let dbdir = repo::db_dir(dir, &database);
+    let entries = repo::list_db_dir(&dbdir)?;
+    let seals = entries
+        .iter()
+        .filter_map(|e| {
+            e.summary.audit_seal.as_ref().map(|s| RecordedSeal {
+                source: format!("{} ({})", e.summary.id, e.path.display()),
+                seal_id: s.seal_id,
+                hash: s.hash.clone(),
+            })
+        })
+        .collect();
+    Ok((dbdir, entries.len(), seals))
 }
 
 async fn present(client: &Client) -> Result<bool, Error> {

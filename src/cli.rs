@@ -770,6 +770,10 @@ pub struct AuditVerifyArgs {
     /// backup manifest) that must be part of the chain; repeatable.
     #[arg(long, value_name = "HASH", value_parser = parse_seal_hash)]
     pub expect_hash: Vec<String>,
+    /// A backup directory (`backup create --dir`): every audit seal recorded by this
+    /// database's backups under DIR/<database>/ must still be in the chain, unchanged.
+    #[arg(long, value_name = "DIR")]
+    pub backups: Option<std::path::PathBuf>,
 }
 
 fn parse_seal_hash(s: &str) -> Result<String, String> {

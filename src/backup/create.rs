@@ -252,6 +252,14 @@ async fn create_locked(
             return Err(e);
         }
     };
+    // The audit chain head, in the same snapshot (kept outside the database from now on).
+    let audit_seal = match crate::audit::latest_seal(conn).await {
+        Ok(s) => s.map(|(seal_id, hash)| manifest::SealRef { seal_id, hash }),
+        Err(e) => {
+            let _ = conn.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    };
     let (piped, status) = piped
         .await
         .map_err(|e| Error::Other(format!("backup pipeline failed: {e}")))?;
@@ -280,6 +288,7 @@ async fn create_locked(
         dump_bytes: piped.dump_bytes,
         compressed_bytes: piped.compressed_bytes,
         dump_sha256: piped.sha256,
+        audit_seal,
     };
     let trailer = serde_json::to_vec(&m).expect("manifest serialises");
     let writer = piped.writer;
@@ -320,6 +329,7 @@ async fn create_locked(
         tables: m.tables.len(),
         rows: m.total_rows(),
         dump_sha256: m.dump_sha256.clone(),
+        audit_seal: m.audit_seal.clone(),
     };
     if let Err(e) = repo::write_summary(&path, &summary) {
         // Without its summary the file is not a listed backup: remove it.

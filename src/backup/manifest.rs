@@ -84,6 +84,23 @@ pub struct Manifest {
     pub dump_bytes: u64,
     pub compressed_bytes: u64,
     pub dump_sha256: String,
+    /// The audit chain head in the backup's snapshot (None: no seal yet, or no audit
+    /// schema). `audit verify --backups DIR` checks it is still in the chain.
+    #[serde(default)]
+    pub audit_seal: Option<SealRef>,
+}
+
+/// One seal of the audit chain (`audit.seals`): its number and hash. Not a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealRef {
+    pub seal_id: i64,
+    pub hash: String,
+}
+
+impl std::fmt::Display for SealRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seal {} {}", self.seal_id, self.hash)
+    }
 }
 
 impl Manifest {
@@ -221,6 +238,9 @@ pub struct Summary {
     pub tables: usize,
     pub rows: i64,
     pub dump_sha256: String,
+    /// The audit chain head sealed in the manifest (copied here: a hash is not a secret).
+    #[serde(default)]
+    pub audit_seal: Option<SealRef>,
 }
 
 impl Summary {
@@ -267,6 +287,8 @@ impl Summary {
             m.tables.len().to_string(),
         );
         check("rows", self.rows.to_string(), m.total_rows().to_string());
+        let seal = |s: &Option<SealRef>| s.as_ref().map(|x| x.to_string()).unwrap_or("none".into());
+        check("audit_seal", seal(&self.audit_seal), seal(&m.audit_seal));
         check(
             "migration_version",
             format!("{:?}", self.migration_version),

@@ -1,7 +1,17 @@
 //! `restore`: authenticate the whole backup first (nothing touches the target before
-//! every tag, the manifest and the dump hash check out), then feed the dump to
-//! pg_restore — from a pipe in one transaction, or with `--jobs N` from a private 0600
-//! temporary file (free space checked first, removed afterwards).
+//! every chunk tag, the chunk order and final chunk, the header and the sealed manifest
+//! check out), then feed the dump to pg_restore — from a pipe in one transaction, or
+//! with `--jobs N` from a private 0600 temporary file (free space checked first, removed
+//! afterwards).
+//!
+//! Without `--jobs` the first pass only authenticates (no decompression: the GCM tags
+//! already prove every byte is what the writer wrote), and the second pass decrypts,
+//! decompresses and hashes while pg_restore reads, on the same open file. The last bytes
+//! of the dump are held back until the plaintext SHA-256 matched the manifest, so
+//! pg_restore cannot commit a dump that fails it; a failure kills pg_restore (its single
+//! transaction rolls back) and drops a database the restore created. With `--jobs` the
+//! first pass decrypts into the temporary file and checks the hash before pg_restore
+//! starts.
 //!
 //! `--clean` on an existing database restores into a new staging database and, once
 //! pg_restore succeeded, drops the old database and renames the staging one in its place:
@@ -103,6 +113,93 @@ impl Drop for TempFile {
     }
 }
 
+/// Bytes of the dump held back from pg_restore until the whole plaintext matched the
+/// manifest's SHA-256: without its last bytes pg_restore cannot finish, so it cannot
+/// commit a dump that turns out not to be the one the manifest describes.
+const HOLD_BACK: usize = 4096;
+
+/// Second pass: decrypts and decompresses the authenticated file into pg_restore's stdin
+/// (every tag checked again), and releases the held-back tail and closes the pipe only
+/// after the plaintext hash and size matched the manifest of the first pass.
+fn feed(
+    file: &std::fs::File,
+    path: &Path,
+    file_bytes: u64,
+    keys: &[KeyMaterial],
+    stdin: std::process::ChildStdin,
+    expected_sha256: &str,
+    progress: &dyn Progress,
+) -> Result<(), verify::Failure> {
+    grow_pipe(&stdin);
+    let mut out = HoldBack::new(stdin);
+    let o = verify::stream_file(file, path, file_bytes, keys, &mut |b| out.push(b), progress)?;
+    if o.manifest.dump_sha256 != expected_sha256 {
+        return Err(verify::Failure {
+            kind: "manifest_mismatch",
+            message: "manifest mismatch: the backup file changed during the restore".into(),
+        });
+    }
+    out.release().map_err(|e| verify::Failure {
+        kind: "io",
+        message: format!("cannot pass the dump on: {e}"),
+    })?;
+    Ok(())
+}
+
+/// Passes bytes on except the last [`HOLD_BACK`], which only [`HoldBack::release`]
+/// writes (dropping it without release withholds them for good).
+struct HoldBack<W: Write> {
+    out: W,
+    held: Vec<u8>,
+}
+
+impl<W: Write> HoldBack<W> {
+    fn new(out: W) -> Self {
+        HoldBack {
+            out,
+            held: Vec::with_capacity(2 * HOLD_BACK),
+        }
+    }
+
+    fn push(&mut self, b: &[u8]) -> std::io::Result<()> {
+        if b.len() >= HOLD_BACK {
+            self.out.write_all(&self.held)?;
+            self.held.clear();
+            let (now, later) = b.split_at(b.len() - HOLD_BACK);
+            self.out.write_all(now)?;
+            self.held.extend_from_slice(later);
+        } else {
+            let release = (self.held.len() + b.len()).saturating_sub(HOLD_BACK);
+            if release > 0 {
+                self.out.write_all(&self.held[..release])?;
+                self.held.drain(..release);
+            }
+            self.held.extend_from_slice(b);
+        }
+        Ok(())
+    }
+
+    /// Writes the held-back tail and returns the output (drop it to close a pipe).
+    fn release(mut self) -> std::io::Result<W> {
+        self.out.write_all(&self.held)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// A 1 MiB pipe to pg_restore (Linux; the default 64 KiB means many more wake-ups).
+fn grow_pipe(stdin: &std::process::ChildStdin) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        unsafe {
+            libc::fcntl(stdin.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stdin;
+}
+
 /// Restores `path` into `opts.target_db` on the server `settings` points at.
 pub async fn restore(
     settings: &ConnSettings,
@@ -158,6 +255,7 @@ pub async fn restore(
     // 1. Authenticate everything before touching the target.
     let summary = repo::read_summary(path).ok();
     let mut temp = TempFile(None);
+    let mut authenticated: Option<std::fs::File> = None;
     let p = path.to_path_buf();
     let (k, pr) = (keys.clone(), progress.clone());
     let opened: Opened = if jobs > 1 {
@@ -197,11 +295,17 @@ pub async fn restore(
         .await
         .map_err(|e| Error::Other(format!("restore failed: {e}")))??
     } else {
-        tokio::task::spawn_blocking(move || -> Result<Opened, Error> {
-            Ok(verify::stream(&p, &k, &mut |_| Ok(()), &*pr)?)
-        })
-        .await
-        .map_err(|e| Error::Other(format!("restore failed: {e}")))??
+        // Authentication only (every tag, chunk order, final chunk, header, sealed
+        // manifest); the plaintext hash is checked in the second pass, before pg_restore
+        // may commit (see `feed`).
+        let (o, f) =
+            tokio::task::spawn_blocking(move || -> Result<(Opened, std::fs::File), Error> {
+                Ok(verify::authenticate(&p, &k, &*pr)?)
+            })
+            .await
+            .map_err(|e| Error::Other(format!("restore failed: {e}")))??;
+        authenticated = Some(f);
+        o
     };
     let authenticate_secs = t0.elapsed().as_secs_f64();
     let m = opened.manifest.clone();
@@ -263,10 +367,13 @@ pub async fn restore(
     } else {
         cmd.arg("--single-transaction").stdin(Stdio::piped());
         let p = path.to_path_buf();
+        let file = authenticated.take().expect("authenticated file");
+        let file_bytes = opened.file_bytes;
         let expected = m.dump_sha256.clone();
+        let pr = progress.clone();
         tokio::task::spawn_blocking(move || -> Result<(), Error> {
             let mut child = cmd.spawn().map_err(Error::io("cannot run pg_restore"))?;
-            let mut stdin = child.stdin.take().expect("piped");
+            let stdin = child.stdin.take().expect("piped");
             let err = child.stderr.take().expect("piped");
             let err_t = std::thread::spawn(move || {
                 use std::io::Read;
@@ -276,22 +383,11 @@ pub async fn restore(
                     .read_to_string(&mut s);
                 s
             });
-            let fed = verify::stream(&p, &keys, &mut |b| stdin.write_all(b), &());
-            let fed = fed.and_then(|o| {
-                if o.manifest.dump_sha256 == expected {
-                    Ok(())
-                } else {
-                    Err(verify::Failure {
-                        kind: "manifest_mismatch",
-                        message: "the backup file changed during the restore".into(),
-                    })
-                }
-            });
+            let fed = feed(&file, &p, file_bytes, &keys, stdin, &expected, &*pr);
             if fed.is_err() {
                 // Abort the single transaction: nothing half-restored stays behind.
                 let _ = child.kill();
             }
-            drop(stdin);
             let status = child
                 .wait()
                 .map_err(Error::io("cannot wait for pg_restore"))?;
@@ -367,6 +463,33 @@ pub async fn restore(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hold_back_withholds_the_tail_until_released() {
+        use super::{HoldBack, HOLD_BACK};
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        for sizes in [
+            &[1usize, 7, 4096, 5000, 100][..],
+            &[3][..],
+            &[65536][..],
+            &[4095, 1, 2][..],
+        ] {
+            let mut h = HoldBack::new(Vec::new());
+            let mut at = 0;
+            let mut k = 0;
+            while at < data.len() {
+                let n = sizes[k % sizes.len()].min(data.len() - at);
+                h.push(&data[at..at + n]).unwrap();
+                at += n;
+                k += 1;
+                // Everything but the last HOLD_BACK bytes has gone out, in order.
+                let want = at.saturating_sub(HOLD_BACK);
+                assert_eq!(h.out.len(), want);
+                assert_eq!(&h.out[..], &data[..want]);
+            }
+            assert_eq!(h.release().unwrap(), data);
+        }
+    }
+
     #[test]
     fn conninfo_quoting() {
         assert_eq!(super::dbname_conninfo("a'b\\c"), "dbname='a\\'b\\\\c'");

@@ -7,7 +7,6 @@ use std::io::{BufReader, Read, Write};
 use std::path::Path;
 use std::process::Stdio;
 
-use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
 use super::format::{FormatError, Header, Reader};
@@ -77,6 +76,55 @@ pub struct Opened {
     pub file_bytes: u64,
 }
 
+/// Opens the container on an already open file: header, key slot, content label.
+fn open_reader<'a>(
+    f: &File,
+    path: &Path,
+    keys: &[KeyMaterial],
+    progress: &'a dyn Progress,
+) -> Result<Reader<Counting<'a, BufReader<File>>>, Failure> {
+    let f = f.try_clone().map_err(|e| Failure {
+        kind: "io",
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let counting = Counting {
+        inner: BufReader::with_capacity(1 << 20, f),
+        count: 0,
+        progress,
+    };
+    let reader = Reader::open(counting, keys)?;
+    if reader.header.content != CONTENT {
+        return Err(Failure {
+            kind: "unsupported",
+            message: format!(
+                "{} holds {:?}, not an opsctl database backup ({CONTENT})",
+                path.display(),
+                reader.header.content
+            ),
+        });
+    }
+    Ok(reader)
+}
+
+fn open_file(path: &Path) -> Result<(File, u64), Failure> {
+    let f = File::open(path).map_err(|e| Failure {
+        kind: "io",
+        message: format!("cannot open {}: {e}", path.display()),
+    })?;
+    let file_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((f, file_bytes))
+}
+
+/// Rewinds a file shared by both passes of a restore.
+fn rewind(f: &File, path: &Path) -> Result<(), Failure> {
+    use std::io::{Seek, SeekFrom};
+    let mut g: &File = f;
+    g.seek(SeekFrom::Start(0)).map(|_| ()).map_err(|e| Failure {
+        kind: "io",
+        message: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
 /// Decrypts and decompresses the whole file, passing the plaintext dump to `sink`, and
 /// checks every tag, the end of the file, and the manifest's sizes and SHA-256.
 pub fn stream(
@@ -85,30 +133,28 @@ pub fn stream(
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     progress: &dyn Progress,
 ) -> Result<Opened, Failure> {
-    let f = File::open(path).map_err(|e| Failure {
-        kind: "io",
-        message: format!("cannot open {}: {e}", path.display()),
-    })?;
-    let file_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let counting = Counting {
-        inner: BufReader::with_capacity(1 << 20, f),
-        count: 0,
-        progress,
-    };
-    let reader = Reader::open(counting, keys)?;
+    let (f, file_bytes) = open_file(path)?;
+    stream_file(&f, path, file_bytes, keys, sink, progress)
+}
+
+/// [`stream`] over an already open file, read from its start.
+pub fn stream_file(
+    f: &File,
+    path: &Path,
+    file_bytes: u64,
+    keys: &[KeyMaterial],
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    progress: &dyn Progress,
+) -> Result<Opened, Failure> {
+    rewind(f, path)?;
+    let reader = open_reader(f, path, keys, progress)?;
     let header = reader.header.clone();
     let slot = reader.slot;
-    if header.content != CONTENT {
-        return Err(Failure {
-            kind: "unsupported",
-            message: format!(
-                "{} holds {:?}, not an opsctl database backup ({CONTENT})",
-                path.display(),
-                header.content
-            ),
-        });
-    }
-    let mut gz = MultiGzDecoder::new(reader);
+    // A larger input buffer than flate2's 32 KiB default: one decrypted chunk per fill.
+    let mut gz = flate2::bufread::MultiGzDecoder::new(BufReader::with_capacity(
+        super::format::DEFAULT_CHUNK as usize,
+        reader,
+    ));
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut dump_bytes = 0u64;
@@ -134,7 +180,7 @@ pub fn stream(
             message: format!("cannot pass the dump on: {e}"),
         })?;
     }
-    let reader = gz.into_inner();
+    let reader = gz.into_inner().into_inner();
     let trailer = reader.finish()?;
     let manifest: Manifest = serde_json::from_slice(&trailer)
         .map_err(|e| mismatch(format!("the sealed manifest is not valid: {e}")))?;
@@ -157,6 +203,50 @@ pub fn stream(
         slot,
         file_bytes,
     })
+}
+
+/// Authentication only, without decompressing: the header, the key slot, every chunk's
+/// AES-GCM tag in STREAM order up to the chunk flagged final, nothing after it, the sealed
+/// manifest, and the compressed size it records. The tags prove every byte is what the
+/// writer wrote; the plaintext SHA-256 is then checked while the dump is used
+/// ([`stream_file`]). Returns the open file so the second pass reads the same file.
+pub fn authenticate(
+    path: &Path,
+    keys: &[KeyMaterial],
+    progress: &dyn Progress,
+) -> Result<(Opened, File), Failure> {
+    let (f, file_bytes) = open_file(path)?;
+    let mut reader = open_reader(&f, path, keys, progress)?;
+    let header = reader.header.clone();
+    let slot = reader.slot;
+    let mut buf = vec![0u8; super::format::DEFAULT_CHUNK as usize];
+    let mut payload = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => payload += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FormatError::from_io(e, "cannot read the backup").into()),
+        }
+    }
+    let trailer = reader.finish()?;
+    let manifest: Manifest = serde_json::from_slice(&trailer)
+        .map_err(|e| mismatch(format!("the sealed manifest is not valid: {e}")))?;
+    if payload != manifest.compressed_bytes {
+        return Err(mismatch(format!(
+            "the payload has {payload} bytes, the manifest recorded {}",
+            manifest.compressed_bytes
+        )));
+    }
+    Ok((
+        Opened {
+            manifest,
+            header,
+            slot,
+            file_bytes,
+        },
+        f,
+    ))
 }
 
 /// The result of `backup verify`.

@@ -111,7 +111,33 @@ async fn verify(args: AuditVerifyArgs) -> u8 {
             None
         }
     };
-    let result = audit::verify(&mut conn, audit::DEFAULT_BATCH, &args.expect_hash).await;
+    let mut recorded = Vec::new();
+    if let Some(dir) = &args.backups {
+        match audit::recorded_by_backups(&conn, dir).await {
+            Ok((dbdir, backups, seals)) => {
+                if backups == 0 {
+                    eprintln!(
+                        "warning: no backups of this database under {}: nothing recorded to check",
+                        dbdir.display()
+                    );
+                } else if seals.is_empty() {
+                    eprintln!(
+                        "warning: none of the {backups} backup(s) under {} recorded an audit seal",
+                        dbdir.display()
+                    );
+                }
+                recorded = seals;
+            }
+            Err(e) => return fail(e),
+        }
+    }
+    let result = audit::verify_with(
+        &mut conn,
+        audit::DEFAULT_BATCH,
+        &args.expect_hash,
+        &recorded,
+    )
+    .await;
     if let Some(op) = op {
         let recorded = match &result {
             Ok(o) if o.intact => op.finish(&conn, oplog::Outcome::Success, None).await,

@@ -137,7 +137,7 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
     } else {
         let s = &created.summary;
         print(&format!(
-            "backup {} of {} written to {}\n  {} tables, {} rows; dump {} → compressed {} → file {} bytes in {:.1}s; key id(s) {}\n  {}\n",
+            "backup {} of {} written to {}\n  {} tables, {} rows; dump {} → compressed {} → file {} bytes in {:.1}s; key id(s) {}\n  audit chain head: {}\n  {}\n",
             s.id,
             s.database,
             created.path.display(),
@@ -148,10 +148,22 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
             s.file_bytes,
             s.duration_secs,
             s.key_ids.join(", "),
+            s.audit_seal
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "none (no audit seal yet)".into()),
             created.bookkeeping
         ));
     }
     Ok(EXIT_OK)
+}
+
+/// `#N` and the first 12 hex digits of the audit chain head a backup recorded, or `-`.
+fn seal_short(s: Option<&crate::backup::manifest::SealRef>) -> String {
+    match s {
+        Some(s) => format!("#{} {}", s.seal_id, &s.hash[..s.hash.len().min(12)]),
+        None => "-".into(),
+    }
 }
 
 fn human_bytes(n: u64) -> String {
@@ -205,6 +217,7 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
         "compressed",
         "on disk",
         "key id",
+        "audit seal",
         "verified",
         "drilled",
     ]
@@ -222,6 +235,7 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
             human_bytes(s.compressed_bytes),
             human_bytes(s.file_bytes),
             s.key_ids.join(","),
+            seal_short(s.audit_seal.as_ref()),
             v,
             d,
         ]);

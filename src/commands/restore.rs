@@ -22,7 +22,7 @@ async fn run_inner(a: RestoreArgs) -> anyhow::Result<u8> {
         force: a.force,
         tmp_dir: std::env::temp_dir(),
     };
-    let pb = progress("authenticating");
+    let pb = progress("authenticating, then restoring (file bytes read)");
     let r = restore::restore(
         &settings,
         &path,

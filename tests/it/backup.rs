@@ -905,3 +905,62 @@ fn row_level_security_that_would_hide_rows_fails_the_backup_clearly() {
     assert!(!e.repo().exists() || listed(&e.repo()) == 0);
     e.db.sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
 }
+
+#[test]
+fn restore_refuses_an_authentic_backup_whose_dump_hash_disagrees_and_leaves_nothing() {
+    // Every tag is valid (re-sealed with the key) but the sealed manifest records another
+    // SHA-256: the authentication pass accepts it, the streaming pass must catch it before
+    // pg_restore commits, and nothing restored may stay behind.
+    use opsctl::backup::{format, keys};
+    use std::io::{Read, Write};
+    let e = Env::new("bk_hash", 2000);
+    let (_, file) = e.create();
+    let key = keys::load_key_file(&e.key).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let mut r = format::Reader::open(&bytes[..], &[keys::KeyMaterial::Key(key.clone())]).unwrap();
+    let mut data = Vec::new();
+    r.read_to_end(&mut data).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&r.finish().unwrap()).unwrap();
+    m["dump_sha256"] = serde_json::json!("0".repeat(64));
+    let mut w = format::Writer::new(
+        Vec::new(),
+        &[keys::KeyMaterial::Key(key)],
+        opsctl::backup::CONTENT,
+    )
+    .unwrap();
+    w.write_all(&data).unwrap();
+    let (out, _) = w.finish(&serde_json::to_vec(&m).unwrap()).unwrap();
+    std::fs::write(&file, out).unwrap();
+
+    let created = format!("{}_hash_new", e.db.name);
+    let r = e
+        .cmd()
+        .args(["restore", "--create", "--target-db", &created])
+        .arg(&file)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("manifest mismatch"), "{}", r.stderr);
+    assert!(r.stderr.contains("SHA-256"), "{}", r.stderr);
+    assert!(!db_exists(&created), "the created target must be dropped");
+
+    let existing = format!("{}_hash_old", e.db.name);
+    cluster().psql("postgres", &format!("CREATE DATABASE \"{existing}\""));
+    let r = e
+        .cmd()
+        .args(["restore", "--target-db", &existing])
+        .arg(&file)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("manifest mismatch"), "{}", r.stderr);
+    assert_eq!(
+        cluster().psql(
+            &existing,
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg\\_%'"
+        ),
+        "0",
+        "pg_restore's transaction must roll back"
+    );
+    cluster().psql("postgres", &format!("DROP DATABASE \"{existing}\""));
+}
