@@ -128,7 +128,12 @@ async fn verify(args: AuditVerifyArgs) -> u8 {
                 }
                 recorded = seals;
             }
-            Err(e) => return fail(e),
+            Err(e) => {
+                if let Some(op) = op {
+                    let _ = op.finish(&conn, oplog::Outcome::Failure, Some(&e)).await;
+                }
+                return fail(e);
+            }
         }
     }
     let result = audit::verify_with(
