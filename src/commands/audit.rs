@@ -207,6 +207,13 @@ fn verify_text(o: &VerifyOutcome) -> String {
             }
         }
     }
+    if o.recorded_seals_checked > 0 && o.intact {
+        let _ = writeln!(
+            t,
+            "{} seal(s) recorded by backups are in the chain unchanged",
+            o.recorded_seals_checked
+        );
+    }
     if let Some(h) = &o.head_hash {
         let _ = writeln!(
             t,
