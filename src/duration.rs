@@ -87,9 +87,68 @@ impl Age {
     }
 }
 
-/// Parses a fixed duration ("30 minutes", "2h", "90 seconds").
+/// Parses a fixed duration of a policy ("30 minutes", "2h", "90 seconds"; bare `m` refused).
 pub fn parse_duration(text: &str) -> Result<Duration, Error> {
     Age::parse(text)?.as_duration()
+}
+
+/// Parses a duration given as a command-line flag, where the short forms people type are
+/// expected: `90s`, `30m` (minutes), `2h`, `1h30m`, `500ms`, `7d`, `2w`, `2 hours`, and a
+/// bare number of seconds (`45`, `0.5`). Calendar units are not accepted here.
+pub fn parse_flag(text: &str) -> Result<Duration, Error> {
+    let bad = |why: String| {
+        Error::Config(format!(
+            "invalid duration {text:?}: {why} (examples: 90s, 30m, 2h, 1h30m, 7d)"
+        ))
+    };
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(bad("it is empty".into()));
+    }
+    if let Ok(n) = t.parse::<f64>() {
+        return if n.is_finite() && n >= 0.0 {
+            Ok(Duration::from_secs_f64(n))
+        } else {
+            Err(bad("not a number of seconds".into()))
+        };
+    }
+    let mut total = 0f64;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(bad("expected a number".into()));
+        }
+        let n: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| bad("bad number".into()))?;
+        rest = rest[num_len..].trim_start();
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit = rest[..unit_len].to_ascii_lowercase();
+        let secs = match unit.as_str() {
+            "ms" => 0.001,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
+            "d" | "day" | "days" => 86_400.0,
+            "w" | "week" | "weeks" => 604_800.0,
+            "" => return Err(bad(format!("a unit is missing after {n}"))),
+            other => return Err(bad(format!("unknown unit {other:?}"))),
+        };
+        total += n * secs;
+        rest = rest[unit_len..]
+            .trim_start()
+            .trim_start_matches(',')
+            .trim_start();
+    }
+    if total > 100.0 * 365.0 * 86_400.0 {
+        return Err(bad("longer than a century".into()));
+    }
+    Ok(Duration::from_secs_f64(total))
 }
 
 #[cfg(test)]
@@ -129,6 +188,20 @@ mod tests {
             assert!(Age::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(parse_duration("1 month").is_err());
+    }
+
+    #[test]
+    fn flags_take_short_forms() {
+        assert_eq!(parse_flag("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_flag("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_flag("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_flag("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_flag("2 hours").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_flag("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_flag("2w").unwrap(), Duration::from_secs(1_209_600));
+        for bad in ["", "x", "5x", "h", "-1s", "3 fortnights", "1 month"] {
+            assert!(parse_flag(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -306,27 +306,11 @@ pub fn plan_report(a: &AuditReportArgs, now: DateTime<Utc>) -> Result<ReportFilt
 
 /// Parses `90s`, `15m`, `24h`, `7d`, `2w` (also spelled out: `7 days`, `3 hours`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("invalid duration {s:?}: expected a number and a unit, e.g. 90m, 24h, 7d, 2w");
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (num, unit) = t.split_at(split);
-    let n: i64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit.trim().to_ascii_lowercase().as_str() {
-        "s" | "sec" | "secs" | "second" | "seconds" => 1,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60,
-        "h" | "hour" | "hours" => 3600,
-        "d" | "day" | "days" => 86_400,
-        "w" | "week" | "weeks" => 604_800,
-        _ => return Err(bad()),
-    };
-    if n <= 0 {
+    let d = crate::duration::parse_flag(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
         return Err(format!("duration {s:?} must be positive"));
     }
-    n.checked_mul(secs)
-        .filter(|v| *v < 100 * 365 * 86_400)
-        .map(Duration::seconds)
-        .ok_or_else(|| format!("duration {s:?} is too long"))
+    Duration::from_std(d).map_err(|_| format!("duration {s:?} is too long"))
 }
 
 /// Parses RFC 3339, or `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` / `…THH:MM[:SS]` in UTC.

@@ -189,24 +189,7 @@ fn fail(e: Error) -> u8 {
 
 /// Parses `90`, `90s`, `5m`, `1h` (seconds when no unit).
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        None => (t, 1),
-        Some((i, _)) => {
-            let unit = t[i..].trim();
-            let mult = match unit {
-                "s" | "sec" | "secs" | "second" | "seconds" => 1,
-                "m" | "min" | "mins" | "minute" | "minutes" => 60,
-                "h" | "hour" | "hours" => 3600,
-                _ => anyhow::bail!("unknown unit {unit:?} in {s:?}: use s, m or h (e.g. 60s, 5m)"),
-            };
-            (&t[..i], mult)
-        }
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{s:?} is not a duration (e.g. 60s, 5m, 90)"))?;
-    Ok(Duration::from_secs(n * mult))
+    Ok(crate::duration::parse_flag(s)?)
 }
 
 fn render_up(r: &UpReport, format: Format) {

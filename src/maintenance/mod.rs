@@ -98,57 +98,9 @@ impl Settings {
 }
 
 /// Parses a duration such as `90s`, `30m`, `2h`, `1h30m`, `500ms`, `1d` (a bare number is
-/// seconds). Units: ms, s/sec/second(s), m/min/minute(s), h/hour(s), d/day(s).
+/// seconds): [`crate::duration::parse_flag`], with its message as the error.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Err("empty duration (examples: 90s, 30m, 2h, 1h30m)".into());
-    }
-    if let Ok(n) = t.parse::<f64>() {
-        if n.is_finite() && n >= 0.0 {
-            return Ok(Duration::from_secs_f64(n));
-        }
-    }
-    let mut total = 0f64;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return Err(format!(
-                "invalid duration {s:?} (examples: 90s, 30m, 2h, 1h30m)"
-            ));
-        }
-        let n: f64 = rest[..num_len]
-            .parse()
-            .map_err(|_| format!("invalid number in duration {s:?}"))?;
-        rest = rest[num_len..].trim_start();
-        let unit_len = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        let secs = match unit {
-            "ms" => 0.001,
-            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
-            "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
-            "d" | "day" | "days" => 86400.0,
-            "" => {
-                return Err(format!(
-                    "duration {s:?} lacks a unit after {n} (s, m, h, d)"
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "unknown unit {other:?} in duration {s:?} (use ms, s, m, h or d)"
-                ))
-            }
-        };
-        total += n * secs;
-        rest = rest[unit_len..].trim_start();
-    }
-    Ok(Duration::from_secs_f64(total))
+    crate::duration::parse_flag(s).map_err(|e| e.to_string())
 }
 
 /// Parses a size: bytes, or a number with kB/MB/GB/TB (powers of 1000) or
