@@ -1,7 +1,8 @@
 //! Validated JSON import: a streaming reader (`json`), per-table column rules (required
-//! fields, types, exact numeric(20,8), `side`, timestamps, lengths), COPY of each batch into
-//! a temporary staging table, checks against the database (referenced users, taken
-//! emails, ids of other rows), then one merge per batch, all in one transaction.
+//! fields, types, exact numeric(20,8), `side`, timestamps, lengths), then per batch either
+//! (trades without --upsert) key and user probes and COPY straight into the table, or COPY
+//! into a temporary staging table, checks against the database (referenced users, taken
+//! emails, ids of other rows) and one merge; all in one transaction.
 
 pub mod json;
 
@@ -1050,7 +1051,10 @@ impl Fast {
         let sink = conn
             .copy_in::<_, Bytes>(self.copy.as_str())
             .await
-            .map_err(Error::db_ctx(format!("cannot start COPY into {}", self.table)))?;
+            .map_err(Error::db_ctx(format!(
+                "cannot start COPY into {}",
+                self.table
+            )))?;
         futures_util::pin_mut!(sink);
         sink.send(Bytes::from(buf))
             .await
