@@ -274,6 +274,10 @@ pub fn numeric_20_8(raw: &str) -> Result<String, String> {
 /// Parses RFC 3339 (offset converted to UTC) or `YYYY-MM-DD HH:MM:SS[.fff]` (taken as UTC).
 pub fn timestamp(s: &str) -> Result<String, String> {
     let t = s.trim();
+    // The common `YYYY-MM-DD HH:MM:SS` (or with `T`, or `Z`) without parsing a format.
+    if let Some(plain) = plain_timestamp(t) {
+        return Ok(plain);
+    }
     let naive = if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         dt.with_timezone(&Utc).naive_utc()
     } else if let Some(n) = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
@@ -289,6 +293,32 @@ pub fn timestamp(s: &str) -> Result<String, String> {
     };
     // Display is `YYYY-MM-DD HH:MM:SS[.fraction]`, what PostgreSQL reads.
     Ok(naive.to_string())
+}
+
+/// `YYYY-MM-DD[ T]HH:MM:SS[Z]` checked by hand (a real date and time), as PostgreSQL reads it.
+fn plain_timestamp(t: &str) -> Option<String> {
+    let b = t.as_bytes();
+    let body = match b.len() {
+        19 => b,
+        20 if b[19] == b'Z' => &b[..19],
+        _ => return None,
+    };
+    let digits = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    if !digits.iter().all(|&i| body[i].is_ascii_digit())
+        || body[4] != b'-'
+        || body[7] != b'-'
+        || !(body[10] == b' ' || body[10] == b'T')
+        || body[13] != b':'
+        || body[16] != b':'
+    {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| t[r].parse::<u32>().ok();
+    let date = chrono::NaiveDate::from_ymd_opt(n(0..4)? as i32, n(5..7)?, n(8..10)?)?;
+    date.and_hms_opt(n(11..13)?, n(14..16)?, n(17..19)?)?;
+    let mut out = t[..19].to_string();
+    out.replace_range(10..11, " ");
+    Some(out)
 }
 
 fn integer(raw: &str) -> Result<i32, String> {
@@ -1211,6 +1241,12 @@ mod tests {
             timestamp("2024-03-01 12:00:00.25").unwrap(),
             "2024-03-01 12:00:00.250"
         );
+        assert_eq!(
+            timestamp("2024-02-29T23:59:59").unwrap(),
+            "2024-02-29 23:59:59"
+        );
+        assert!(timestamp("2023-02-29 12:00:00").is_err());
+        assert!(timestamp("2024-03-01 24:00:00").is_err());
         assert!(timestamp("2024-13-01 12:00:00").is_err());
         assert!(timestamp("yesterday").is_err());
         assert!(timestamp("2024-03-01").is_err());
