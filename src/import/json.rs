@@ -533,8 +533,23 @@ impl<R: Read> Reader<R> {
                 }
                 0..=0x1F => return self.err("control character in string (escape it)"),
                 _ => {
-                    self.bump();
-                    out.push(c);
+                    // A run of plain bytes (no quote, backslash or control byte, so no
+                    // newline) is copied at once from the buffer.
+                    let start = self.pos;
+                    let end = self.buf[start..self.len]
+                        .iter()
+                        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                        .map_or(self.len, |n| start + n);
+                    let chunk = &self.buf[start..end];
+                    out.extend_from_slice(chunk);
+                    self.col += chunk.iter().filter(|&&b| b & 0xC0 != 0x80).count();
+                    if self.keep_raw {
+                        if let Some(cap) = self.capture.as_mut() {
+                            cap.extend_from_slice(chunk);
+                        }
+                    }
+                    self.consumed += (end - start) as u64;
+                    self.pos = end;
                 }
             }
         }

@@ -437,3 +437,72 @@ fn import_before_migrations_says_so() {
     let r = import(&db, "users", &f, &[]).code(1);
     assert!(r.stderr.contains("opsctl migrate up"), "{}", r.all());
 }
+
+#[test]
+fn trades_fast_path_across_batches() {
+    let (db, dir) = db_with_users("imp_fast");
+    let first = write(&dir, "a.ndjson", &format!("{}\n", trade("t1", "")));
+    import(&db, "trades", &first, &[]).success();
+    // Batches of 2: t1 is in the table, t2 repeats in a later batch, t3 has an unknown
+    // user, t4 needs COPY escaping, t5 has no user, t6 brings its own created_at.
+    let text = [
+        trade("t1", ""),
+        trade("t2", r#", "quantity": 1"#),
+        trade("t3", r#", "user_id": 99"#),
+        trade("t4", r#", "model_id": "a\tb\\c\nd""#),
+        trade("t2", r#", "quantity": 2"#),
+        trade("t5", r#", "user_id": null"#),
+        trade("t6", r#", "created_at": "2024-05-05T05:05:05Z""#),
+    ]
+    .join("\n");
+    let f = write(&dir, "b.ndjson", &text);
+    // Without a reject file the unknown user stops everything, with its line.
+    let r = import(&db, "trades", &f, &["--batch-size", "2"]).code(1);
+    assert!(
+        r.stderr.contains("line 3") && r.stderr.contains("user_id 99 does not exist"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(db.sql("SELECT count(*) FROM trades"), "1");
+    let rej = dir.path().join("rej.ndjson");
+    let j = import(
+        &db,
+        "trades",
+        &f,
+        &["--batch-size", "2", "--reject-file", rej.to_str().unwrap()],
+    )
+    .success()
+    .json();
+    assert_eq!(
+        (
+            j["inserted"].as_u64(),
+            j["duplicate"].as_u64(),
+            j["rejected"].as_u64(),
+            j["rows"].as_u64()
+        ),
+        (Some(4), Some(2), Some(1), Some(7)),
+        "{j}"
+    );
+    let rejected = std::fs::read_to_string(&rej).unwrap();
+    assert!(
+        rejected.contains("\"line\":3") && rejected.contains("user_id 99"),
+        "{rejected}"
+    );
+    assert_eq!(
+        db.sql("SELECT string_agg(id || ':' || quantity::float8, ',' ORDER BY id) FROM trades"),
+        "t1:0.12345678,t2:1,t4:0.12345678,t5:0.12345678,t6:0.12345678"
+    );
+    assert_eq!(
+        db.sql("SELECT model_id = E'a\\tb\\\\c\\nd', user_id IS NULL FROM trades WHERE id IN ('t4', 't5') ORDER BY id"),
+        "t|f\nf|t"
+    );
+    assert_eq!(
+        db.sql("SELECT count(*) FILTER (WHERE created_at IS NULL), max(created_at) FILTER (WHERE id = 't6') FROM trades"),
+        "0|2024-05-05 05:05:05"
+    );
+    // The audit trigger saw every row COPY wrote.
+    assert_eq!(
+        db.sql("SELECT count(*) FROM audit.logged_actions WHERE table_name = 'trades' AND action = 'I'"),
+        "5"
+    );
+}
