@@ -243,7 +243,7 @@ async fn create_locked(
         (r, status)
     });
     // Meanwhile, in the same snapshot: counts, checksums, roles, migration version.
-    let stats = match manifest::compute(conn).await {
+    let stats = match manifest::compute(conn, manifest::MANIFEST_VERSION).await {
         Ok(s) => s,
         Err(e) => {
             // The snapshot dies with this transaction: stop pg_dump (the guard does) and
@@ -275,7 +275,7 @@ async fn create_locked(
     let finished_at = Utc::now();
 
     let m = Manifest {
-        manifest_version: 1,
+        manifest_version: manifest::MANIFEST_VERSION,
         id: id.clone(),
         database: database.clone(),
         server_version: server_version.clone(),

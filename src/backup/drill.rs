@@ -107,7 +107,7 @@ pub async fn drill(
             tracing::warn!("OPSCTL_DRILL_FAULT_SQL is set: altering the scratch database");
             sconn.batch_execute(&sql).await.map_err(Error::db)?;
         }
-        manifest::compute(&sconn).await
+        manifest::compute(&sconn, m.manifest_version).await
     }
     .await;
     let dropped = drop_scratch().await;
