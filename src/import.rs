@@ -995,13 +995,7 @@ impl Fast {
         rejects: &mut RejectWriter,
         source: &str,
     ) -> Result<(), Error> {
-        summary.batches += 1;
-        summary.rows += batch.read;
-        summary.duplicate += batch.duplicate;
-        summary.rejected += batch.rejects.len() as u64;
-        for r in &batch.rejects {
-            rejects.write(r)?;
-        }
+        account_batch(&batch, summary, rejects)?;
         if batch.rows.is_empty() {
             return Ok(());
         }
@@ -1098,13 +1092,12 @@ impl Fast {
     }
 }
 
-async fn load_batch(
-    conn: &Connection,
-    sql: &Sql,
-    batch: Batch,
+/// Counts what the reader decided about a batch (read, duplicate inside the file,
+/// superseded under --upsert, rejected) and writes its rejects: the same for both paths.
+fn account_batch(
+    batch: &Batch,
     summary: &mut Summary,
     rejects: &mut RejectWriter,
-    source: &str,
 ) -> Result<(), Error> {
     summary.batches += 1;
     summary.rows += batch.read;
@@ -1114,6 +1107,18 @@ async fn load_batch(
     for r in &batch.rejects {
         rejects.write(r)?;
     }
+    Ok(())
+}
+
+async fn load_batch(
+    conn: &Connection,
+    sql: &Sql,
+    batch: Batch,
+    summary: &mut Summary,
+    rejects: &mut RejectWriter,
+    source: &str,
+) -> Result<(), Error> {
+    account_batch(&batch, summary, rejects)?;
     if batch.rows.is_empty() {
         return Ok(());
     }

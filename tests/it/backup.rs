@@ -442,23 +442,6 @@ fn rekey_then_open_with_only_the_new_key() {
     assert!(r.stderr.contains("wrong key"), "{}", r.stderr);
 }
 
-fn wrapper_bindir(dir: &Path, sleep_secs: u32) -> PathBuf {
-    let bin = dir.join("slowbin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let real = cluster().bindir.clone();
-    std::fs::write(
-        bin.join("pg_dump"),
-        format!(
-            "#!/bin/sh\ncase \"$1\" in --version) exec {0}/pg_dump --version;; esac\nsleep {sleep_secs}\nexec {0}/pg_dump \"$@\"\n",
-            real.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(bin.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::symlink(real.join("pg_restore"), bin.join("pg_restore")).unwrap();
-    bin
-}
-
 fn wait_for_temp(dbdir: &Path) {
     for _ in 0..200 {
         if let Ok(rd) = std::fs::read_dir(dbdir) {
@@ -489,7 +472,7 @@ fn listed(repo: &Path) -> usize {
 #[test]
 fn killed_or_terminated_create_leaves_no_backup() {
     let e = Env::new("bk_kill", 200);
-    let bin = wrapper_bindir(e.dir.path(), 3);
+    let bin = crate::common::slow_pg_bindir(e.dir.path(), 3);
     let dbdir = e.repo().join(&e.db.name);
     // SIGKILL: at most a hidden temporary file remains, never a listed backup.
     let mut child = e
@@ -633,7 +616,7 @@ fn drill_fails_naming_the_table_when_restored_data_differs() {
 #[test]
 fn drill_passes_for_a_backup_taken_while_writers_insert_and_update() {
     let e = Env::new("bk_writers", 2000);
-    let bin = wrapper_bindir(e.dir.path(), 1);
+    let bin = crate::common::slow_pg_bindir(e.dir.path(), 1);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let name = e.db.name.clone();
     let s2 = stop.clone();

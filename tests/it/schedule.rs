@@ -333,19 +333,7 @@ fn sigterm_during_a_job_leaves_no_half_state() {
     let dir = tempfile::tempdir().unwrap();
     let p = full_policy(dir.path(), "schedule = \"* * * * * *\"");
     // A pg_dump that takes a few seconds, so the signal arrives mid-backup.
-    let bin = dir.path().join("slowbin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let real = crate::common::cluster().bindir.clone();
-    std::fs::write(
-        bin.join("pg_dump"),
-        format!(
-            "#!/bin/sh\ncase \"$1\" in --version) exec {0}/pg_dump --version;; esac\nsleep 4\nexec {0}/pg_dump \"$@\"\n",
-            real.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(bin.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::symlink(real.join("pg_restore"), bin.join("pg_restore")).unwrap();
+    let bin = crate::common::slow_pg_bindir(dir.path(), 4);
     let mut daemon = db
         .opsctl()
         .env("OPSCTL_PG_BINDIR", &bin)

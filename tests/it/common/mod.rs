@@ -499,3 +499,24 @@ impl TestDb {
         db
     }
 }
+
+/// A bin directory whose `pg_dump` sleeps `sleep_secs` before dumping (and whose
+/// `pg_restore` is the real one), for `OPSCTL_PG_BINDIR`: lets a test signal or kill a
+/// backup while it runs.
+pub fn slow_pg_bindir(dir: &Path, sleep_secs: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("slowbin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = cluster().bindir.clone();
+    std::fs::write(
+        bin.join("pg_dump"),
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) exec {0}/pg_dump --version;; esac\nsleep {sleep_secs}\nexec {0}/pg_dump \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("pg_dump"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(real.join("pg_restore"), bin.join("pg_restore")).unwrap();
+    bin
+}
