@@ -11,6 +11,14 @@ install_deps
 log "building opsctl (release)"
 cargo build --release --locked --quiet
 OPSCTL="$PWD/target/release/opsctl"
+# Test hooks (fault injection, pauses) exist only in test builds (`--features test-hooks`).
+log "checking that the release binary holds no test hooks"
+if command -v strings >/dev/null; then
+  hooks="$(strings "$OPSCTL" | grep -o -E 'OPSCTL_(TEST_|DRILL_FAULT)[A-Z_]*' | sort -u || true)"
+else
+  hooks="$(grep -a -o -E 'OPSCTL_(TEST_|DRILL_FAULT)[A-Z_]*' "$OPSCTL" | sort -u || true)"
+fi
+[ -z "$hooks" ] || die "the release binary contains test hooks: $(echo $hooks)"
 scripts/local-cluster.sh start
 eval "$(scripts/local-cluster.sh env)"
 export OPSCTL_DATABASE_URL

@@ -288,15 +288,40 @@ pub enum Problem {
         hash: String,
         actual: Option<String>,
     },
+    /// The anchor file (`[audit] anchor_file`) recorded this seal; the chain no longer
+    /// holds it as recorded. `anchor` names the file and line.
+    AnchorSeal {
+        anchor: String,
+        seal_id: i64,
+        hash: String,
+        actual: Option<String>,
+    },
+    /// A backup's plaintext summary disagrees with its sealed manifest (or is unreadable).
+    BackupSummary { backup: String, reason: String },
+    /// A backup could not be authenticated with the key given, so its seal is unknown.
+    BackupUnreadable { backup: String, reason: String },
+    /// Evidence outside the database was asked for and there is none: no backup under
+    /// the directory, or no line in the anchor file, records a seal.
+    NothingRecorded { source: String },
+}
+
+/// Who recorded a seal outside the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordedBy {
+    /// A backup's sealed manifest.
+    Backup,
+    /// A line of the anchor file.
+    Anchor,
 }
 
 /// A seal recorded outside the database, e.g. the chain head in a backup's manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedSeal {
-    /// Where it was recorded (a backup id and file).
+    /// Where it was recorded (a backup id and file, or the anchor file and line).
     pub source: String,
     pub seal_id: i64,
     pub hash: String,
+    pub by: RecordedBy,
 }
 
 impl std::fmt::Display for Problem {
@@ -340,6 +365,36 @@ impl std::fmt::Display for Problem {
                 f,
                 "backup {backup} recorded seal {seal_id} with hash {hash}, but the chain has no seal {seal_id}: the chain was truncated or rewritten after the backup"
             ),
+            Problem::AnchorSeal {
+                anchor,
+                seal_id,
+                hash,
+                actual: Some(a),
+            } => write!(
+                f,
+                "the anchor file ({anchor}) recorded seal {seal_id} with hash {hash}, but seal {seal_id} in the chain now has hash {a}: the chain was rewritten after that seal"
+            ),
+            Problem::AnchorSeal {
+                anchor,
+                seal_id,
+                hash,
+                actual: None,
+            } => write!(
+                f,
+                "the anchor file ({anchor}) recorded seal {seal_id} with hash {hash}, but the chain has no seal {seal_id}: the chain was truncated or rewritten"
+            ),
+            Problem::BackupSummary { backup, reason } => write!(
+                f,
+                "backup {backup}: the plaintext summary disagrees with the sealed manifest ({reason}): the summary was edited; the manifest is what counts"
+            ),
+            Problem::BackupUnreadable { backup, reason } => write!(
+                f,
+                "backup {backup} cannot be authenticated ({reason}): the seal it records cannot be checked; give the key it was made with"
+            ),
+            Problem::NothingRecorded { source } => write!(
+                f,
+                "no audit seal is recorded in {source}: nothing outside the database to check the chain against"
+            ),
             Problem::MissingHash { hash } => write!(
                 f,
                 "the chain holds no seal with hash {hash} (recorded outside the database, e.g. in a backup manifest): the chain was rewritten or truncated"
@@ -360,8 +415,24 @@ pub struct VerifyOutcome {
     pub first_problem: Option<Problem>,
     /// Problems found, in chain order (at most [`MAX_PROBLEMS`]).
     pub problems: Vec<Problem>,
-    /// Seals recorded outside the database (backups) that were checked against the chain.
+    /// Seals recorded by backups that were checked against the chain.
     pub recorded_seals_checked: usize,
+    /// Seals recorded in the anchor file that were checked against the chain.
+    pub anchored_seals_checked: usize,
+}
+
+impl VerifyOutcome {
+    /// Adds problems found outside the walk (e.g. with backups); the chain is then not
+    /// proven intact.
+    pub fn add_problems(&mut self, more: Vec<Problem>) {
+        for p in more {
+            if self.problems.len() < MAX_PROBLEMS {
+                self.problems.push(p);
+            }
+        }
+        self.intact = self.problems.is_empty();
+        self.first_problem = self.problems.first().cloned();
+    }
 }
 
 /// Problems collected before verify stops listing them.
@@ -582,17 +653,30 @@ pub async fn verify_with(
             problems.push(Problem::MissingHash { hash: want });
         }
     }
+    let by_id: std::collections::HashMap<i64, &str> = headers
+        .iter()
+        .map(|h| (h.seal_id, h.hash.as_str()))
+        .collect();
     for r in recorded {
         let want = r.hash.trim().to_ascii_lowercase();
-        let actual = headers.iter().find(|h| h.seal_id == r.seal_id);
-        if actual.is_some_and(|h| h.hash == want) || problems.len() >= MAX_PROBLEMS {
+        let actual = by_id.get(&r.seal_id).copied();
+        if actual == Some(want.as_str()) || problems.len() >= MAX_PROBLEMS {
             continue;
         }
-        problems.push(Problem::BackupSeal {
-            backup: r.source.clone(),
-            seal_id: r.seal_id,
-            hash: want,
-            actual: actual.map(|h| h.hash.clone()),
+        let (seal_id, actual) = (r.seal_id, actual.map(str::to_string));
+        problems.push(match r.by {
+            RecordedBy::Backup => Problem::BackupSeal {
+                backup: r.source.clone(),
+                seal_id,
+                hash: want,
+                actual,
+            },
+            RecordedBy::Anchor => Problem::AnchorSeal {
+                anchor: r.source.clone(),
+                seal_id,
+                hash: want,
+                actual,
+            },
         });
     }
     let head_xid = headers.last().map(|h| h.xid_hi).unwrap_or(0);
@@ -613,7 +697,14 @@ pub async fn verify_with(
         unsealed_rows: unsealed,
         first_problem: problems.first().cloned(),
         problems,
-        recorded_seals_checked: recorded.len(),
+        recorded_seals_checked: recorded
+            .iter()
+            .filter(|r| r.by == RecordedBy::Backup)
+            .count(),
+        anchored_seals_checked: recorded
+            .iter()
+            .filter(|r| r.by == RecordedBy::Anchor)
+            .count(),
     })
 }
 
@@ -671,14 +762,30 @@ pub async fn latest_seal(client: &Client) -> Result<Option<(i64, String)>, Error
 
 const CURRENT_DATABASE: &str = "SELECT current_database()::text";
 
+/// What the backups of a database say about the chain.
+#[derive(Debug, Clone)]
+pub struct BackupEvidence {
+    /// The directory read (`DIR/<database>/`).
+    pub dir: std::path::PathBuf,
+    /// Backup files found there.
+    pub backups: usize,
+    /// The seals their sealed manifests record.
+    pub seals: Vec<RecordedSeal>,
+    /// Backups that could not be authenticated, summaries that disagree with their
+    /// manifest, or no backup recording a seal at all.
+    pub problems: Vec<Problem>,
+}
+
 /// The audit seals recorded by the backups of the connected database under
-/// `DIR/<database>/` (from their plaintext summaries; backups without a seal are
-/// skipped). Returns the directory read, the number of backups found and the seals.
+/// `DIR/<database>/`, read from each backup's sealed manifest (authenticated with
+/// `keys`: this reads every backup file in full). The plaintext summaries are not
+/// trusted: one that disagrees with its manifest is a problem, a missing one is fine.
 pub async fn recorded_by_backups(
     client: &Client,
     dir: &std::path::Path,
-) -> Result<(std::path::PathBuf, usize, Vec<RecordedSeal>), Error> {
-    use crate::backup::repo;
+    keys: &[crate::backup::keys::KeyMaterial],
+) -> Result<BackupEvidence, Error> {
+    use crate::backup::{repo, verify};
     if !dir.is_dir() {
         return Err(Error::Config(format!(
             "backup directory {} does not exist (give the --dir of `backup create`)",
@@ -691,18 +798,147 @@ pub async fn recorded_by_backups(
         .map_err(Error::db)?
         .get(0);
     let dbdir = repo::db_dir(dir, &database);
-    let entries = repo::list_db_dir(&dbdir)?;
-    let seals = entries
-        .iter()
-        .filter_map(|e| {
-            e.summary.audit_seal.as_ref().map(|s| RecordedSeal {
-                source: format!("{} ({})", e.summary.id, e.path.display()),
+    let mut files = Vec::new();
+    match std::fs::read_dir(&dbdir) {
+        Ok(rd) => {
+            for e in rd {
+                let p = e
+                    .map_err(Error::io(format!("cannot read {}", dbdir.display())))?
+                    .path();
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                if !name.starts_with('.') && name.ends_with(&format!(".{}", repo::EXT)) {
+                    files.push(p);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("cannot read {}", dbdir.display()))(e)),
+    }
+    files.sort();
+    let mut out = BackupEvidence {
+        dir: dbdir.clone(),
+        backups: files.len(),
+        seals: Vec::new(),
+        problems: Vec::new(),
+    };
+    for path in files {
+        let (opened, _file) = match verify::authenticate(&path, keys, &()) {
+            Ok(o) => o,
+            Err(f) => {
+                out.problems.push(Problem::BackupUnreadable {
+                    backup: path.display().to_string(),
+                    reason: f.message,
+                });
+                continue;
+            }
+        };
+        let m = &opened.manifest;
+        let backup = format!("{} ({})", m.id, path.display());
+        if repo::summary_path(&path).exists() {
+            let reason = match repo::read_summary(&path) {
+                Ok(s) => s.mismatches(m).join("; "),
+                Err(e) => e.to_string(),
+            };
+            if !reason.is_empty() {
+                out.problems.push(Problem::BackupSummary {
+                    backup: backup.clone(),
+                    reason,
+                });
+            }
+        }
+        if let Some(s) = &m.audit_seal {
+            out.seals.push(RecordedSeal {
+                source: backup,
                 seal_id: s.seal_id,
                 hash: s.hash.clone(),
-            })
-        })
+                by: RecordedBy::Backup,
+            });
+        }
+    }
+    if out.seals.is_empty() {
+        out.problems.push(Problem::NothingRecorded {
+            source: format!(
+                "the backups of this database under {} ({} found)",
+                dbdir.display(),
+                out.backups
+            ),
+        });
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Anchors: each seal's hash, outside the database
+
+/// Appends one line per seal to the anchor file (`[audit] anchor_file`): `TIME SEAL_ID
+/// HASH` (RFC 3339 UTC), opened with O_APPEND (created with mode 0600) and fsynced
+/// before returning, so a seal reported as anchored survives a crash.
+pub fn append_anchors(
+    path: &std::path::Path,
+    seals: &[SealInfo],
+    at: DateTime<Utc>,
+) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if seals.is_empty() {
+        return Ok(());
+    }
+    let time = at.format("%Y-%m-%dT%H:%M:%SZ");
+    let text: String = seals
+        .iter()
+        .map(|s| format!("{time} {} {}\n", s.seal_id, s.hash))
         .collect();
-    Ok((dbdir, entries.len(), seals))
+    let created = !path.exists();
+    let ctx = || format!("cannot append to the anchor file {}", path.display());
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(Error::io(ctx()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(Error::io(ctx()))?;
+    if created {
+        crate::fsutil::sync_dir(path)?;
+    }
+    Ok(())
+}
+
+/// Reads an anchor file: every non-empty line is `TIME SEAL_ID HASH`; a malformed line
+/// is an error naming `file:line`.
+pub fn read_anchors(path: &std::path::Path) -> Result<Vec<RecordedSeal>, Error> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(format!(
+        "cannot read the anchor file {}",
+        path.display()
+    )))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), n + 1);
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let ok = f.len() == 3
+            && DateTime::parse_from_rfc3339(f[0]).is_ok()
+            && f[2].len() == 64
+            && f[2].bytes().all(|b| b.is_ascii_hexdigit());
+        let seal_id = f.get(1).and_then(|v| v.parse::<i64>().ok());
+        match (ok, seal_id) {
+            (true, Some(seal_id)) => out.push(RecordedSeal {
+                source: at,
+                seal_id,
+                hash: f[2].to_ascii_lowercase(),
+                by: RecordedBy::Anchor,
+            }),
+            _ => {
+                return Err(Error::Verify(format!(
+                    "{at}: not an anchor line (want `TIME SEAL_ID HASH`, as `audit seal` writes): {line:?}"
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 async fn present(client: &Client) -> Result<bool, Error> {
@@ -948,6 +1184,41 @@ mod tests {
         assert_ne!(h1, h2);
         assert_eq!(h1.len(), 64);
         assert!(seal_hash("zz", b"").is_err());
+    }
+
+    #[test]
+    fn anchors_round_trip_and_malformed_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("anchors.log");
+        let seal = |id: i64, c: char| SealInfo {
+            seal_id: id,
+            rows: 1,
+            first_row_id: Some(id),
+            last_row_id: Some(id),
+            hash: c.to_string().repeat(64),
+        };
+        let at = Utc::now();
+        append_anchors(&p, &[seal(1, 'a'), seal(2, 'b')], at).unwrap();
+        append_anchors(&p, &[seal(3, 'c')], at).unwrap();
+        let got = read_anchors(&p).unwrap();
+        let ids: Vec<i64> = got.iter().map(|r| r.seal_id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(got[2].hash, "c".repeat(64));
+        assert!(
+            got[1].source.ends_with("anchors.log:2"),
+            "{}",
+            got[1].source
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(
+            &p,
+            format!("{}\nnot a line\n", std::fs::read_to_string(&p).unwrap()),
+        )
+        .unwrap();
+        let e = read_anchors(&p).unwrap_err().to_string();
+        assert!(e.contains("anchors.log:4:"), "{e}");
     }
 
     #[test]

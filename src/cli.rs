@@ -755,6 +755,9 @@ pub struct AuditSealArgs {
     pub connect: ConnectArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    // Its `[audit] anchor_file` receives one line per new seal.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Audit rows per seal (bounds memory and the size of one seal).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     pub batch_size: i64,
@@ -770,10 +773,21 @@ pub struct AuditVerifyArgs {
     /// backup manifest) that must be part of the chain; repeatable.
     #[arg(long, value_name = "HASH", value_parser = parse_seal_hash)]
     pub expect_hash: Vec<String>,
-    /// A backup directory (`backup create --dir`): every audit seal recorded by this
-    /// database's backups under DIR/<database>/ must still be in the chain, unchanged.
+    /// A backup directory (`backup create --dir`): every audit seal recorded in the sealed
+    /// manifests of this database's backups under DIR/<database>/ must still be in the
+    /// chain, unchanged (needs the backup key; at least one backup must record a seal).
     #[arg(long, value_name = "DIR")]
     pub backups: Option<std::path::PathBuf>,
+    /// An anchor file (`[audit] anchor_file`, written by `audit seal`): every seal it
+    /// records must still be in the chain, unchanged.
+    #[arg(long, value_name = "FILE")]
+    pub anchors: Option<std::path::PathBuf>,
+    // The key that opens the backups of --backups.
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    // Its `[backup] key_file` is used when no key is given.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 fn parse_seal_hash(s: &str) -> Result<String, String> {

@@ -477,6 +477,8 @@ struct Batch {
 enum Msg {
     Batch(Batch),
     Fatal(Error),
+    /// The whole input was read: only then may the import commit.
+    End,
 }
 
 struct Parser {
@@ -497,6 +499,8 @@ impl Parser {
         let email_idx = self.spec.cols.iter().position(|c| c.name == "email");
         let username_idx = self.spec.cols.iter().position(|c| c.name == "username");
         let user_id_idx = self.spec.cols.iter().position(|c| c.name == "user_id");
+        let fail_after = reader_fault_after();
+        let mut items = 0u64;
         loop {
             let mut batch = Batch {
                 rows: Vec::with_capacity(self.batch_size.min(100_000)),
@@ -550,6 +554,10 @@ impl Parser {
                     }
                 };
                 batch.read += 1;
+                items += 1;
+                if fail_after == Some(items) {
+                    panic!("test hook: the import reader fails after {items} item(s)");
+                }
                 let (line, result, raw) = match item {
                     Item::Object { line, fields, raw } => (line, validate(self.spec, fields), raw),
                     Item::NotObject { line, kind, raw } => {
@@ -627,10 +635,25 @@ impl Parser {
                 return;
             }
             if end {
+                let _ = tx.blocking_send(Msg::End);
                 return;
             }
         }
     }
+}
+
+/// Test hook (only in builds with the `test-hooks` feature): `OPSCTL_TEST_IMPORT_READER_PANIC=N`
+/// makes the reader thread panic after reading N items, after earlier batches loaded.
+#[cfg(feature = "test-hooks")]
+fn reader_fault_after() -> Option<u64> {
+    std::env::var("OPSCTL_TEST_IMPORT_READER_PANIC")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn reader_fault_after() -> Option<u64> {
+    None
 }
 
 /// One COPY text line of the table's columns; absent `default_now` values become `now`.
@@ -876,10 +899,15 @@ pub async fn import(
                     spec.name
                 )))?;
         }
+        let mut complete = false;
         while let Some(msg) = rx.recv().await {
             let batch = match msg {
                 Msg::Batch(b) => b,
                 Msg::Fatal(e) => return Err(e),
+                Msg::End => {
+                    complete = true;
+                    break;
+                }
             };
             let bytes = batch.bytes_end;
             match fast.as_mut() {
@@ -895,6 +923,12 @@ pub async fn import(
                 p(bytes, summary.rows);
             }
         }
+        if !complete {
+            // The reader stopped without saying why (it panicked): never commit a part.
+            return Err(Error::Other(format!(
+                "the reader of {source} stopped before the end of the input; nothing was imported"
+            )));
+        }
         if let Some(q) = &sql.bump_sequence {
             conn.batch_execute(q).await.map_err(Error::db_ctx(
                 "cannot move the id sequence past the imported ids",
@@ -904,7 +938,14 @@ pub async fn import(
     }
     .await;
     drop(rx);
-    let _ = handle.join();
+    // A reader that panicked fails the import whatever the load loop saw.
+    let result = match (handle.join(), result) {
+        (Err(panic), Ok(())) => Err(Error::Other(format!(
+            "the reader of {source} failed ({}); nothing was imported",
+            panic_message(&panic)
+        ))),
+        (_, r) => r,
+    };
     match result {
         Ok(()) => {
             conn.batch_execute("COMMIT").await.map_err(Error::db_ctx(
@@ -923,6 +964,14 @@ pub async fn import(
         .checked_div(summary.elapsed_ms)
         .unwrap_or(summary.rows);
     Ok(summary)
+}
+
+/// The message of a panic payload, for the error that reports it.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// The direct path for a table whose key is a plain indexed lookup (trades by id): per

@@ -288,6 +288,9 @@ impl Default for ReportPolicy {
 #[serde(default, deny_unknown_fields)]
 pub struct AuditPolicy {
     pub seal_schedule: Option<String>,
+    /// File to which `audit seal` appends one line per seal (time, seal id, hash),
+    /// kept outside the database; `audit verify --anchors FILE` checks them.
+    pub anchor_file: Option<PathBuf>,
 }
 
 /// How `opsctl schedule run` behaves.

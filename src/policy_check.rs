@@ -247,6 +247,23 @@ fn semantic_checks(text: &str, root: &Table, out: &mut Vec<Problem>) {
             }
         }
     }
+    if let Some((t, k, v)) = str_at(root, &["audit", "anchor_file"]) {
+        let p = Path::new(v);
+        let message = if p.is_dir() {
+            Some(format!(
+                "{v} is a directory; the anchor file is a file `audit seal` appends to"
+            ))
+        } else if !p.is_absolute() {
+            Some(format!("{v} is a relative path; give an absolute one (audit seal runs from cron and the scheduler)"))
+        } else if !p.parent().is_some_and(Path::is_dir) {
+            Some(format!("the directory of {v} does not exist"))
+        } else {
+            None
+        };
+        if let Some(m) = message {
+            push(t, k, "audit.anchor_file", m);
+        }
+    }
     if let Some((t, k, v)) = str_at(root, &["reports", "textfile"]) {
         if !Path::new(v).parent().is_some_and(Path::is_dir) {
             push(

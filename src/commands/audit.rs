@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
 
-use super::{conn_settings, print, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use super::{conn_settings, load_policy, print, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::audit::{self, Report, ReportFilter, SealOutcome, VerifyOutcome};
 use crate::cli::{AuditCommand, AuditReportArgs, AuditSealArgs, AuditVerifyArgs, Format};
 use crate::db;
@@ -31,6 +31,10 @@ async fn seal(args: AuditSealArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    let anchor_file = match load_policy(&args.policy) {
+        Ok(p) => p.audit.anchor_file,
+        Err(e) => return fail(e),
+    };
     let mut conn = match db::connect(&settings).await {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -40,7 +44,18 @@ async fn seal(args: AuditSealArgs) -> u8 {
         Ok(op) => op,
         Err(e) => return fail(e),
     };
-    let result = audit::seal(&mut conn, args.batch_size).await;
+    let mut result = audit::seal(&mut conn, args.batch_size).await;
+    if let (Ok(out), Some(path)) = (&result, &anchor_file) {
+        if let Err(e) = audit::append_anchors(path, &out.seals, Utc::now()) {
+            let ids = out.seals.iter().map(|s| s.seal_id);
+            result = Err(crate::error::Error::Other(format!(
+                "seals {}–{} are committed but not anchored: {e}; the next seal's line covers them \
+                 (each hash chains over all before it) once the anchor file is writable",
+                ids.clone().min().unwrap_or(0),
+                ids.max().unwrap_or(0)
+            )));
+        }
+    }
     let err = result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
     if let Err(e) = op.finish(&conn, oplog::Outcome::of(&result), err).await {
         eprintln!("warning: {e}");
@@ -111,38 +126,27 @@ async fn verify(args: AuditVerifyArgs) -> u8 {
             None
         }
     };
-    let mut recorded = Vec::new();
-    if let Some(dir) = &args.backups {
-        match audit::recorded_by_backups(&conn, dir).await {
-            Ok((dbdir, backups, seals)) => {
-                if backups == 0 {
-                    eprintln!(
-                        "warning: no backups of this database under {}: nothing recorded to check",
-                        dbdir.display()
-                    );
-                } else if seals.is_empty() {
-                    eprintln!(
-                        "warning: none of the {backups} backup(s) under {} recorded an audit seal",
-                        dbdir.display()
-                    );
-                }
-                recorded = seals;
+    let evidence = recorded_outside(&conn, &args).await;
+    let (recorded, outside_problems) = match evidence {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(op) = op {
+                let _ = op.finish(&conn, oplog::Outcome::Failure, Some(&e)).await;
             }
-            Err(e) => {
-                if let Some(op) = op {
-                    let _ = op.finish(&conn, oplog::Outcome::Failure, Some(&e)).await;
-                }
-                return fail(e);
-            }
+            return fail(e);
         }
-    }
+    };
     let result = audit::verify_with(
         &mut conn,
         audit::DEFAULT_BATCH,
         &args.expect_hash,
         &recorded,
     )
-    .await;
+    .await
+    .map(|mut o| {
+        o.add_problems(outside_problems);
+        o
+    });
     if let Some(op) = op {
         let recorded = match &result {
             Ok(o) if o.intact => op.finish(&conn, oplog::Outcome::Success, None).await,
@@ -169,6 +173,35 @@ async fn verify(args: AuditVerifyArgs) -> u8 {
     } else {
         EXIT_FAILURE
     }
+}
+
+/// The seals recorded outside the database that `--backups` and `--anchors` ask to
+/// check, and what is wrong with that evidence itself.
+async fn recorded_outside(
+    conn: &tokio_postgres::Client,
+    args: &AuditVerifyArgs,
+) -> Result<(Vec<audit::RecordedSeal>, Vec<audit::Problem>), crate::error::Error> {
+    use crate::error::Error;
+    let mut recorded = Vec::new();
+    let mut problems = Vec::new();
+    if let Some(dir) = &args.backups {
+        let policy = load_policy(&args.policy)?;
+        let keys = super::backup::load_keys(&args.keys, &policy)
+            .map_err(|e| Error::Config(format!("{e:#} (--backups reads the sealed manifests)")))?;
+        let ev = audit::recorded_by_backups(conn, dir, &keys).await?;
+        recorded.extend(ev.seals);
+        problems.extend(ev.problems);
+    }
+    if let Some(file) = &args.anchors {
+        let anchored = audit::read_anchors(file)?;
+        if anchored.is_empty() {
+            problems.push(audit::Problem::NothingRecorded {
+                source: format!("the anchor file {}", file.display()),
+            });
+        }
+        recorded.extend(anchored);
+    }
+    Ok((recorded, problems))
 }
 
 /// The one line recorded for a verification that found the chain broken.
@@ -212,6 +245,13 @@ fn verify_text(o: &VerifyOutcome) -> String {
             t,
             "{} seal(s) recorded by backups are in the chain unchanged",
             o.recorded_seals_checked
+        );
+    }
+    if o.anchored_seals_checked > 0 && o.intact {
+        let _ = writeln!(
+            t,
+            "{} seal(s) anchored in the anchor file are in the chain unchanged",
+            o.anchored_seals_checked
         );
     }
     if let Some(h) = &o.head_hash {

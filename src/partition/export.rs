@@ -383,9 +383,10 @@ pub fn file_name(dir: &Path, schema: &str, partition: &str) -> PathBuf {
     dir.join(format!("{schema}.{partition}.{EXTENSION}"))
 }
 
-/// Test hook: `OPSCTL_TEST_CORRUPT_EXPORT=1` flips a byte of every export file after it is
-/// written and before it is verified, so tests can see that an unverified month is never
-/// dropped. Not for production use.
+/// Test hook (only in builds with the `test-hooks` feature): `OPSCTL_TEST_CORRUPT_EXPORT=1`
+/// flips a byte of every export file after it is written and before it is verified, so
+/// tests can see that an unverified month is never dropped.
+#[cfg(feature = "test-hooks")]
 fn test_corrupt(path: &Path) {
     if std::env::var("OPSCTL_TEST_CORRUPT_EXPORT").as_deref() == Ok("1") {
         if let Ok(mut b) = std::fs::read(path) {
@@ -396,6 +397,9 @@ fn test_corrupt(path: &Path) {
         }
     }
 }
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_corrupt(_path: &Path) {}
 
 /// Exports every whole month of `archive.<table>` into `dir` (skipping months whose
 /// recorded, verified export still matches), and with `drop_after` drops each month whose
@@ -503,12 +507,12 @@ async fn export_month(
 ) -> Result<ExportedMonth, Error> {
     let part = quote_qualified(schema, name);
     let path = file_name(dir, &t.schema, name);
-    let rows_now: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {part}"), &[])
-        .await
-        .map_err(Error::db)?
-        .get(0);
-    // An earlier verified export of the same month with the same rows is kept.
+    let copy = format!(
+        "COPY {part} ({}) TO STDOUT (FORMAT binary)",
+        column_list(columns)
+    );
+    // An earlier verified export of the same month with the same content is kept: the
+    // same row count is not enough (an UPDATE keeps it), the content checksum must match.
     let prior = client
         .query_opt(SQL_LAST_EXPORT, &[&t.schema, &t.name, &from, &to])
         .await
@@ -516,7 +520,11 @@ async fn export_month(
     if let Some(r) = prior {
         let (file, rows, checksum, bytes): (String, i64, String, i64) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
-        if rows == rows_now && Path::new(&file).exists() {
+        let now = content_digest(client, &copy)
+            .await
+            .map_err(Error::db_ctx(format!("cannot read {schema}.{name}")))?
+            .map_err(Error::Verify)?;
+        if now == (rows, checksum.clone()) && Path::new(&file).exists() {
             let mut m = ExportedMonth {
                 partition: format!("{schema}.{name}"),
                 range_from: from,
@@ -537,7 +545,7 @@ async fn export_month(
                         "{file} no longer holds the recorded rows; not dropping {schema}.{name}"
                     )));
                 }
-                drop_month(client, t, schema, name, from, to, &file, m.rows).await?;
+                drop_month(client, t, schema, name, from, to, &file, &copy, &man).await?;
                 m.dropped = true;
                 obs.notice(&format!(
                     "dropped {schema}.{name} ({} rows): {file} verified",
@@ -599,10 +607,6 @@ async fn export_month(
             Ok((manifest, bytes, file_id))
         })
         .map_err(Error::io("cannot start the export thread"))?;
-    let copy = format!(
-        "COPY {part} ({}) TO STDOUT (FORMAT binary)",
-        column_list(columns)
-    );
     let copied: Result<i64, Error> = async {
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -708,7 +712,7 @@ async fn export_month(
         dropped: false,
     };
     if drop_after {
-        drop_month(client, t, schema, name, from, to, &file_s, m.rows).await?;
+        drop_month(client, t, schema, name, from, to, &file_s, &copy, &back).await?;
         m.dropped = true;
         obs.notice(&format!(
             "dropped {schema}.{name} ({} rows): its export verified",
@@ -718,8 +722,26 @@ async fn export_month(
     Ok(m)
 }
 
-/// Drops an exported month, after checking under lock that it still holds the exported
-/// row count; journals the drop in the same transaction.
+/// Row count and checksum (as the manifest defines them) of what `copy`, a `COPY … TO
+/// STDOUT (FORMAT binary)`, reads now; the inner error: the stream is not binary COPY.
+async fn content_digest(
+    client: &Client,
+    copy: &str,
+) -> Result<Result<(i64, String), String>, tokio_postgres::Error> {
+    let stream = client.copy_out(copy).await?;
+    futures_util::pin_mut!(stream);
+    let mut digest = CopyDigest::new();
+    while let Some(chunk) = stream.next().await {
+        if let Err(e) = digest.feed(&chunk?) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(digest.finish())
+}
+
+/// Drops an exported month, after checking under lock that it still holds exactly the
+/// exported rows (count and content checksum, read with `copy`); journals the drop in
+/// the same transaction.
 #[allow(clippy::too_many_arguments)]
 async fn drop_month(
     client: &Client,
@@ -729,17 +751,18 @@ async fn drop_month(
     from: NaiveDateTime,
     to: NaiveDateTime,
     file: &str,
-    rows: i64,
+    copy: &str,
+    exported: &Manifest,
 ) -> Result<(), Error> {
     let part = quote_qualified(schema, name);
     let lock = format!("LOCK TABLE {part} IN ACCESS EXCLUSIVE MODE");
-    let count = format!("SELECT count(*) FROM {part}");
     let drop = format!("DROP TABLE {part}");
+    let want = (exported.rows, exported.checksum.clone());
     let changed = super::in_tx(client, &format!("dropping {schema}.{name}"), || async {
         client.batch_execute(&lock).await?;
-        let n: i64 = client.query_one(&count, &[]).await?.get(0);
-        if n != rows {
-            return Ok(Some(n));
+        let now = content_digest(client, copy).await?;
+        if now.as_ref() != Ok(&want) {
+            return Ok(Some(now));
         }
         client.batch_execute(&drop).await?;
         client
@@ -748,12 +771,17 @@ async fn drop_month(
         Ok(None)
     })
     .await?;
-    if let Some(n) = changed {
-        return Err(Error::Verify(format!(
-            "{schema}.{name} holds {n} rows now, its export {rows}: not dropped; run the export again"
-        )));
+    match changed {
+        None => Ok(()),
+        Some(Ok((n, sum))) => Err(Error::Verify(format!(
+            "{schema}.{name} changed since its export (it holds {n} rows with checksum {sum} \
+             now, {file} {} rows with checksum {}): not dropped; run the export again",
+            exported.rows, exported.checksum
+        ))),
+        Some(Err(e)) => Err(Error::Verify(format!(
+            "cannot checksum {schema}.{name} before dropping it ({e}): not dropped"
+        ))),
     }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1003,16 +1031,8 @@ async fn restore_tx(
     }
     let loaded = sink.finish().await? as i64;
     // What landed, read back in the same transaction.
-    let stream = client.copy_out(copy_out).await?;
-    futures_util::pin_mut!(stream);
-    let mut digest = CopyDigest::new();
-    while let Some(chunk) = stream.next().await {
-        digest
-            .feed(&chunk?)
-            .map_err(|e| TxError::Other(Error::Verify(e)))?;
-    }
-    let (rows, checksum) = digest
-        .finish()
+    let (rows, checksum) = content_digest(client, copy_out)
+        .await?
         .map_err(|e| TxError::Other(Error::Verify(e)))?;
     if loaded != man.rows || rows != man.rows || checksum != man.checksum {
         return Err(TxError::Other(Error::Verify(format!(

@@ -461,9 +461,11 @@ where
     }
 }
 
-/// Test hook: when `OPSCTL_TEST_PAUSE_AT` names `point` (a comma-separated list is fine),
+/// Test hook (only in builds with the `test-hooks` feature, which `scripts/test.sh`
+/// enables): when `OPSCTL_TEST_PAUSE_AT` names `point` (a comma-separated list is fine),
 /// says so on stderr and sleeps for an hour, so a test can kill the process at exactly
-/// that point. Not for production use.
+/// that point. Release builds have no such hook.
+#[cfg(feature = "test-hooks")]
 pub async fn pause_at(point: &str) {
     if let Ok(v) = std::env::var("OPSCTL_TEST_PAUSE_AT") {
         if v.split(',').any(|p| p.trim() == point) {
@@ -472,6 +474,10 @@ pub async fn pause_at(point: &str) {
         }
     }
 }
+
+/// Without the `test-hooks` feature: nothing.
+#[cfg(not(feature = "test-hooks"))]
+pub async fn pause_at(_point: &str) {}
 
 /// Receives what long work wants to tell: notices and progress. Commands render it.
 pub trait Observer: Send + Sync {

@@ -304,6 +304,50 @@ fn tampered_truncated_and_wrong_key_exports_are_refused() {
 }
 
 #[test]
+fn an_archived_row_updated_after_its_export_is_exported_again_before_the_drop() {
+    let env = Env::new("exp_updated");
+    let db = &env.db;
+    env.archive(&[]).success();
+    // Same row count, other content: an earlier export must not stand in for it.
+    db.sql("UPDATE archive.trades SET exit_price = 999 WHERE id = 't5'");
+    let jan = fingerprint(db, "archive.trades", "2025-01-01", "2025-02-01");
+    let run = env.archive(&["--drop-after-export"]).success().json();
+    let months = run["export"]["months"].as_array().unwrap();
+    let month = |p: &str| {
+        months
+            .iter()
+            .find(|m| m["partition"] == p)
+            .unwrap_or_else(|| panic!("{p} in {run}"))
+    };
+    let (m1, m2) = (
+        month("archive.trades_p2025_01"),
+        month("archive.trades_p2025_02"),
+    );
+    assert_eq!(
+        (&m1["written"], &m1["dropped"]),
+        (&true.into(), &true.into()),
+        "{m1}"
+    );
+    assert_eq!(
+        (&m2["written"], &m2["dropped"]),
+        (&false.into(), &true.into()),
+        "{m2}"
+    );
+    assert!(!exists(db, "archive.trades_p2025_01"));
+    // The restore brings back the updated row, not the one of the first export.
+    env.restore(&env.file("2025_01")).success();
+    assert_eq!(
+        db.sql("SELECT exit_price = 999 FROM archive.trades WHERE id = 't5'"),
+        "t"
+    );
+    assert_eq!(
+        fingerprint(db, "archive.trades", "2025-01-01", "2025-02-01"),
+        jan
+    );
+}
+
+#[test]
+#[cfg(feature = "test-hooks")] // OPSCTL_TEST_CORRUPT_EXPORT
 fn drop_after_export_never_drops_an_unverified_month() {
     let env = Env::new("exp_unverified");
     let db = &env.db;

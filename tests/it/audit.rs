@@ -1,7 +1,7 @@
 //! `opsctl audit seal | verify | report`, the audit triggers, the roles and row-level
 //! security of migrations V40–V42, and opsctl's own operations log.
 
-use crate::common::{cluster, TestDb};
+use crate::common::{cluster, opsctl, TestDb};
 
 /// Seals until nothing waits: transactions of other tests on the shared cluster can
 /// hold the xid horizon back for a moment.
@@ -966,6 +966,7 @@ fn a_whole_chain_rewrite_is_caught_against_the_backups() {
     // Intact: the recorded seal is in the chain.
     let ok = db
         .opsctl()
+        .env("OPSCTL_KEY_FILE", &key)
         .args(["audit", "verify", "--backups"])
         .arg(&repo)
         .run()
@@ -980,6 +981,7 @@ fn a_whole_chain_rewrite_is_caught_against_the_backups() {
     seal_all(&db);
     backup(&db);
     db.opsctl()
+        .env("OPSCTL_KEY_FILE", &key)
         .args(["audit", "verify", "--format", "json", "--backups"])
         .arg(&repo)
         .run()
@@ -995,6 +997,7 @@ fn a_whole_chain_rewrite_is_caught_against_the_backups() {
     verify_json(&db, 0); // consistent in itself…
     let run = db
         .opsctl()
+        .env("OPSCTL_KEY_FILE", &key)
         .args(["audit", "verify", "--backups"])
         .arg(&repo)
         .run()
@@ -1010,6 +1013,7 @@ fn a_whole_chain_rewrite_is_caught_against_the_backups() {
     );
     let v = db
         .opsctl()
+        .env("OPSCTL_KEY_FILE", &key)
         .args(["audit", "verify", "--format", "json", "--backups"])
         .arg(&repo)
         .run()
@@ -1021,8 +1025,295 @@ fn a_whole_chain_rewrite_is_caught_against_the_backups() {
 
     // A directory that does not exist is an error, not a pass.
     db.opsctl()
+        .env("OPSCTL_KEY_FILE", &key)
         .args(["audit", "verify", "--backups"])
         .arg(dir.path().join("nope"))
         .run()
         .code(1);
+}
+
+/// A backup key and repository in a temp dir, and `backup create` into it.
+struct BackupRepo {
+    dir: tempfile::TempDir,
+    key: std::path::PathBuf,
+    repo: std::path::PathBuf,
+}
+
+impl BackupRepo {
+    fn new(db: &TestDb) -> BackupRepo {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("backup.key");
+        let repo = dir.path().join("repo");
+        db.opsctl()
+            .args(["backup", "keygen", "--out"])
+            .arg(&key)
+            .run()
+            .success();
+        BackupRepo { dir, key, repo }
+    }
+    fn create(&self, db: &TestDb) -> serde_json::Value {
+        db.opsctl()
+            .env("OPSCTL_KEY_FILE", &self.key)
+            .args(["backup", "create", "--format", "json", "--dir"])
+            .arg(&self.repo)
+            .run()
+            .success()
+            .json()
+    }
+    fn verify(&self, db: &TestDb, extra: &[&str]) -> crate::common::Run {
+        db.opsctl()
+            .env("OPSCTL_KEY_FILE", &self.key)
+            .args(["audit", "verify", "--format", "json"])
+            .args(extra)
+            .arg("--backups")
+            .arg(&self.repo)
+            .run()
+    }
+}
+
+/// A superuser rewrites the chain from seal `after + 1` on: drops those seals, changes
+/// the audit rows with ids above `row`, and seals again. The chain is consistent again.
+fn rewrite_chain_after(db: &TestDb, after: i64, row: i64) {
+    db.sql(&format!(
+        "SET session_replication_role = replica;
+         DELETE FROM audit.seals WHERE seal_id > {after};
+         UPDATE audit.logged_actions SET app_actor = 'nobody' WHERE id > {row};"
+    ));
+    seal_all(db);
+    verify_json(db, 0);
+}
+
+#[test]
+fn verify_backups_trusts_the_sealed_manifest_not_the_summary() {
+    let db = TestDb::with_schema("audit_bk_summary");
+    seed(&db);
+    seal_all(&db);
+    let repo = BackupRepo::new(&db);
+    let created = repo.create(&db);
+    let seal_id = created["audit_seal"]["seal_id"].as_i64().unwrap();
+    let file = std::path::PathBuf::from(created["path"].as_str().unwrap());
+    let summary = file.with_extension("json");
+    repo.verify(&db, &[]).success();
+
+    // The whole chain is rewritten, and the summary edited to the new hash.
+    rewrite_chain_after(&db, 0, 0);
+    let new_hash = db.sql(&format!(
+        "SELECT hash FROM audit.seals WHERE seal_id = {seal_id}"
+    ));
+    let text = std::fs::read_to_string(&summary).unwrap();
+    let old_hash = created["audit_seal"]["hash"].as_str().unwrap();
+    assert!(text.contains(old_hash));
+    std::fs::write(&summary, text.replace(old_hash, &new_hash)).unwrap();
+    let v = repo.verify(&db, &[]).code(1).json();
+    assert_eq!(v["intact"], false, "{v}");
+    let kinds: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"backup_seal"), "{v}");
+    assert!(kinds.contains(&"backup_summary"), "{v}");
+    let text_run = repo.verify(&db, &[]);
+    assert!(
+        text_run.stdout.contains(old_hash) && text_run.stdout.contains("summary"),
+        "{}",
+        text_run.all()
+    );
+
+    // Without the summaries the sealed manifests still speak.
+    for e in std::fs::read_dir(file.parent().unwrap()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let v = repo.verify(&db, &[]).code(1).json();
+    assert_eq!(v["first_problem"]["kind"], "backup_seal", "{v}");
+    assert_eq!(v["first_problem"]["hash"], old_hash, "{v}");
+
+    // The key is required: the summaries are not evidence.
+    let r = db
+        .opsctl()
+        .env_remove("OPSCTL_KEY_FILE")
+        .args(["audit", "verify", "--backups"])
+        .arg(&repo.repo)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("no backup key"), "{}", r.all());
+
+    // A directory without any backup recording a seal is a failure, not a pass.
+    let empty = repo.dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let r = db
+        .opsctl()
+        .env("OPSCTL_KEY_FILE", &repo.key)
+        .args(["audit", "verify", "--backups"])
+        .arg(&empty)
+        .run()
+        .code(1);
+    assert!(r.all().contains("no audit seal is recorded"), "{}", r.all());
+}
+
+fn seal_with_policy(db: &TestDb, policy: &std::path::Path) {
+    for _ in 0..50 {
+        let out = db
+            .opsctl()
+            .args(["audit", "seal", "--format", "json", "--policy"])
+            .arg(policy)
+            .run()
+            .success()
+            .json();
+        if out["rows_waiting"] == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("audit rows stayed unsealed");
+}
+
+#[test]
+fn seals_after_the_newest_backup_are_caught_against_the_anchor_file() {
+    let db = TestDb::with_schema("audit_anchor");
+    seed(&db);
+    let repo = BackupRepo::new(&db);
+    let anchors = repo.dir.path().join("anchors.log");
+    let policy = repo.dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[audit]\nanchor_file = {:?}\n",
+            anchors.display().to_string()
+        ),
+    )
+    .unwrap();
+    let r = opsctl()
+        .args(["policy", "check"])
+        .arg(&policy)
+        .run()
+        .success();
+    assert!(r.stdout.contains("anchor_file"), "{}", r.all());
+    seal_with_policy(&db, &policy);
+    let backed_up = repo.create(&db)["audit_seal"]["seal_id"].as_i64().unwrap();
+    let cut: i64 = db
+        .sql("SELECT max(id) FROM audit.logged_actions")
+        .parse()
+        .unwrap();
+    // Changes after the newest backup, sealed in small seals (each one anchored).
+    db.sql("SET app.actor = 'seeder'; UPDATE positions SET quantity = 7; UPDATE users SET email = email || '.x';");
+    for _ in 0..50 {
+        let out = db
+            .opsctl()
+            .args([
+                "audit",
+                "seal",
+                "--format",
+                "json",
+                "--batch-size",
+                "2",
+                "--policy",
+            ])
+            .arg(&policy)
+            .run()
+            .success()
+            .json();
+        if out["rows_waiting"] == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let seals: i64 = db.sql("SELECT count(*) FROM audit.seals").parse().unwrap();
+    assert!(seals >= backed_up + 2, "{seals} seals");
+    // One line per seal: time, seal id, hash; each as the chain holds it.
+    let text = std::fs::read_to_string(&anchors).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() as i64, seals, "{text}");
+    for (n, l) in lines.iter().enumerate() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(f.len(), 3, "{l}");
+        assert!(f[0].parse::<chrono::DateTime<chrono::Utc>>().is_ok(), "{l}");
+        assert_eq!(f[1], (n + 1).to_string(), "{l}");
+        assert_eq!(
+            db.sql(&format!(
+                "SELECT hash FROM audit.seals WHERE seal_id = {}",
+                f[1]
+            )),
+            f[2]
+        );
+    }
+    let mode = std::fs::metadata(&anchors).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077, 0);
+    let ok = db
+        .opsctl()
+        .args(["audit", "verify", "--anchors"])
+        .arg(&anchors)
+        .run()
+        .success();
+    assert!(
+        ok.stdout.contains(&format!("{seals} seal(s) anchored")),
+        "{}",
+        ok.stdout
+    );
+
+    // Only the rows sealed since the backup are rewritten: the backup cannot see it...
+    rewrite_chain_after(&db, backed_up, cut);
+    repo.verify(&db, &[]).success();
+    // ...the anchors do, naming the first rewritten seal.
+    let v = db
+        .opsctl()
+        .args(["audit", "verify", "--format", "json", "--anchors"])
+        .arg(&anchors)
+        .run()
+        .code(1)
+        .json();
+    assert_eq!(v["first_problem"]["kind"], "anchor_seal", "{v}");
+    assert_eq!(v["first_problem"]["seal_id"], backed_up + 1, "{v}");
+    let r = db
+        .opsctl()
+        .args(["audit", "verify", "--anchors"])
+        .arg(&anchors)
+        .run()
+        .code(1);
+    assert!(r.stdout.contains("TAMPERED"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&anchors.display().to_string()),
+        "{}",
+        r.stdout
+    );
+
+    // A malformed or empty anchor file is a failure, not a pass.
+    let bad = repo.dir.path().join("bad.log");
+    std::fs::write(&bad, "2026-01-01T00:00:00Z x y\n").unwrap();
+    let r = db
+        .opsctl()
+        .args(["audit", "verify", "--anchors"])
+        .arg(&bad)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains(":1:"), "{}", r.all());
+    std::fs::write(&bad, "").unwrap();
+    db.opsctl()
+        .args(["audit", "verify", "--anchors"])
+        .arg(&bad)
+        .run()
+        .code(1);
+
+    // policy check names an anchor file whose directory does not exist.
+    std::fs::write(
+        &policy,
+        "[audit]\nanchor_file = \"/nonexistent/dir/anchors.log\"\n",
+    )
+    .unwrap();
+    let r = opsctl()
+        .args(["policy", "check"])
+        .arg(&policy)
+        .run()
+        .code(1);
+    assert!(
+        r.stderr.contains(
+            "policy.toml:2:1: the directory of /nonexistent/dir/anchors.log does not exist"
+        ),
+        "{}",
+        r.all()
+    );
 }

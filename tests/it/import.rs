@@ -506,3 +506,31 @@ fn trades_fast_path_across_batches() {
         "5"
     );
 }
+
+#[test]
+#[cfg(feature = "test-hooks")] // OPSCTL_TEST_IMPORT_READER_PANIC
+fn a_failing_reader_aborts_the_import_and_writes_nothing() {
+    let (db, dir) = db_with_users("imp_reader_fault");
+    let lines: Vec<String> = (1..=10).map(|i| trade(&format!("t{i}"), "")).collect();
+    let f = write(&dir, "t.ndjson", &lines.join("\n"));
+    // Batches of 2: three batches are loaded before the reader dies at the 7th row, on
+    // both load paths (COPY straight into trades, and the staging path of --upsert).
+    for extra in [
+        &["--batch-size", "2"][..],
+        &["--batch-size", "2", "--upsert"],
+    ] {
+        let r = db
+            .opsctl()
+            .env("OPSCTL_TEST_IMPORT_READER_PANIC", "7")
+            .args(["import", "--table", "trades"])
+            .args(extra)
+            .arg(&f)
+            .run()
+            .code(1);
+        assert!(r.stderr.contains("nothing was imported"), "{}", r.all());
+        assert_eq!(db.sql("SELECT count(*) FROM trades"), "0", "{extra:?}");
+    }
+    // Without the fault the same file imports whole.
+    import(&db, "trades", &f, &["--batch-size", "2"]).success();
+    assert_eq!(db.sql("SELECT count(*) FROM trades"), "10");
+}

@@ -3,9 +3,8 @@
 //! change nothing, kill -9 at many points then resume, a new date while one is
 //! unfinished, writers running beside the archive, and a concurrent second archive.
 
-use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{cluster, free_port, opsctl, TestDb};
@@ -68,8 +67,11 @@ fn count(db: &TestDb, sql: &str) -> i64 {
     db.sql(sql).parse().unwrap()
 }
 
+#[cfg(feature = "test-hooks")]
 /// Starts opsctl with the test hook pausing at `point`; returns once it is paused there.
 fn spawn_paused(db: &TestDb, args: &[&str], point: &str) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
     let mut child = db
         .opsctl()
         .env("OPSCTL_TEST_PAUSE_AT", point)
@@ -101,6 +103,7 @@ fn spawn_paused(db: &TestDb, args: &[&str], point: &str) -> std::process::Child 
     }
 }
 
+#[cfg(feature = "test-hooks")]
 fn kill9(mut child: std::process::Child) {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -539,6 +542,7 @@ const KILL_POINTS: &[&str] = &[
 ];
 
 #[test]
+#[cfg(feature = "test-hooks")] // OPSCTL_TEST_PAUSE_AT
 fn kill_9_at_every_point_then_rerun_with_the_same_date_finishes() {
     for point in KILL_POINTS {
         let db = seeded(&format!("akill_{}", point.replace('-', "_")), 3600);
@@ -605,6 +609,7 @@ fn kill_9_at_every_point_then_rerun_with_the_same_date_finishes() {
 }
 
 #[test]
+#[cfg(feature = "test-hooks")] // OPSCTL_TEST_PAUSE_AT
 fn a_new_date_while_one_is_unfinished_first_finishes_the_recorded_one() {
     let db = seeded("anew", 3600);
     let fp = fingerprint(&db);
@@ -726,6 +731,7 @@ fn writers_keep_working_during_an_archive_and_no_row_is_lost() {
 }
 
 #[test]
+#[cfg(feature = "test-hooks")] // OPSCTL_TEST_PAUSE_AT
 fn a_concurrent_second_archive_refuses_and_never_interleaves() {
     let db = seeded("acon", 3600);
     let fp = fingerprint(&db);
@@ -898,6 +904,7 @@ fn other_tables_by_policy_timestamptz_in_another_schema() {
 }
 
 #[test]
+#[cfg(feature = "test-hooks")] // OPSCTL_TEST_PAUSE_AT
 fn a_second_archive_with_lock_wait_waits_then_resumes_the_first() {
     let db = seeded("await", 3600);
     let fp = fingerprint(&db);
