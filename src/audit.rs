@@ -1214,7 +1214,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(
             &p,
-            format!("{}\nnot a line\n", std::fs::read_to_string(&p).unwrap()),
+            format!(
+                "{}\nnot a line\n",
+                std::fs::read_to_string(&p).unwrap().trim_end()
+            ),
         )
         .unwrap();
         let e = read_anchors(&p).unwrap_err().to_string();

@@ -531,6 +531,7 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
 // ---------------------------------------------------------------------------------------
 // archive: interruptions and concurrency
 
+#[cfg(feature = "test-hooks")]
 const KILL_POINTS: &[&str] = &[
     "archive-table",
     "journal",
