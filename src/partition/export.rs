@@ -8,9 +8,11 @@
 //! row's binary COPY tuple). Each file is written to a temporary name, fsynced, read back
 //! in full (authentication, row count, checksum) and only then renamed into place and
 //! recorded in `opsctl.archive_exports`; `--drop-after-export` drops a month only after
-//! its file verified. A restore checks the whole file before touching the database, then
-//! loads the rows into a new table with the month's CHECK constraint, compares count and
-//! checksum of what landed, and attaches it to `archive.<table>`, all in one transaction.
+//! its file verified and, under lock, the month still holds exactly the exported rows
+//! (count and checksum). An earlier export is reused only when its checksum matches. A
+//! restore checks the whole file before touching the database, then loads the rows into
+//! a new table with the month's CHECK constraint, compares count and checksum of what
+//! landed, and attaches it to `archive.<table>`, all in one transaction.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
