@@ -42,10 +42,15 @@ impl TempFile {
         let _ = fs::remove_file(&path);
         for _ in 0..3 {
             let file = create_new(&path, mode)?;
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                let e = std::io::Error::last_os_error();
-                let _ = fs::remove_file(&path);
-                return Err(Error::io(format!("cannot lock {}", path.display()))(e));
+            // Blocks only while a cleaner that found the new file unlocked holds it. Where
+            // the file system has no locks the file stays unlocked, and cleaners, unable
+            // to tell, leave it alone.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                tracing::debug!(
+                    "cannot lock {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
             }
             // A cleaner may have taken the file for abandoned between its creation and
             // the lock, and removed it: then make it again.
@@ -168,4 +173,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
         .and_then(|_| f.sync_all())
         .map_err(Error::io(format!("cannot write {}", tmp.path.display())))?;
     tmp.persist()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temp_file_is_in_use_until_renamed_and_an_abandoned_one_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x");
+        let t = TempFile::create(&target, 0o600).unwrap();
+        assert!(is_temp_name(&t.path.file_name().unwrap().to_string_lossy()));
+        assert_eq!(temp_in_use(&t.path), Some(true));
+        assert!(!remove_abandoned_temp(&t.path).unwrap());
+        assert!(t.path.exists());
+        let tmp = t.path.clone();
+        t.persist().unwrap();
+        assert!(target.exists() && !tmp.exists());
+        // Nobody holds this one: its writer is gone.
+        let left = dir.path().join(".y.tmp-1");
+        fs::write(&left, b"partial").unwrap();
+        assert_eq!(temp_in_use(&left), Some(false));
+        assert!(remove_abandoned_temp(&left).unwrap());
+        assert!(!left.exists());
+        // Dropped without persist: removed.
+        let t = TempFile::create(&target, 0o600).unwrap();
+        let tmp = t.path.clone();
+        drop(t);
+        assert!(!tmp.exists());
+    }
 }

@@ -391,7 +391,7 @@ pub fn rekey(
 ) -> Result<Header, Error> {
     let mut f = File::open(file).map_err(Error::io(format!("cannot open {}", file.display())))?;
     let (bytes, old_len, header) = {
-        let mut r = std::io::BufReader::new(&mut f);
+        let mut r = BufReader::new(&mut f);
         super::format::rekey_header(&mut r, open_keys, new_keys, replace)?
     };
     f.seek(SeekFrom::Start(old_len))
@@ -408,9 +408,9 @@ pub fn rekey(
 }
 
 /// Re-encrypts a backup for `new_keys` only: a fresh data key, the body decrypted and
-/// encrypted again as a stream (memory stays a few 64 KiB chunks), written to a 0600
-/// temporary file and fsynced; the new file is then read back whole with `new_keys` and
-/// must hold the same data (length and SHA-256) and manifest before it replaces the old
+/// encrypted again as a stream (memory stays a few 64 KiB chunks) into a locked 0600
+/// temporary file, which is then read back whole with `new_keys` and must hold the same
+/// data (length and SHA-256) and manifest before it is fsynced and renamed over the old
 /// one. The old keys then open neither the file nor its body under an old header.
 pub fn reencrypt(
     file: &Path,
