@@ -452,9 +452,15 @@ pub struct BackupRekeyArgs {
     /// The key file to add.
     #[arg(long)]
     pub new_key_file: PathBuf,
-    /// Remove every other key: afterwards only the new key opens the backup.
+    /// Remove every other key: afterwards only the new key opens this file. The data key
+    /// stays, so this alone is not a revocation (see --reencrypt).
     #[arg(long)]
     pub replace: bool,
+    /// With --replace: also re-encrypt the body under a fresh data key (streamed; the new
+    /// file is read back before it replaces the old one), so the old keys open neither
+    /// the result nor its body with an old header spliced on.
+    #[arg(long, requires = "replace")]
+    pub reencrypt: bool,
     #[command(flatten)]
     pub policy: PolicyArgs,
     #[command(flatten)]

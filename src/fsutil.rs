@@ -1,8 +1,11 @@
 //! Files written safely: temporary name in the target directory, fsync, rename, fsync dir.
+//! A temporary file is locked (flock) by its writer until it is renamed, so a cleaner can
+//! tell a file being written from one whose writer is gone.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -14,6 +17,128 @@ pub fn temp_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// True for a name [`temp_path`] makes: `.<name>.tmp-<pid>`.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
+/// A temporary file beside its target (named by [`temp_path`]), created with a mode and
+/// held under an exclusive `flock` for as long as this value lives: the lock goes when the
+/// writer ends, however it ends (even `kill -9`). Removed on drop unless
+/// [`TempFile::persist`] renamed it over its target.
+pub struct TempFile {
+    pub path: PathBuf,
+    target: PathBuf,
+    file: File,
+    persisted: bool,
+}
+
+impl TempFile {
+    pub fn create(target: &Path, mode: u32) -> Result<TempFile, Error> {
+        let path = temp_path(target);
+        // A file of that name is from an earlier process with our pid: it is gone.
+        let _ = fs::remove_file(&path);
+        for _ in 0..3 {
+            let file = create_new(&path, mode)?;
+            // Blocks only while a cleaner that found the new file unlocked holds it. Where
+            // the file system has no locks the file stays unlocked, and cleaners, unable
+            // to tell, leave it alone.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                tracing::debug!(
+                    "cannot lock {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+            // A cleaner may have taken the file for abandoned between its creation and
+            // the lock, and removed it: then make it again.
+            let same = match (file.metadata(), fs::metadata(&path)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            if same {
+                return Ok(TempFile {
+                    path,
+                    target: target.to_path_buf(),
+                    file,
+                    persisted: false,
+                });
+            }
+        }
+        Err(Error::Other(format!(
+            "{} keeps disappearing while it is created; is another program removing files there?",
+            path.display()
+        )))
+    }
+
+    /// The open file (writes through `&File`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Another handle on the same open file, e.g. for a writer thread; the lock stays
+    /// until every handle is closed.
+    pub fn try_clone(&self) -> Result<File, Error> {
+        self.file
+            .try_clone()
+            .map_err(Error::io(format!("cannot reopen {}", self.path.display())))
+    }
+
+    /// Renames the (written and fsynced) file over its target and fsyncs the directory;
+    /// the lock is held until the rename is done.
+    pub fn persist(mut self) -> Result<(), Error> {
+        fs::rename(&self.path, &self.target).map_err(Error::io(format!(
+            "cannot rename into {}",
+            self.target.display()
+        )))?;
+        self.persisted = true;
+        sync_dir(&self.target)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether the writer of a temporary file still holds it: `Some(true)` being written,
+/// `Some(false)` its writer is gone (nobody holds the lock), `None` cannot tell (the file
+/// vanished, or the file system has no locks).
+pub fn temp_in_use(path: &Path) -> Option<bool> {
+    let f = File::open(path).ok()?;
+    probe_lock(&f)
+}
+
+fn probe_lock(f: &File) -> Option<bool> {
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Some(false);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Some(true),
+        _ => None,
+    }
+}
+
+/// Removes a temporary file whose writer is gone, holding its lock meanwhile so a writer
+/// cannot take it over; returns false (and leaves it) when a writer holds it or when
+/// that cannot be told.
+pub fn remove_abandoned_temp(path: &Path) -> Result<bool, Error> {
+    let Ok(f) = File::open(path) else {
+        return Ok(false);
+    };
+    if probe_lock(&f) != Some(false) {
+        return Ok(false);
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(format!("cannot remove {}", path.display()))(e)),
+    }
 }
 
 /// Creates a new file with `mode` that must not exist yet.
@@ -42,19 +167,40 @@ pub fn sync_dir(path: &Path) -> Result<(), Error> {
 
 /// Writes `bytes` to `path` atomically with `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let tmp = temp_path(path);
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = create_new(&tmp, mode)?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(Error::io(format!("cannot write {}", tmp.display())))?;
-        fs::rename(&tmp, path)
-            .map_err(Error::io(format!("cannot rename to {}", path.display())))?;
-        sync_dir(path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    let tmp = TempFile::create(path, mode)?;
+    let mut f = tmp.file();
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(Error::io(format!("cannot write {}", tmp.path.display())))?;
+    tmp.persist()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temp_file_is_in_use_until_renamed_and_an_abandoned_one_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x");
+        let t = TempFile::create(&target, 0o600).unwrap();
+        assert!(is_temp_name(&t.path.file_name().unwrap().to_string_lossy()));
+        assert_eq!(temp_in_use(&t.path), Some(true));
+        assert!(!remove_abandoned_temp(&t.path).unwrap());
+        assert!(t.path.exists());
+        let tmp = t.path.clone();
+        t.persist().unwrap();
+        assert!(target.exists() && !tmp.exists());
+        // Nobody holds this one: its writer is gone.
+        let left = dir.path().join(".y.tmp-1");
+        fs::write(&left, b"partial").unwrap();
+        assert_eq!(temp_in_use(&left), Some(false));
+        assert!(remove_abandoned_temp(&left).unwrap());
+        assert!(!left.exists());
+        // Dropped without persist: removed.
+        let t = TempFile::create(&target, 0o600).unwrap();
+        let tmp = t.path.clone();
+        drop(t);
+        assert!(!tmp.exists());
     }
-    result
 }

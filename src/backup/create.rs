@@ -8,7 +8,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -36,10 +36,9 @@ pub struct Created {
     pub bookkeeping: String,
 }
 
-/// Removes the temporary file and stops pg_dump unless disarmed (success, or the future
-/// was dropped on a signal).
+/// Stops pg_dump unless disarmed (success, or the future was dropped on a signal); the
+/// temporary file removes itself when dropped unrenamed.
 struct Cleanup {
-    tmp: Option<PathBuf>,
     pid: Option<u32>,
 }
 
@@ -49,9 +48,6 @@ impl Drop for Cleanup {
             unsafe {
                 libc::kill(pid as i32, libc::SIGTERM);
             }
-        }
-        if let Some(t) = self.tmp.take() {
-            let _ = std::fs::remove_file(t);
         }
     }
 }
@@ -164,19 +160,22 @@ fn collect_stderr(mut s: std::process::ChildStderr) -> std::thread::JoinHandle<S
     })
 }
 
-/// Runs a backup of the database `settings` points at into `dir/<database>/`.
+/// Runs a backup of the database `settings` points at into `dir/<database>/`. As soon as
+/// the backup is complete and listed (file and summary in place), its id and path are put
+/// in `written`, so a caller that drops this future (on a signal) can say what is on disk.
 pub async fn create(
     settings: &ConnSettings,
     dir: &Path,
     keys: Vec<KeyMaterial>,
     progress: Arc<dyn Progress>,
     lock_wait: Duration,
+    written: &OnceLock<(String, PathBuf)>,
 ) -> Result<Created, Error> {
     let conn = db::connect(settings).await?;
     let major = pgdump::server_major(&conn).await?;
     let tools = pgdump::find(major)?;
     db::acquire_advisory_lock(&conn, db::locks::MAINTENANCE, lock_wait, "maintenance job").await?;
-    let result = create_locked(&conn, settings, dir, keys, progress, &tools).await;
+    let result = create_locked(&conn, settings, dir, keys, progress, &tools, written).await;
     let _ = db::release_advisory_lock(&conn, db::locks::MAINTENANCE).await;
     result
 }
@@ -188,6 +187,7 @@ async fn create_locked(
     keys: Vec<KeyMaterial>,
     progress: Arc<dyn Progress>,
     tools: &pgdump::PgTools,
+    written: &OnceLock<(String, PathBuf)>,
 ) -> Result<Created, Error> {
     let started = Instant::now();
     let started_at = Utc::now();
@@ -217,12 +217,10 @@ async fn create_locked(
     repo::remove_stale_temps(&dbdir);
     let id = repo::new_id(started_at);
     let path = repo::backup_path(dir, &database, &id);
-    let tmp = crate::fsutil::temp_path(&path);
-    let mut cleanup = Cleanup {
-        tmp: Some(tmp.clone()),
-        pid: None,
-    };
-    let file = crate::fsutil::create_new(&tmp, 0o600)?;
+    // Locked while this run lives: `backup prune` leaves it alone until then.
+    let tmp = crate::fsutil::TempFile::create(&path, 0o600)?;
+    let mut cleanup = Cleanup { pid: None };
+    let file = tmp.try_clone()?;
     let writer = Writer::new(BufWriter::with_capacity(1 << 20, file), &keys, CONTENT)?;
     drop(keys);
     let key_ids = writer.header().key_ids();
@@ -303,10 +301,7 @@ async fn create_locked(
     })
     .await
     .map_err(|e| Error::Other(format!("backup pipeline failed: {e}")))??;
-    std::fs::rename(&tmp, &path)
-        .map_err(Error::io(format!("cannot rename into {}", path.display())))?;
-    cleanup.tmp = None;
-    crate::fsutil::sync_dir(&path)?;
+    tmp.persist()?;
 
     let summary = Summary {
         summary_version: 1,
@@ -336,6 +331,10 @@ async fn create_locked(
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
+    let _ = written.set((id.clone(), path.clone()));
+    // Test hook: a signal here arrives after the backup is complete and listed.
+    #[cfg(feature = "test-hooks")]
+    crate::partition::pause_at("backup-written").await;
     let bookkeeping =
         match bookkeeping::record_backup(conn, &summary, &path.display().to_string()).await {
             Ok(true) => "recorded in opsctl.backups".to_string(),

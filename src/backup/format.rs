@@ -27,10 +27,16 @@ const KIND_TRAILER: u8 = b'T';
 const SLOT_KEY: u8 = 1;
 const SLOT_PASSPHRASE: u8 = 2;
 
-/// Argon2id parameters written for new passphrase slots (OWASP minimum: 19 MiB, t=2, p=1).
-pub const ARGON_M_KIB: u32 = 19 * 1024;
-pub const ARGON_T: u32 = 2;
+/// Argon2id parameters written for new passphrase slots: 64 MiB, 3 passes, 1 lane (above
+/// OWASP's minimum of 19 MiB, t=2, which files written before still use).
+pub const ARGON_M_KIB: u32 = 64 * 1024;
+pub const ARGON_T: u32 = 3;
 pub const ARGON_P: u32 = 1;
+/// The most a header may ask for (1 GiB, t=16, p=16): more is refused as corrupt while
+/// the header is read, before any memory is allocated or any key is derived.
+pub const ARGON_MAX_M_KIB: u32 = 1024 * 1024;
+pub const ARGON_MAX_T: u32 = 16;
+pub const ARGON_MAX_P: u32 = 16;
 
 /// Why a container could not be opened or read. The first words name the class.
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +312,14 @@ impl Header {
         if slots.is_empty() {
             return Err(FormatError::HeaderCorrupted("no key slots".into()));
         }
+        for (i, a) in slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.argon?)))
+        {
+            argon_params(&a)
+                .map_err(|why| FormatError::HeaderCorrupted(format!("key slot {i}: {why}")))?;
+        }
         Ok((
             Header {
                 version,
@@ -351,15 +365,26 @@ fn read_full(inp: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn derive_passphrase(pass: &str, a: &ArgonParams) -> Result<Zeroizing<[u8; KEY_LEN]>, FormatError> {
-    if a.m_kib > 4 * 1024 * 1024 || a.t > 64 || a.p > 64 {
-        return Err(FormatError::HeaderCorrupted(format!(
-            "implausible Argon2id parameters m={} KiB t={} p={}",
-            a.m_kib, a.t, a.p
-        )));
+/// Checks a slot's Argon2id parameters against the bounds (and Argon2's own rules)
+/// without doing any work.
+fn argon_params(a: &ArgonParams) -> Result<argon2::Params, String> {
+    if a.m_kib > ARGON_MAX_M_KIB || a.t > ARGON_MAX_T || a.p > ARGON_MAX_P {
+        return Err(format!(
+            "implausible Argon2id parameters m={} KiB t={} p={} (at most {} KiB, t={}, p={}): \
+             the header is damaged or crafted",
+            a.m_kib, a.t, a.p, ARGON_MAX_M_KIB, ARGON_MAX_T, ARGON_MAX_P
+        ));
     }
-    let params = argon2::Params::new(a.m_kib, a.t, a.p, Some(KEY_LEN))
-        .map_err(|e| FormatError::HeaderCorrupted(format!("bad Argon2id parameters: {e}")))?;
+    argon2::Params::new(a.m_kib, a.t, a.p, Some(KEY_LEN)).map_err(|e| {
+        format!(
+            "bad Argon2id parameters m={} KiB t={} p={}: {e}",
+            a.m_kib, a.t, a.p
+        )
+    })
+}
+
+fn derive_passphrase(pass: &str, a: &ArgonParams) -> Result<Zeroizing<[u8; KEY_LEN]>, FormatError> {
+    let params = argon_params(a).map_err(FormatError::HeaderCorrupted)?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; KEY_LEN]);
     argon
@@ -382,18 +407,27 @@ fn wrap_aad(fixed: &[u8], descriptor: &[u8]) -> Vec<u8> {
     aad
 }
 
+/// Argon2id cost of new passphrase slots: memory (KiB), passes, lanes.
+type ArgonCost = (u32, u32, u32);
+const NEW_SLOT_COST: ArgonCost = (ARGON_M_KIB, ARGON_T, ARGON_P);
+
 /// Wraps `dek` for one key-encryption key source, bound to the fixed header.
-fn make_slot(fixed: &[u8], dek: &[u8; KEY_LEN], km: &KeyMaterial) -> Result<Slot, FormatError> {
+fn make_slot(
+    fixed: &[u8],
+    dek: &[u8; KEY_LEN],
+    km: &KeyMaterial,
+    (m_kib, t, p): ArgonCost,
+) -> Result<Slot, FormatError> {
     let (kek, argon) = match km {
         KeyMaterial::Key(k) => (Zeroizing::new(**k), None),
-        KeyMaterial::Passphrase(p) => {
+        KeyMaterial::Passphrase(pass) => {
             let a = ArgonParams {
-                m_kib: ARGON_M_KIB,
-                t: ARGON_T,
-                p: ARGON_P,
+                m_kib,
+                t,
+                p,
                 salt: random(),
             };
-            (derive_passphrase(p, &a)?, Some(a))
+            (derive_passphrase(pass, &a)?, Some(a))
         }
     };
     let mut slot = Slot {
@@ -512,10 +546,20 @@ impl<W: Write> Writer<W> {
     }
 
     pub fn with_chunk_size(
+        out: W,
+        keys: &[KeyMaterial],
+        content: &str,
+        chunk_size: u32,
+    ) -> Result<Self, FormatError> {
+        Self::start(out, keys, content, chunk_size, NEW_SLOT_COST)
+    }
+
+    fn start(
         mut out: W,
         keys: &[KeyMaterial],
         content: &str,
         chunk_size: u32,
+        cost: ArgonCost,
     ) -> Result<Self, FormatError> {
         assert!(!keys.is_empty(), "at least one key");
         assert!(content.len() < 256 && chunk_size > 0 && chunk_size <= 16 << 20);
@@ -530,7 +574,7 @@ impl<W: Write> Writer<W> {
         let fixed = header.fixed();
         let dek: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(random());
         for km in keys {
-            header.slots.push(make_slot(&fixed, &dek, km)?);
+            header.slots.push(make_slot(&fixed, &dek, km, cost)?);
         }
         let bytes = header.encode();
         out.write_all(&bytes).map_err(|e| FormatError::Io {
@@ -824,9 +868,12 @@ impl<R: Read> Read for Reader<R> {
 }
 
 /// Replaces the key slots of a container's header: the data key is unwrapped with one of
-/// `open_keys` and wrapped for each of `slots_for` (plus the existing slots unless
+/// `open_keys` and wrapped for each of `new_keys` (plus the existing slots unless
 /// `replace`). Returns the new header bytes and the length of the old header; the body
 /// after the old header is unchanged and is copied as is.
+///
+/// Not a revocation: the data key stays, so a removed key still opens any earlier copy of
+/// the file, and this body with the old header put back. [`reencrypt`] revokes.
 pub fn rekey_header(
     inp: &mut impl Read,
     open_keys: &[KeyMaterial],
@@ -838,7 +885,7 @@ pub fn rekey_header(
     let fixed = header.fixed();
     let mut fresh = Vec::new();
     for km in new_keys {
-        fresh.push(make_slot(&fixed, &dek, km)?);
+        fresh.push(make_slot(&fixed, &dek, km, NEW_SLOT_COST)?);
     }
     if replace {
         header.slots.clear();
@@ -853,6 +900,81 @@ pub fn rekey_header(
         )));
     }
     Ok((header.encode(), old_len, header))
+}
+
+/// What reading a whole container proved: its data stream's length and SHA-256, and its
+/// trailer (every chunk authenticated on the way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contents {
+    pub data_bytes: u64,
+    pub data_sha256: [u8; 32],
+    pub trailer: Vec<u8>,
+}
+
+/// Copies a reader's data stream to `out`, hashing it.
+fn copy_hashing(r: &mut impl Read, out: &mut impl Write) -> Result<(u64, [u8; 32]), FormatError> {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; DEFAULT_CHUNK as usize];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FormatError::from_io(e, "cannot read the container")),
+        };
+        hash.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| FormatError::Io {
+            context: "cannot write the new container".into(),
+            source: e,
+        })?;
+        total += n as u64;
+    }
+    Ok((total, hash.finalize().into()))
+}
+
+/// Reads a whole container with `keys`: every chunk, the trailer, nothing after it.
+pub fn contents(inp: impl Read, keys: &[KeyMaterial]) -> Result<(Header, Contents), FormatError> {
+    let mut r = Reader::open(inp, keys)?;
+    let (data_bytes, data_sha256) = copy_hashing(&mut r, &mut io::sink())?;
+    let header = r.header.clone();
+    let trailer = r.finish()?;
+    Ok((
+        header,
+        Contents {
+            data_bytes,
+            data_sha256,
+            trailer,
+        },
+    ))
+}
+
+/// Decrypts `inp` (opened with one of `open_keys`) and writes the same data stream and
+/// trailer to `out` as a new container for `new_keys` only: a fresh data key, file id and
+/// nonce prefix, the same content label and chunk size. Streams chunk by chunk, so memory
+/// stays a few chunks whatever the size. No byte of the result decrypts under the old
+/// data key, so the old keys open it neither as it is nor with the old header spliced on.
+pub fn reencrypt<W: Write>(
+    inp: impl Read,
+    open_keys: &[KeyMaterial],
+    out: W,
+    new_keys: &[KeyMaterial],
+) -> Result<(W, Header, Contents), FormatError> {
+    let mut r = Reader::open(inp, open_keys)?;
+    let mut w = Writer::with_chunk_size(out, new_keys, &r.header.content, r.header.chunk_size)?;
+    let (data_bytes, data_sha256) = copy_hashing(&mut r, &mut w)?;
+    let trailer = r.finish()?;
+    let header = w.header().clone();
+    let (out, _) = w.finish(&trailer)?;
+    Ok((
+        out,
+        header,
+        Contents {
+            data_bytes,
+            data_sha256,
+            trailer,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -980,5 +1102,100 @@ mod tests {
         g.extend_from_slice(&f[old_len as usize..]);
         assert_eq!(open(&g, &[key(9)]).unwrap().0, data(500));
         assert_eq!(open(&g, &[key(1)]).unwrap_err().kind(), "wrong_key");
+    }
+
+    fn pass() -> KeyMaterial {
+        KeyMaterial::Passphrase(Zeroizing::new("correct horse battery".into()))
+    }
+
+    /// Rewrites the Argon2id parameters of the first key slot (a passphrase slot) and
+    /// recomputes the header checksum, as a crafted file would.
+    fn craft_argon(file: &[u8], m_kib: u32, t: u32, p: u32) -> Vec<u8> {
+        let (h, len) = Header::read(&mut &file[..]).unwrap();
+        assert!(h.slots[0].argon.is_some());
+        let at = h.fixed().len() + 1 + 1 + 8;
+        let mut g = file.to_vec();
+        g[at..at + 4].copy_from_slice(&m_kib.to_be_bytes());
+        g[at + 4..at + 8].copy_from_slice(&t.to_be_bytes());
+        g[at + 8..at + 12].copy_from_slice(&p.to_be_bytes());
+        let len = len as usize;
+        let sum = Sha256::digest(&g[..len - 32]);
+        g[len - 32..len].copy_from_slice(&sum);
+        g
+    }
+
+    #[test]
+    fn new_passphrase_slots_use_at_least_64_mib_and_three_passes() {
+        let w = Writer::new(Vec::new(), &[pass()], "t").unwrap();
+        let f = w.finish(b"").unwrap().0;
+        let a = Header::read(&mut &f[..]).unwrap().0.slots[0].argon.unwrap();
+        assert!(a.m_kib >= 64 * 1024 && a.t >= 3 && a.p >= 1, "{a:?}");
+        assert_eq!(open(&f, &[pass()]).unwrap().1, b"");
+    }
+
+    #[test]
+    fn argon2_parameters_beyond_the_bounds_are_refused_before_any_work() {
+        let mut w = Writer::new(Vec::new(), &[pass(), key(3)], "t").unwrap();
+        w.write_all(b"hello").unwrap();
+        let f = w.finish(b"").unwrap().0;
+        for (m, t, p) in [
+            (4 * 1024 * 1024, 3, 1),
+            (1024 * 1024 + 1, 3, 1),
+            (64 * 1024, 17, 1),
+            (64 * 1024, 3, 17),
+            (u32::MAX, u32::MAX, u32::MAX),
+        ] {
+            let g = craft_argon(&f, m, t, p);
+            let e = Header::read(&mut &g[..]).unwrap_err();
+            assert_eq!(e.kind(), "header_corrupted", "m={m} t={t} p={p}: {e}");
+            assert!(e.to_string().contains("Argon2id"), "{e}");
+            // Refused as a whole, whichever key is given: no memory is allocated for it.
+            let started = std::time::Instant::now();
+            for k in [pass(), key(3)] {
+                assert_eq!(open(&g, &[k]).unwrap_err().kind(), "header_corrupted");
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        // At the bounds the header is accepted (and the key slot opens it).
+        let g = craft_argon(&f, 1024 * 1024, 16, 16);
+        Header::read(&mut &g[..]).unwrap();
+        assert_eq!(open(&g, &[key(3)]).unwrap().0, b"hello");
+    }
+
+    #[test]
+    fn files_with_the_old_argon2_parameters_still_open() {
+        let mut w = Writer::start(Vec::new(), &[pass()], "t", 100, (19 * 1024, 2, 1)).unwrap();
+        w.write_all(b"old").unwrap();
+        let f = w.finish(b"m").unwrap().0;
+        let a = Header::read(&mut &f[..]).unwrap().0.slots[0].argon.unwrap();
+        assert_eq!((a.m_kib, a.t, a.p), (19 * 1024, 2, 1));
+        assert_eq!(
+            open(&f, &[pass()]).unwrap(),
+            (b"old".to_vec(), b"m".to_vec())
+        );
+    }
+
+    #[test]
+    fn reencrypt_changes_the_data_key_so_the_old_header_no_longer_helps() {
+        let f = seal(&data(500), b"manifest", 100);
+        let (g, header, c) = reencrypt(&f[..], &[key(1)], Vec::new(), &[key(9)]).unwrap();
+        assert_eq!(header.chunk_size, 100);
+        assert_eq!(header.key_ids(), vec![key_id_hex(&key_id(&[9; 32]))]);
+        assert_eq!(contents(&g[..], &[key(9)]).unwrap().1, c);
+        assert_eq!(c.data_bytes, 500);
+        assert_eq!(c.trailer, b"manifest");
+        assert_eq!(open(&g, &[key(9)]).unwrap().0, data(500));
+        assert_eq!(open(&g, &[key(1)]).unwrap_err().kind(), "wrong_key");
+        // The old header spliced onto the new body: the old key unwraps the old data key,
+        // which opens no chunk of the new body.
+        let (hf, hg) = (header_len(&f), header_len(&g));
+        let mut spliced = f[..hf].to_vec();
+        spliced.extend_from_slice(&g[hg..]);
+        assert_eq!(open(&spliced, &[key(1)]).unwrap_err().kind(), "chunk_auth");
+        // A damaged source is refused.
+        let mut bad = f.clone();
+        bad[hf + 10] ^= 1;
+        let e = reencrypt(&bad[..], &[key(1)], Vec::new(), &[key(9)]).unwrap_err();
+        assert_eq!(e.kind(), "chunk_auth", "{e}");
     }
 }

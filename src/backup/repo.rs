@@ -5,13 +5,19 @@
 //! A backup exists for `list` only when its summary and its file are both in place: the
 //! file is renamed into place first, the summary written last, so a killed run leaves at
 //! most a hidden temporary file or an orphan file without summary, never a listed backup.
+//! Temporary files are locked by their writer ([`crate::fsutil::TempFile`]): `list` counts
+//! them and `prune` removes those whose writer is gone.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::format::Header;
+use super::keys::KeyMaterial;
 use super::manifest::Summary;
 use crate::error::Error;
 use crate::policy::Retention;
@@ -206,28 +212,71 @@ pub fn resolve(arg: &str, dir: Option<&Path>) -> Result<PathBuf, Error> {
     }
 }
 
-/// Removes temporary files of create runs whose process is gone.
-pub fn remove_stale_temps(dbdir: &Path) {
+/// A temporary file in a database directory: a backup, summary or status being written,
+/// or left by a writer that is gone (a killed `create`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TempEntry {
+    pub path: PathBuf,
+    /// The database directory's name.
+    pub database: String,
+    pub name: String,
+    pub bytes: u64,
+    /// true: its writer holds it; false: its writer is gone; null: cannot tell (no locks).
+    pub in_use: Option<bool>,
+}
+
+/// The temporary files of one database directory.
+fn temps_of(dbdir: &Path) -> Vec<TempEntry> {
     let Ok(rd) = std::fs::read_dir(dbdir) else {
-        return;
+        return Vec::new();
     };
-    for f in rd.flatten() {
-        let name = f.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix('.') else {
-            continue;
-        };
-        let Some((_, pid)) = rest.rsplit_once(".tmp-") else {
-            continue;
-        };
-        let Ok(pid) = pid.parse::<i32>() else {
-            continue;
-        };
-        let alive = pid == std::process::id() as i32
-            || unsafe { libc::kill(pid, 0) == 0 }
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive {
-            tracing::info!("removing stale temporary file {name} of a killed run");
-            let _ = std::fs::remove_file(f.path());
+    let database = dbdir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut out: Vec<TempEntry> = rd
+        .flatten()
+        .filter_map(|f| {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if !crate::fsutil::is_temp_name(&name) || !f.file_type().ok()?.is_file() {
+                return None;
+            }
+            let path = f.path();
+            Some(TempEntry {
+                in_use: crate::fsutil::temp_in_use(&path),
+                bytes: f.metadata().map(|m| m.len()).unwrap_or(0),
+                database: database.clone(),
+                name,
+                path,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Every temporary file under `dir` (all databases).
+pub fn temp_files(dir: &Path) -> Result<Vec<TempEntry>, Error> {
+    let rd = std::fs::read_dir(dir).map_err(Error::io(format!("cannot read {}", dir.display())))?;
+    let mut dbdirs: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|d| d.path().is_dir() && !d.file_name().to_string_lossy().starts_with('.'))
+        .map(|d| d.path())
+        .collect();
+    dbdirs.sort();
+    Ok(dbdirs.iter().flat_map(|d| temps_of(d)).collect())
+}
+
+/// Removes a temporary file if its writer is gone (checked again under its lock).
+pub fn remove_temp(t: &TempEntry) -> Result<bool, Error> {
+    crate::fsutil::remove_abandoned_temp(&t.path)
+}
+
+/// Removes the temporary files of one database directory whose writer is gone.
+pub fn remove_stale_temps(dbdir: &Path) {
+    for t in temps_of(dbdir) {
+        if t.in_use == Some(false) && matches!(remove_temp(&t), Ok(true)) {
+            tracing::info!("removed {}: its writer is gone", t.name);
         }
     }
 }
@@ -331,55 +380,98 @@ pub fn prune_plan(
 /// Rewraps the data key of a backup for `new_keys` (added, or replacing all others):
 /// a new header, the encrypted body copied byte for byte, written to a 0600 temporary
 /// file, fsynced and renamed over the old file. The summary's key ids follow.
+///
+/// Not a revocation (see [`super::format::rekey_header`]): the data key and body stay, so
+/// a removed key still opens earlier copies of the file. [`reencrypt`] revokes.
 pub fn rekey(
     file: &Path,
-    open_keys: &[super::keys::KeyMaterial],
-    new_keys: &[super::keys::KeyMaterial],
+    open_keys: &[KeyMaterial],
+    new_keys: &[KeyMaterial],
     replace: bool,
-) -> Result<super::format::Header, Error> {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut f =
-        std::fs::File::open(file).map_err(Error::io(format!("cannot open {}", file.display())))?;
+) -> Result<Header, Error> {
+    let mut f = File::open(file).map_err(Error::io(format!("cannot open {}", file.display())))?;
     let (bytes, old_len, header) = {
-        let mut r = std::io::BufReader::new(&mut f);
+        let mut r = BufReader::new(&mut f);
         super::format::rekey_header(&mut r, open_keys, new_keys, replace)?
     };
     f.seek(SeekFrom::Start(old_len))
         .map_err(Error::io(format!("cannot read {}", file.display())))?;
-    let tmp = crate::fsutil::temp_path(file);
-    let _ = std::fs::remove_file(&tmp);
-    let res = (|| -> Result<u64, Error> {
-        let out = crate::fsutil::create_new(&tmp, 0o600)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
-        let ctx = || format!("cannot write {}", tmp.display());
-        w.write_all(&bytes).map_err(Error::io(ctx()))?;
-        let body = std::io::copy(&mut f, &mut w).map_err(Error::io(ctx()))?;
-        let out = w
-            .into_inner()
-            .map_err(|e| Error::io(ctx())(e.into_error()))?;
-        out.sync_all().map_err(Error::io(ctx()))?;
-        std::fs::rename(&tmp, file)
-            .map_err(Error::io(format!("cannot replace {}", file.display())))?;
-        sync_dir_of(file)?;
-        Ok(bytes.len() as u64 + body)
-    })();
-    let total = match res {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
+    let tmp = crate::fsutil::TempFile::create(file, 0o600)?;
+    let ctx = || format!("cannot write {}", tmp.path.display());
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.file());
+    w.write_all(&bytes).map_err(Error::io(ctx()))?;
+    let body = std::io::copy(&mut f, &mut w).map_err(Error::io(ctx()))?;
+    w.flush().map_err(Error::io(ctx()))?;
+    drop(w);
+    install(tmp, file, &header, bytes.len() as u64 + body)?;
+    Ok(header)
+}
+
+/// Re-encrypts a backup for `new_keys` only: a fresh data key, the body decrypted and
+/// encrypted again as a stream (memory stays a few 64 KiB chunks) into a locked 0600
+/// temporary file, which is then read back whole with `new_keys` and must hold the same
+/// data (length and SHA-256) and manifest before it is fsynced and renamed over the old
+/// one. The old keys then open neither the file nor its body under an old header.
+pub fn reencrypt(
+    file: &Path,
+    open_keys: &[KeyMaterial],
+    new_keys: &[KeyMaterial],
+) -> Result<Header, Error> {
+    let input = File::open(file).map_err(Error::io(format!("cannot open {}", file.display())))?;
+    let tmp = crate::fsutil::TempFile::create(file, 0o600)?;
+    let ctx = || format!("cannot write {}", tmp.path.display());
+    let out = BufWriter::with_capacity(1 << 20, tmp.file());
+    let (out, header, written) = super::format::reencrypt(
+        BufReader::with_capacity(1 << 20, input),
+        open_keys,
+        out,
+        new_keys,
+    )?;
+    out.into_inner()
+        .map_err(|e| Error::io(ctx())(e.into_error()))?;
+    let again = File::open(&tmp.path).map_err(Error::io(format!(
+        "cannot read back {}",
+        tmp.path.display()
+    )))?;
+    let (_, read_back) =
+        super::format::contents(BufReader::with_capacity(1 << 20, again), new_keys).map_err(
+            |e| {
+                Error::Verify(format!(
+                    "the re-encrypted file does not read back ({e}); {} was left as it was",
+                    file.display()
+                ))
+            },
+        )?;
+    if read_back != written {
+        return Err(Error::Verify(format!(
+            "the re-encrypted file reads back different data than it was given; {} was left \
+             as it was",
+            file.display()
+        )));
+    }
+    let total = tmp.file().metadata().map_err(Error::io(ctx()))?.len();
+    install(tmp, file, &header, total)?;
+    Ok(header)
+}
+
+/// Renames a written temporary file over a backup and updates its summary's key ids and
+/// size.
+fn install(
+    tmp: crate::fsutil::TempFile,
+    file: &Path,
+    header: &Header,
+    total: u64,
+) -> Result<(), Error> {
+    tmp.file()
+        .sync_all()
+        .map_err(Error::io(format!("cannot write {}", tmp.path.display())))?;
+    tmp.persist()?;
     if let Ok(mut s) = read_summary(file) {
         s.key_ids = header.key_ids();
         s.file_bytes = total;
         write_summary(file, &s)?;
     }
-    Ok(header)
-}
-
-fn sync_dir_of(file: &Path) -> Result<(), Error> {
-    crate::fsutil::sync_dir(file)
+    Ok(())
 }
 
 /// Deletes a backup: file, summary first (so it disappears from `list` at once), status.

@@ -23,6 +23,24 @@ pub struct Failure {
     pub message: String,
 }
 
+impl Failure {
+    /// True when the failure proves a defect of the file itself (damaged, truncated,
+    /// tampered with, or not what its manifest says), so it may be recorded as a bad
+    /// backup; false for a key that does not open it, a newer format, a missing tool or
+    /// an unreadable file, which say nothing about the backup's health.
+    pub fn is_defect(&self) -> bool {
+        matches!(
+            self.kind,
+            "header_corrupted"
+                | "chunk_auth"
+                | "truncated"
+                | "trailing_data"
+                | "manifest_mismatch"
+                | "archive"
+        )
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
@@ -261,6 +279,8 @@ pub struct Report {
     pub dump_bytes: u64,
     pub archive_entries: usize,
     pub opened_with_key_id: Option<String>,
+    /// The key ids the file's header holds (when it could be read).
+    pub key_ids: Vec<String>,
     /// False when no summary lies beside the file (a copied file): nothing to compare.
     pub summary_checked: bool,
 }
@@ -278,11 +298,22 @@ pub fn verify(path: &Path, keys: &[KeyMaterial], progress: &dyn Progress) -> Rep
         dump_bytes: 0,
         archive_entries: 0,
         opened_with_key_id: None,
+        key_ids: Vec::new(),
         summary_checked: false,
     };
     match verify_inner(path, keys, summary.as_ref(), progress, &mut report) {
         Ok(()) => report.ok = true,
-        Err(f) => report.failure = Some(f),
+        Err(f) => {
+            if f.kind == "wrong_key" {
+                // No key opened it: its slots' ids tell which key would.
+                report.key_ids = File::open(path)
+                    .ok()
+                    .and_then(|f| Header::read(&mut BufReader::new(f)).ok())
+                    .map(|(h, _)| h.key_ids())
+                    .unwrap_or_default();
+            }
+            report.failure = Some(f);
+        }
     }
     report
 }
@@ -356,6 +387,7 @@ fn verify_inner(
     report.dump_bytes = m.dump_bytes;
     report.archive_entries = entries;
     report.opened_with_key_id = opened.header.slots.get(opened.slot).map(|s| s.key_id_hex());
+    report.key_ids = opened.header.key_ids();
     match status {
         Ok(s) if s.success() && entries > 0 => {}
         Ok(_) | Err(_) => {

@@ -115,21 +115,31 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
     let dir = backup_dir(&a.dir, &policy)?;
     let keys = load_keys(&a.keys, &policy)?;
     let pb = progress("dumping");
+    let written = std::sync::OnceLock::new();
     let fut = create::create(
         &settings,
         &dir,
         keys,
         pb.clone(),
         Duration::from_secs(a.lock_wait),
+        &written,
     );
     // On Ctrl-C/SIGTERM the create future is dropped: its guard kills pg_dump and removes
-    // the temporary file.
+    // the temporary file. A signal after the backup is in place leaves it there.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
+    let stopped = |how: &str| match written.get() {
+        None => anyhow::anyhow!("{how}: no backup was written"),
+        Some((id, path)) => anyhow::anyhow!(
+            "{how} after backup {id} was written to {}: it is complete and listed, but was \
+             not recorded in opsctl.backups",
+            path.display()
+        ),
+    };
     let created = tokio::select! {
         r = fut => r?,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: no backup was written"),
-        _ = term.recv() => anyhow::bail!("terminated: no backup was written"),
+        _ = tokio::signal::ctrl_c() => return Err(stopped("interrupted")),
+        _ = term.recv() => return Err(stopped("terminated")),
     };
     drop(pb);
     if a.output.format == Format::Json {
@@ -199,12 +209,20 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
     let policy = load_policy(&a.policy)?;
     let dir = backup_dir(&a.dir, &policy)?;
     let entries = repo::list(&dir)?;
+    let temps = temps_line(&repo::temp_files(&dir)?);
     if a.output.format == Format::Json {
         print(&(serde_json::to_string_pretty(&entries)? + "\n"));
+        if let Some(t) = temps {
+            eprintln!("note: {t}");
+        }
         return Ok(EXIT_OK);
     }
     if entries.is_empty() {
-        print(&format!("no backups under {}\n", dir.display()));
+        print(&format!(
+            "no backups under {}\n{}",
+            dir.display(),
+            temps.map(|t| t + "\n").unwrap_or_default()
+        ));
         return Ok(EXIT_OK);
     }
     let mut rows = vec![[
@@ -253,8 +271,36 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    if let Some(t) = temps {
+        out.push_str(&t);
+        out.push('\n');
+    }
     print(&out);
     Ok(EXIT_OK)
+}
+
+/// "N temporary files: …", counted by whether their writer is still there; None if none.
+fn temps_line(temps: &[repo::TempEntry]) -> Option<String> {
+    if temps.is_empty() {
+        return None;
+    }
+    let count = |v: Option<bool>| temps.iter().filter(|t| t.in_use == v).count();
+    let (live, gone, unknown) = (count(Some(true)), count(Some(false)), count(None));
+    let mut s = format!(
+        "{} temporary file{} of unfinished writes: {live} being written, {gone} left by a \
+         writer that is gone",
+        temps.len(),
+        if temps.len() == 1 { "" } else { "s" }
+    );
+    if unknown > 0 {
+        s.push_str(&format!(
+            ", {unknown} whose writer cannot be told (no file locks)"
+        ));
+    }
+    if gone > 0 {
+        s.push_str(" (`opsctl backup prune` removes those)");
+    }
+    Some(s)
 }
 
 async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
@@ -268,8 +314,14 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
     drop(pb);
     let now = chrono::Utc::now();
     let reason = report.failure.as_ref().map(|f| f.message.clone());
+    // Only a verified defect of the file marks it bad: a key that does not open it, a
+    // missing tool or an unreadable file say nothing about the backup's health.
+    let record = report
+        .failure
+        .as_ref()
+        .map_or(true, verify::Failure::is_defect);
     // Status beside the file only for a backup with a summary (a listed backup).
-    if repo::summary_path(&path).exists() {
+    if record && repo::summary_path(&path).exists() {
         if let Err(e) = repo::update_status(&path, |s| {
             s.verified_at = Some(now);
             s.verify_ok = Some(report.ok);
@@ -278,7 +330,7 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
             eprintln!("warning: cannot record the result beside the backup: {e}");
         }
     }
-    if connection_configured(&a.connect) {
+    if record && connection_configured(&a.connect) {
         if let Some(id) = &report.id {
             let rec = async {
                 let s = conn_settings(&a.connect)?;
@@ -308,6 +360,25 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
             report.tables,
             report.rows
         ));
+    } else if let Some(f) = report.failure.as_ref().filter(|f| !f.is_defect()) {
+        let name = report
+            .id
+            .clone()
+            .unwrap_or_else(|| path.display().to_string());
+        if f.kind == "wrong_key" {
+            eprintln!(
+                "error: this key does not open backup {name} (its key ids: {}); nothing was \
+                 recorded about the backup's health\n  {}",
+                report.key_ids.join(", "),
+                f.message
+            );
+        } else {
+            eprintln!(
+                "error: cannot check backup {name}: {}; nothing was recorded about the \
+                 backup's health",
+                f.message
+            );
+        }
     } else {
         eprintln!(
             "backup {} is BAD: {}",
@@ -327,6 +398,16 @@ struct PruneOut {
     dry_run: bool,
     decisions: Vec<repo::Decision>,
     deleted: Vec<String>,
+    temporary_files: Vec<TempOutcome>,
+}
+
+/// What prune did with one temporary file.
+#[derive(serde::Serialize)]
+struct TempOutcome {
+    #[serde(flatten)]
+    file: repo::TempEntry,
+    /// removed, would_remove, being_written, unknown
+    action: &'static str,
 }
 
 async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
@@ -354,6 +435,23 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
             d.database = db.clone();
             decisions.push(d);
         }
+    }
+    // Temporary files: removed when their writer is gone (checked again under its lock).
+    let mut temps = Vec::new();
+    for t in repo::temp_files(&dir)? {
+        let action = match t.in_use {
+            Some(true) => "being_written",
+            None => "unknown",
+            Some(false) if a.dry_run => "would_remove",
+            Some(false) => {
+                if repo::remove_temp(&t)? {
+                    "removed"
+                } else {
+                    "being_written"
+                }
+            }
+        };
+        temps.push(TempOutcome { file: t, action });
     }
     let mut deleted = Vec::new();
     if !a.dry_run {
@@ -386,6 +484,7 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
                 dry_run: a.dry_run,
                 decisions,
                 deleted,
+                temporary_files: temps,
             })? + "\n"),
         );
         return Ok(EXIT_OK);
@@ -417,6 +516,33 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
     if decisions.is_empty() {
         out.push_str("no backups\n");
     }
+    for t in &temps {
+        let f = &t.file;
+        let what = match t.action {
+            "removed" | "would_remove" => format!(
+                "{} {}/{}: temporary file ({} bytes) left by a writer that is gone",
+                if t.action == "removed" {
+                    "removed"
+                } else {
+                    "would remove"
+                },
+                f.database,
+                f.name,
+                f.bytes
+            ),
+            "being_written" => format!(
+                "leave {}/{}: being written (its writer holds the lock)",
+                f.database, f.name
+            ),
+            _ => format!(
+                "leave {}/{}: cannot tell whether its writer is still there (no file locks \
+                 here); remove it by hand once no backup runs",
+                f.database, f.name
+            ),
+        };
+        out.push_str(&what);
+        out.push('\n');
+    }
     print(&out);
     Ok(EXIT_OK)
 }
@@ -426,7 +552,11 @@ fn rekey(a: BackupRekeyArgs) -> anyhow::Result<u8> {
     let path = resolve_backup(&a.backup, &a.dir, &policy)?;
     let keys = load_keys(&a.keys, &policy)?;
     let new_key = KeyMaterial::Key(keys::load_key_file(&a.new_key_file)?);
-    let header = crate::backup::repo::rekey(&path, &keys, &[new_key], a.replace)?;
+    let header = if a.reencrypt {
+        repo::reencrypt(&path, &keys, &[new_key])?
+    } else {
+        repo::rekey(&path, &keys, &[new_key], a.replace)?
+    };
     let ids = header.key_ids();
     if a.output.format == Format::Json {
         print(
@@ -437,10 +567,23 @@ fn rekey(a: BackupRekeyArgs) -> anyhow::Result<u8> {
         );
     } else {
         print(&format!(
-            "{}: now opens with key id(s) {} (body unchanged)\n",
+            "{}: now opens with key id(s) {} ({})\n",
             path.display(),
-            ids.join(", ")
+            ids.join(", "),
+            if a.reencrypt {
+                "fresh data key, body re-encrypted and read back before it replaced the old \
+                 file: the old keys open neither this file nor its body under an old header"
+            } else {
+                "body unchanged"
+            }
         ));
+        if a.replace && !a.reencrypt {
+            eprintln!(
+                "note: --replace rewraps the same data key: an old key still opens any earlier \
+                 copy of this file, and this body with the old header put back. To revoke a \
+                 key, use --replace --reencrypt"
+            );
+        }
     }
     Ok(EXIT_OK)
 }

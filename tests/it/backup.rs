@@ -947,3 +947,351 @@ fn restore_refuses_an_authentic_backup_whose_dump_hash_disagrees_and_leaves_noth
     );
     cluster().psql("postgres", &format!("DROP DATABASE \"{existing}\""));
 }
+
+/// The key id of a key file, as `backup list` shows it.
+fn key_id_of(key: &Path) -> String {
+    let k = opsctl::backup::keys::load_key_file(key).unwrap();
+    opsctl::backup::keys::key_id_hex(&opsctl::backup::keys::key_id(&k))
+}
+
+fn new_key(dir: &Path, name: &str) -> PathBuf {
+    let k = dir.join(name);
+    opsctl()
+        .args(["backup", "keygen", "--out"])
+        .arg(&k)
+        .run()
+        .success();
+    k
+}
+
+fn status_of(file: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(file.with_extension("status.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_wrong_key_records_nothing_and_prune_keeps_the_verified_backup() {
+    let e = Env::new("bk_wrongkey_status", 50);
+    let (old, old_file) = e.create();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (new, new_file) = e.create();
+    e.cmd()
+        .args(["backup", "verify", &old, "--dir"])
+        .arg(e.repo())
+        .run()
+        .success();
+    assert_eq!(status_of(&old_file)["verify_ok"], true);
+    let other = new_key(e.dir.path(), "other.key");
+    // A typo in the key path: this key does not open the backup; nothing is recorded.
+    let r = e
+        .cmd()
+        .args(["backup", "verify", &old, "--dir"])
+        .arg(e.repo())
+        .arg("--key-file")
+        .arg(&other)
+        .run()
+        .code(1);
+    let expect = format!(
+        "this key does not open backup {old} (its key ids: {})",
+        key_id_of(&e.key)
+    );
+    assert!(r.stderr.contains(&expect), "{expect:?} in:\n{}", r.stderr);
+    assert!(!r.stderr.contains("BAD"), "{}", r.stderr);
+    assert_eq!(status_of(&old_file)["verify_ok"], true);
+    assert_eq!(
+        e.db.sql(&format!(
+            "SELECT verify_ok FROM opsctl.backups WHERE id = '{old}'"
+        )),
+        "t"
+    );
+    let list = opsctl()
+        .args(["backup", "list", "--dir"])
+        .arg(e.repo())
+        .run()
+        .success();
+    let row = list.stdout.lines().find(|l| l.starts_with(&old)).unwrap();
+    assert!(row.contains(" ok ") && !row.contains("FAILED"), "{row}");
+    let policy = e.dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[backup.retention]\nkeep_last = 1\ndaily = 0\nweekly = 0\nmonthly = 0\n",
+    )
+    .unwrap();
+    let r = opsctl()
+        .args(["backup", "prune", "--dry-run", "--dir"])
+        .arg(e.repo())
+        .arg("--policy")
+        .arg(&policy)
+        .run()
+        .success();
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains(&format!("/{old} ")))
+        .unwrap();
+    assert!(
+        line.starts_with("keep") && line.contains("the newest verified backup"),
+        "{}",
+        r.stdout
+    );
+    // A verified defect of the file itself still marks it bad.
+    let mut bytes = std::fs::read(&new_file).unwrap();
+    let at = header_len(&new_file) + 100;
+    bytes[at] ^= 0x01;
+    std::fs::write(&new_file, &bytes).unwrap();
+    let r = e
+        .cmd()
+        .args(["backup", "verify", &new, "--dir"])
+        .arg(e.repo())
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("is BAD"), "{}", r.stderr);
+    assert_eq!(status_of(&new_file)["verify_ok"], false);
+    assert_eq!(
+        e.db.sql(&format!(
+            "SELECT verify_ok FROM opsctl.backups WHERE id = '{new}'"
+        )),
+        "f"
+    );
+}
+
+#[test]
+fn rekey_reencrypt_revokes_the_old_key_even_with_the_old_header_spliced_on() {
+    let e = Env::new("bk_reencrypt", 3000);
+    let (id, file) = e.create();
+    let new = new_key(e.dir.path(), "new.key");
+    let before = std::fs::read(&file).unwrap();
+    let hb = header_len(&file);
+    let splice = |header: &[u8], body: &[u8], name: &str| {
+        let p = e.dir.path().join(name);
+        let mut b = header.to_vec();
+        b.extend_from_slice(body);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+
+    // Without --reencrypt the body and data key stay: the old header spliced back onto
+    // the rekeyed body still opens with the old key. Not a revocation.
+    let copy = e.dir.path().join("copy.opsbak");
+    std::fs::copy(&file, &copy).unwrap();
+    e.cmd()
+        .args(["backup", "rekey", "--replace", "--new-key-file"])
+        .arg(&new)
+        .arg(&copy)
+        .run()
+        .success();
+    let rekeyed = std::fs::read(&copy).unwrap();
+    let hr = header_len(&copy);
+    let p = splice(&before[..hb], &rekeyed[hr..], "spliced-plain.opsbak");
+    e.verify(&p).success();
+
+    // With --reencrypt: a fresh data key and a re-encrypted body.
+    let r = e
+        .cmd()
+        .args([
+            "backup",
+            "rekey",
+            &id,
+            "--replace",
+            "--reencrypt",
+            "--format",
+            "json",
+            "--new-key-file",
+        ])
+        .arg(&new)
+        .arg("--dir")
+        .arg(e.repo())
+        .run()
+        .success();
+    assert_eq!(r.json()["key_ids"], serde_json::json!([key_id_of(&new)]));
+    let after = std::fs::read(&file).unwrap();
+    let ha = header_len(&file);
+    assert_ne!(before[hb..], after[ha..], "the body must be re-encrypted");
+    // The new file verifies (summary agrees) with the new key, and is listed with it.
+    opsctl()
+        .env("OPSCTL_KEY_FILE", &new)
+        .args(["backup", "verify"])
+        .arg(&file)
+        .run()
+        .success();
+    let list = opsctl()
+        .args(["backup", "list", "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .json();
+    assert_eq!(list[0]["key_ids"], serde_json::json!([key_id_of(&new)]));
+    assert_eq!(list[0]["file_bytes"].as_u64().unwrap(), after.len() as u64);
+    // The old key opens neither the new file nor the new body under the old header.
+    let r = e.verify(&file).code(1);
+    assert!(r.stderr.contains("does not open"), "{}", r.stderr);
+    let p = splice(&before[..hb], &after[ha..], "spliced-new.opsbak");
+    let r = e.verify(&p).code(1);
+    assert!(r.stderr.contains("failed authentication"), "{}", r.stderr);
+    // Nor does the old body under the new header open with the new key.
+    let p = splice(&after[..ha], &before[hb..], "spliced-old.opsbak");
+    let r = opsctl()
+        .env("OPSCTL_KEY_FILE", &new)
+        .args(["backup", "verify"])
+        .arg(&p)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("failed authentication"), "{}", r.stderr);
+
+    // A damaged source is refused and left as it was, with no temporary file.
+    let bad = e.dir.path().join("bad").join("bad.opsbak");
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    let mut b = before.clone();
+    b[hb + CHUNK_RECORD + 10] ^= 0x01;
+    std::fs::write(&bad, &b).unwrap();
+    let other = new_key(e.dir.path(), "other.key");
+    let r = e
+        .cmd()
+        .args([
+            "backup",
+            "rekey",
+            "--replace",
+            "--reencrypt",
+            "--new-key-file",
+        ])
+        .arg(&other)
+        .arg(&bad)
+        .run()
+        .code(1);
+    assert!(r.stderr.contains("failed authentication"), "{}", r.stderr);
+    assert_eq!(std::fs::read(&bad).unwrap(), b);
+    assert_eq!(std::fs::read_dir(bad.parent().unwrap()).unwrap().count(), 1);
+}
+
+fn temp_files(dbdir: &Path) -> Vec<String> {
+    std::fs::read_dir(dbdir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|f| f.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".tmp-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn prune_removes_temporary_files_of_killed_creates_and_list_counts_them() {
+    let e = Env::new("bk_tmp_dead", 200);
+    let live_db = TestDb::with_schema("bk_tmp_live");
+    seed(&live_db, 200);
+    let bin = crate::common::slow_pg_bindir(e.dir.path(), 5);
+    let dead_dir = e.repo().join(&e.db.name);
+    let live_dir = e.repo().join(&live_db.name);
+    e.create();
+    // kill -9 of a create leaves its temporary file.
+    let mut killed = e
+        .cmd()
+        .env("OPSCTL_PG_BINDIR", &bin)
+        .args(["backup", "create", "--dir"])
+        .arg(e.repo())
+        .spawn();
+    wait_for_temp(&dead_dir);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let dead = temp_files(&dead_dir);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    // A create of another database is running meanwhile: its temporary file is live.
+    let live = live_db
+        .opsctl()
+        .env("OPSCTL_KEY_FILE", &e.key)
+        .env("OPSCTL_PG_BINDIR", &bin)
+        .args(["backup", "create", "--dir"])
+        .arg(e.repo())
+        .spawn();
+    wait_for_temp(&live_dir);
+    let writing = temp_files(&live_dir);
+
+    let r = opsctl()
+        .args(["backup", "list", "--dir"])
+        .arg(e.repo())
+        .run()
+        .success();
+    assert!(
+        r.stdout.contains("2 temporary files")
+            && r.stdout.contains("1 being written")
+            && r.stdout.contains("1 left by a writer that is gone"),
+        "{}",
+        r.stdout
+    );
+    let prune = |dry: bool| {
+        let mut c = opsctl();
+        c.args(["backup", "prune", "--dir"]).arg(e.repo());
+        if dry {
+            c.arg("--dry-run");
+        }
+        c.run().success()
+    };
+    let r = prune(true);
+    assert!(
+        r.stdout
+            .contains(&format!("would remove {}/{}", e.db.name, dead[0])),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(temp_files(&dead_dir), dead);
+    let r = prune(false);
+    assert!(
+        r.stdout
+            .contains(&format!("removed {}/{}", e.db.name, dead[0])),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("leave {}/{}", live_db.name, writing[0])),
+        "{}",
+        r.stdout
+    );
+    assert!(temp_files(&dead_dir).is_empty());
+    // The live writer was left alone and finishes its backup.
+    let out = live.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(listed(&e.repo()), 2);
+    assert!(temp_files(&live_dir).is_empty());
+}
+
+#[cfg(feature = "test-hooks")]
+#[test]
+fn sigterm_after_the_backup_is_in_place_says_it_was_written() {
+    let e = Env::new("bk_term_late", 100);
+    let child = e
+        .cmd()
+        .env("OPSCTL_TEST_PAUSE_AT", "backup-written")
+        .args(["backup", "create", "--dir"])
+        .arg(e.repo())
+        .spawn();
+    let mut waited = 0;
+    while !e.repo().exists() || listed(&e.repo()) == 0 {
+        waited += 1;
+        assert!(waited < 600, "the backup never appeared");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let list = opsctl()
+        .args(["backup", "list", "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .json();
+    let id = list[0]["id"].as_str().unwrap();
+    let path = list[0]["path"].as_str().unwrap();
+    assert!(!stderr.contains("no backup was written"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("backup {id} was written to {path}")),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    e.verify(Path::new(path)).success();
+}
