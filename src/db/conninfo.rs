@@ -317,8 +317,8 @@ impl fmt::Debug for ConnSettings {
 
 /// What to do about characters of a password that a URL cannot hold as they are.
 const ENCODE_HINT: &str = "If the password contains / ? # @ : & = % or a space, percent-encode \
-     them (%2F %3F %23 %40 %3A %26 %3D %25 %20), or use key=value form with \
-     password='...', or leave the password out and use PGPASSWORD or a password file \
+     them (%2F %3F %23 %40 %3A %26 %3D %25 %20), or use key=value form with the \
+     password in single quotes, or leave the password out and use PGPASSWORD or a password file \
      (PGPASSFILE, ~/.pgpass)";
 
 /// The connection options opsctl understands.
@@ -665,8 +665,8 @@ fn parse_keyvalue(s: &str) -> Result<BTreeMap<String, String>, Error> {
                 format!("word {word} (not shown: it may be part of a password) is not key=value")
             };
             return Err(Error::Config(format!(
-                "malformed connection string: {what}. Quote a value that holds spaces \
-                 (password='two words', with \\' for a quote), or give a URL starting with \
+                "malformed connection string: {what}. Put a value that holds spaces in \
+                 single quotes (\\' for a quote inside), or give a URL starting with \
                  postgresql://"
             )));
         }
@@ -855,8 +855,9 @@ fn password_value_spans(s: &str) -> Vec<(usize, usize)> {
         }
         let value_start = j;
         let mut end = value_end(b, j);
-        // Following words that are not `known_option=` belong to the password.
-        loop {
+        // Following words that are not `known_option=` belong to an unquoted password.
+        let quoted = b.get(j) == Some(&b'\'');
+        while !quoted {
             let mut k = end;
             while k < b.len() && (b[k].is_ascii_whitespace() || b[k] == b'&') {
                 k += 1;
@@ -1085,6 +1086,10 @@ mod tests {
             "postgresql://u@h:5432/d?sslmode=require",
             "host=h user=u dbname=d",
             "no index named \"x\"",
+            ENCODE_HINT,
+            &resolve(Some("password=my secret"), &[])
+                .unwrap_err()
+                .to_string(),
         ] {
             assert_eq!(redact(s), s);
         }

@@ -80,6 +80,9 @@ fn connection_strings_never_leak_their_password() {
                 .run();
             assert_ne!(r.code, 0, "{args:?} {s:?} succeeded");
             assert_no_mark(&format!("{args:?} --database-url"), s, &r.all());
+            if args.contains(&"json") {
+                continue;
+            }
             let r = opsctl()
                 .args(&args)
                 .env("DATABASE_URL", s)
