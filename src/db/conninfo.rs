@@ -315,6 +315,15 @@ impl fmt::Debug for ConnSettings {
     }
 }
 
+/// A first word that is not key=value but reads like a URL with a mistyped scheme
+/// (`postgres//…`, `postgresql:/…`, `postgresql:…`) or none (`user:pw@host/db`).
+fn looks_like_url(s: &str) -> bool {
+    let first = s.split_whitespace().next().unwrap_or("");
+    let lower = first.to_ascii_lowercase();
+    !first.contains('=')
+        && (lower.starts_with("postgres") || first.contains('@') || first.contains("//"))
+}
+
 /// What to do about characters of a password that a URL cannot hold as they are.
 const ENCODE_HINT: &str = "If the password contains / ? # @ : & = % or a space, percent-encode \
      them (%2F %3F %23 %40 %3A %26 %3D %25 %20), or use key=value form with the \
@@ -536,6 +545,12 @@ pub fn parse_conninfo(s: &str) -> Result<BTreeMap<String, String>, Error> {
         Err(Error::Config(format!(
             "malformed database URL: the scheme must be postgresql:// or postgres://{shown}"
         )))
+    } else if looks_like_url(s) {
+        Err(Error::Config(
+            "malformed database URL (not shown: it may hold the password): it must start with \
+             postgresql:// or postgres:// (two slashes)"
+                .into(),
+        ))
     } else {
         parse_keyvalue(s)
     }
@@ -856,16 +871,17 @@ fn password_value_spans(s: &str) -> Vec<(usize, usize)> {
         let value_start = j;
         let mut end = value_end(b, j);
         // Following words that are not `known_option=` belong to an unquoted password.
-        let quoted = b.get(j) == Some(&b'\'');
-        while !quoted {
-            let mut k = end;
-            while k < b.len() && (b[k].is_ascii_whitespace() || b[k] == b'&') {
-                k += 1;
+        if b.get(j) != Some(&b'\'') {
+            loop {
+                let mut k = end;
+                while k < b.len() && (b[k].is_ascii_whitespace() || b[k] == b'&') {
+                    k += 1;
+                }
+                if k >= b.len() || starts_with_option(&s[k..]) {
+                    break;
+                }
+                end = value_end(b, k);
             }
-            if k >= b.len() || starts_with_option(&s[k..]) {
-                break;
-            }
-            end = value_end(b, k);
         }
         if end > value_start {
             spans.push((value_start, end));
@@ -1051,6 +1067,8 @@ mod tests {
         );
         let e = resolve(Some("postgresql://u:a/b@h/d"), &[]).unwrap_err();
         assert!(e.to_string().contains("%2F"), "{e}");
+        let e = resolve(Some("postgres//u:a@h/d"), &[]).unwrap_err();
+        assert!(e.to_string().contains("postgresql://"), "{e}");
     }
 
     #[test]
