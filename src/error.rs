@@ -75,7 +75,14 @@ impl Error {
             )
         } else if lower.contains("password authentication failed") {
             format!(
-                "authentication failed for user {:?}: check the password (PGPASSWORD or the URL). [{raw}]",
+                "authentication failed for user {:?}: check the password (PGPASSWORD, the password file or the URL). [{raw}]",
+                s.user_or_default()
+            )
+        } else if lower.contains("password missing") {
+            format!(
+                "the server asks for a password for user {:?} and no password was given: put it \
+                 in PGPASSWORD, in a password file (PGPASSFILE, else ~/.pgpass; mode 0600; \
+                 host:port:database:user:password lines) or in the URL. [{raw}]",
                 s.user_or_default()
             )
         } else if lower.contains("connection refused") {

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod childenv;
 pub mod cli;
 pub mod commands;
 pub mod db;

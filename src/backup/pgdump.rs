@@ -1,6 +1,6 @@
 //! pg_dump and pg_restore as child processes: finding a version at least the server's,
-//! and their environment (connection and TLS settings via libpq variables; the password
-//! in PGPASSWORD, never in argv).
+//! and their environment (cleared, then connection and TLS settings via libpq variables;
+//! the password in PGPASSWORD, never in argv).
 //!
 //! Search order: `OPSCTL_PG_BINDIR` when set (only there, for pinning a version and for
 //! tests), else `/usr/lib/postgresql/*/bin` (newest first), `/usr/pgsql-*/bin`, then `PATH`.
@@ -36,7 +36,7 @@ pub fn parse_version(out: &str) -> Option<(u32, String)> {
 }
 
 fn tool_version(path: &Path) -> Option<(u32, String)> {
-    let out = Command::new(path)
+    let out = crate::childenv::command(path)
         .arg("--version")
         .stdin(Stdio::null())
         .output()
@@ -114,15 +114,10 @@ pub fn find(server_major: u32) -> Result<PgTools, Error> {
     )))
 }
 
-/// A command for a libpq tool with a clean PG* environment taken from `settings`.
+/// A command for a libpq tool: a cleared environment (see [`crate::childenv`]) plus the
+/// PG* settings taken from `settings`, the password in PGPASSWORD.
 pub fn command(tool: &Path, settings: &ConnSettings) -> Command {
-    let mut c = Command::new(tool);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("PG") {
-            c.env_remove(k.as_ref());
-        }
-    }
+    let mut c = crate::childenv::command(tool);
     for (k, v) in settings.libpq_env() {
         c.env(k, v);
     }

@@ -335,7 +335,7 @@ fn verify_inner(
         .map(|s| server_major_of(&s.server_version))
         .unwrap_or(0);
     let tools = pgdump::find(major)?;
-    let mut child = std::process::Command::new(&tools.pg_restore)
+    let mut child = crate::childenv::command(&tools.pg_restore)
         .arg("--list")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

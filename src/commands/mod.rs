@@ -137,6 +137,7 @@ async fn dispatch(command: Command) -> u8 {
 
 /// Resolves connection settings from flags and environment (see README "Connection settings").
 pub fn conn_settings(args: &ConnectArgs) -> Result<ConnSettings, Error> {
+    warn_password_in_argv(args);
     let url = args
         .database_url
         .clone()
@@ -152,6 +153,31 @@ pub fn conn_settings(args: &ConnectArgs) -> Result<ConnSettings, Error> {
     )
 }
 
+/// Warns once when `--database-url` on the command line carries a password: every local
+/// user can read it in /proc/<pid>/cmdline (ps) while opsctl runs.
+fn warn_password_in_argv(args: &ConnectArgs) {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    let on_command_line = std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a == "--database-url" || a.starts_with("--database-url=")
+    });
+    let Some(url) = args.database_url.as_deref().filter(|_| on_command_line) else {
+        return;
+    };
+    if crate::db::conninfo::parse_conninfo(url.trim())
+        .is_ok_and(|p| p.get("password").is_some_and(|p| !p.is_empty()))
+    {
+        ONCE.call_once(|| {
+            eprintln!(
+                "warning: --database-url carries a password, which every local user can read in \
+                 /proc/<pid>/cmdline (ps) while opsctl runs; leave it out of the URL and use \
+                 PGPASSWORD, OPSCTL_DATABASE_URL or a password file (PGPASSFILE, ~/.pgpass)"
+            )
+        });
+    }
+}
+
 pub fn load_policy(args: &PolicyArgs) -> Result<Policy, Error> {
     Policy::load(args.policy.as_deref())
 }
@@ -162,12 +188,14 @@ pub fn print(s: &str) {
     let _ = out.write_all(s.as_bytes()).and_then(|_| out.flush());
 }
 
-/// Prints an error with its whole chain on stderr.
+/// Prints an error with its whole chain on stderr, any password in it removed (an
+/// argument quoted back may be a connection string).
 pub fn print_error(e: &anyhow::Error) {
     let mut msg = format!("error: {e}");
     for cause in e.chain().skip(1) {
         msg.push_str(&format!("\n  caused by: {cause}"));
     }
+    let msg = crate::db::redact(&msg);
     note_error(&msg);
     eprintln!("{msg}");
 }

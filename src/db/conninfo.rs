@@ -1,11 +1,14 @@
 //! Connection settings: libpq-style URL / key=value parsing, PG* environment fallback,
-//! sslmode semantics stricter than libpq (default verify-full), and redaction.
+//! libpq's password file, sslmode semantics stricter than libpq (default verify-full),
+//! and redaction. Parse errors never quote a token that may be part of a password.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use zeroize::Zeroizing;
 
 use crate::error::Error;
 
@@ -36,9 +39,11 @@ impl SslMode {
                 "sslmode={s} is not supported: opsctl never falls back to an unencrypted connection; \
                  use verify-full (default), verify-ca, require or disable"
             ))),
-            other => Err(Error::Config(format!(
-                "unknown sslmode {other:?}: expected disable, require, verify-ca or verify-full"
-            ))),
+            _ => Err(Error::Config(
+                "unknown sslmode (value not shown): expected disable, require, verify-ca or \
+                 verify-full"
+                    .into(),
+            )),
         }
     }
 
@@ -65,7 +70,10 @@ pub struct ConnSettings {
     pub hostaddr: Option<IpAddr>,
     pub port: Option<u16>,
     pub user: Option<String>,
-    password: Option<String>,
+    /// Wiped from memory when dropped.
+    password: Option<Zeroizing<String>>,
+    /// libpq's password file (`passfile`, `PGPASSFILE`), else `~/.pgpass`.
+    pub passfile: Option<PathBuf>,
     pub dbname: Option<String>,
     pub sslmode: Option<SslMode>,
     pub sslrootcert: Option<PathBuf>,
@@ -95,6 +103,7 @@ pub const PG_ENV: &[(&str, &str)] = &[
     ("PGPORT", "port"),
     ("PGUSER", "user"),
     ("PGPASSWORD", "password"),
+    ("PGPASSFILE", "passfile"),
     ("PGDATABASE", "dbname"),
     ("PGSSLMODE", "sslmode"),
     ("PGSSLROOTCERT", "sslrootcert"),
@@ -129,7 +138,18 @@ impl ConnSettings {
         if let Some(p) = &sources.sslrootcert {
             params.insert("sslrootcert".into(), p.display().to_string());
         }
-        Self::from_params(params)
+        let mut s = Self::from_params(params)?;
+        if s.password.is_none() {
+            let file = s.passfile.clone().or_else(|| {
+                env("HOME")
+                    .filter(|h| !h.is_empty())
+                    .map(|h| Path::new(&h).join(".pgpass"))
+            });
+            if let Some(file) = file {
+                s.password = passfile_lookup(&file, &s);
+            }
+        }
+        Ok(s)
     }
 
     fn from_params(params: BTreeMap<String, String>) -> Result<Self, Error> {
@@ -139,16 +159,19 @@ impl ConnSettings {
                 "host" => s.host = Some(v),
                 "hostaddr" => {
                     s.hostaddr = Some(v.parse().map_err(|_| {
-                        Error::Config(format!("hostaddr {v:?} is not an IP address"))
+                        Error::Config("hostaddr (value not shown) is not an IP address".into())
                     })?)
                 }
                 "port" => {
                     s.port = Some(v.parse().map_err(|_| {
-                        Error::Config(format!("port {v:?} is not a valid port number"))
+                        Error::Config(
+                            "port (value not shown) is not a number from 1 to 65535".into(),
+                        )
                     })?)
                 }
                 "user" => s.user = Some(v),
-                "password" => s.password = Some(v),
+                "password" => s.password = Some(Zeroizing::new(v)),
+                "passfile" => s.passfile = Some(PathBuf::from(v)),
                 "dbname" => s.dbname = Some(v),
                 "sslmode" => s.sslmode = Some(SslMode::parse(&v)?),
                 "sslrootcert" => s.sslrootcert = Some(PathBuf::from(v)),
@@ -156,19 +179,15 @@ impl ConnSettings {
                 "sslkey" => s.sslkey = Some(PathBuf::from(v)),
                 "connect_timeout" => {
                     let secs: u64 = v.parse().map_err(|_| {
-                        Error::Config(format!("connect_timeout {v:?} is not a number of seconds"))
+                        Error::Config(
+                            "connect_timeout (value not shown) is not a number of seconds".into(),
+                        )
                     })?;
                     s.connect_timeout = (secs > 0).then(|| Duration::from_secs(secs.max(2)));
                 }
                 "application_name" => s.application_name = Some(v),
                 "options" => s.options = Some(v),
-                other => {
-                    return Err(Error::Config(format!(
-                    "unknown connection option {other:?}; supported: host, hostaddr, port, user, \
-                         password, dbname, sslmode, sslrootcert, sslcert, sslkey, connect_timeout, \
-                         application_name, options"
-                )))
-                }
+                other => return Err(unknown_option(other)),
             }
         }
         Ok(s)
@@ -207,11 +226,27 @@ impl ConnSettings {
     }
 
     pub fn password(&self) -> Option<&str> {
-        self.password.as_deref()
+        self.password.as_deref().map(String::as_str)
     }
 
     pub fn set_password(&mut self, password: Option<String>) {
-        self.password = password;
+        self.password = password.map(Zeroizing::new);
+    }
+
+    /// The host name a password-file line is matched against, as libpq does: the
+    /// default socket directories count as `localhost`.
+    fn passfile_host(&self) -> String {
+        match (&self.host, self.hostaddr) {
+            (Some(h), _) if !h.is_empty() => {
+                if h == "/var/run/postgresql" || h == "/run/postgresql" || h == "/tmp" {
+                    "localhost".into()
+                } else {
+                    h.clone()
+                }
+            }
+            (_, Some(a)) => a.to_string(),
+            _ => "localhost".into(),
+        }
     }
 
     /// The same settings pointed at another database (drills, restores, tests).
@@ -235,7 +270,7 @@ impl ConnSettings {
             env.push(("PGHOSTADDR", a.to_string()));
         }
         if let Some(p) = &self.password {
-            env.push(("PGPASSWORD", p.clone()));
+            env.push(("PGPASSWORD", p.to_string()));
         }
         for (var, path) in [
             ("PGSSLROOTCERT", &self.sslrootcert),
@@ -280,6 +315,213 @@ impl fmt::Debug for ConnSettings {
     }
 }
 
+/// A first word that is not key=value but reads like a URL with a mistyped scheme
+/// (`postgres//…`, `postgresql:/…`, `postgresql:…`) or none (`user:pw@host/db`).
+fn looks_like_url(s: &str) -> bool {
+    let first = s.split_whitespace().next().unwrap_or("");
+    let lower = first.to_ascii_lowercase();
+    !first.contains('=')
+        && (lower.starts_with("postgres") || first.contains('@') || first.contains("//"))
+}
+
+/// What to do about characters of a password that a URL cannot hold as they are.
+const ENCODE_HINT: &str = "If the password contains / ? # @ : & = % or a space, percent-encode \
+     them (%2F %3F %23 %40 %3A %26 %3D %25 %20), or use key=value form with the \
+     password in single quotes, or leave the password out and use PGPASSWORD or a password file \
+     (PGPASSFILE, ~/.pgpass)";
+
+/// The connection options opsctl understands.
+const SUPPORTED: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "passfile",
+    "dbname",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "connect_timeout",
+    "application_name",
+    "options",
+];
+
+/// Other libpq options: named in errors (they are not secrets), but not supported.
+const LIBPQ_OTHERS: &[&str] = &[
+    "channel_binding",
+    "client_encoding",
+    "fallback_application_name",
+    "gssencmode",
+    "gsslib",
+    "keepalives",
+    "keepalives_count",
+    "keepalives_idle",
+    "keepalives_interval",
+    "krbsrvname",
+    "load_balance_hosts",
+    "replication",
+    "require_auth",
+    "requirepeer",
+    "service",
+    "ssl",
+    "ssl_max_protocol_version",
+    "ssl_min_protocol_version",
+    "sslcertmode",
+    "sslcompression",
+    "sslcrl",
+    "sslcrldir",
+    "sslpassword",
+    "sslsni",
+    "target_session_attrs",
+    "tcp_user_timeout",
+];
+
+fn is_known_option(key: &str) -> bool {
+    SUPPORTED.contains(&key) || LIBPQ_OTHERS.contains(&key)
+}
+
+/// The error for an option opsctl does not support. An unknown name is not shown (it may
+/// be a piece of a password that held `&` or a space); a near supported name is suggested.
+fn unknown_option(key: &str) -> Error {
+    let list = SUPPORTED.join(", ");
+    if LIBPQ_OTHERS.contains(&key) {
+        return Error::Config(format!(
+            "connection option {key} is not supported by opsctl; supported: {list}"
+        ));
+    }
+    let near = SUPPORTED
+        .iter()
+        .map(|s| (edit_distance(key, s), *s))
+        .filter(|(d, _)| *d <= 2)
+        .min();
+    let hint = match near {
+        Some((_, s)) => format!(" (did you mean {s}?)"),
+        None => String::new(),
+    };
+    Error::Config(format!(
+        "unknown connection option (name not shown: it may be part of a password){hint}; \
+         supported: {list}. {ENCODE_HINT}"
+    ))
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Looks the password up in a libpq password file (`host:port:database:user:password`
+/// lines, `*` matching anything, `\` escaping `:` and `\`, `#` comments), with libpq's
+/// rules: a file that is not plain or that the group or others may access is ignored
+/// with a warning; the first matching line wins; an empty password counts as none.
+fn passfile_lookup(path: &Path, s: &ConnSettings) -> Option<Zeroizing<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        warn_once(format!(
+            "warning: password file \"{}\" is not a plain file",
+            path.display()
+        ));
+        return None;
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        warn_once(format!(
+            "warning: password file \"{}\" has group or world access; permissions should be \
+             u=rw (0600) or less (the file is ignored)",
+            path.display()
+        ));
+        return None;
+    }
+    let text = Zeroizing::new(std::fs::read_to_string(path).ok()?);
+    let host = s.passfile_host();
+    let port = s.port_or_default().to_string();
+    let (db, user) = (s.dbname_or_default(), s.user_or_default());
+    passfile_match(&text, [&host, &port, &db, &user])
+}
+
+/// The password of the first line of a password file matching the four fields.
+fn passfile_match(text: &str, want: [&str; 4]) -> Option<Zeroizing<String>> {
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut rest = line;
+        let mut ok = true;
+        for w in want {
+            match passfile_field(rest, w) {
+                Some(r) => rest = r,
+                None => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let mut pw = Zeroizing::new(String::with_capacity(rest.len()));
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                pw.extend(chars.next());
+            } else {
+                pw.push(c);
+            }
+        }
+        return (!pw.is_empty()).then_some(pw);
+    }
+    None
+}
+
+/// libpq's `pwdfMatchesString`: the rest of the line after a field equal to `want`
+/// (or `*`), else None.
+fn passfile_field<'a>(line: &'a str, want: &str) -> Option<&'a str> {
+    if let Some(rest) = line.strip_prefix("*:") {
+        return Some(rest);
+    }
+    let mut want = want.chars().peekable();
+    let mut it = line.char_indices();
+    while let Some((i, c)) = it.next() {
+        let (c, escaped) = if c == '\\' {
+            match it.next() {
+                Some((_, n)) => (n, true),
+                None => return None,
+            }
+        } else {
+            (c, false)
+        };
+        if c == ':' && !escaped && want.peek().is_none() {
+            return Some(&line[i + 1..]);
+        }
+        if want.next() != Some(c) {
+            return None;
+        }
+    }
+    None
+}
+
+fn warn_once(msg: String) {
+    use std::sync::Mutex;
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    if let Ok(mut seen) = SEEN.lock() {
+        if !seen.contains(&msg) {
+            eprintln!("{msg}");
+            seen.push(msg);
+        }
+    }
+}
+
 /// Parses a connection string in URI form (`postgres://` or `postgresql://`) or in
 /// `key=value` form into libpq parameter names.
 pub fn parse_conninfo(s: &str) -> Result<BTreeMap<String, String>, Error> {
@@ -288,11 +530,27 @@ pub fn parse_conninfo(s: &str) -> Result<BTreeMap<String, String>, Error> {
         .or_else(|| s.strip_prefix("postgres://"))
     {
         parse_uri(rest)
-    } else if s.contains("://") {
+    } else if let Some((scheme, _)) = s.split_once("://") {
+        // The scheme is shown only when it cannot hold a password.
+        let shown = if !scheme.is_empty()
+            && scheme.len() <= 20
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            format!(" (not {scheme:?})")
+        } else {
+            String::new()
+        };
         Err(Error::Config(format!(
-            "malformed database URL {}: the scheme must be postgresql:// or postgres://",
-            redact(s)
+            "malformed database URL: the scheme must be postgresql:// or postgres://{shown}"
         )))
+    } else if looks_like_url(s) {
+        Err(Error::Config(
+            "malformed database URL (not shown: it may hold the password): it must start with \
+             postgresql:// or postgres:// (two slashes)"
+                .into(),
+        ))
     } else {
         parse_keyvalue(s)
     }
@@ -315,6 +573,17 @@ fn parse_uri(rest: &str) -> Result<BTreeMap<String, String>, Error> {
         Some((a, p)) => (a, Some(p)),
         None => (main, None),
     };
+    let misplaced_at = path.is_some_and(|p| p.contains('@'))
+        || query.is_some_and(|q| {
+            let first = q.split('&').next().unwrap_or("");
+            first.split('=').next().unwrap_or("").contains('@')
+        });
+    if !authority.contains('@') && misplaced_at {
+        return Err(Error::Config(format!(
+            "malformed database URL: an '@' follows a '/' or '?', so the user:password@ part \
+             cannot be told apart from the host and database. {ENCODE_HINT}"
+        )));
+    }
     let hostport = match authority.rsplit_once('@') {
         Some((userinfo, hp)) => {
             let (user, pw) = match userinfo.split_once(':') {
@@ -354,7 +623,8 @@ fn parse_uri(rest: &str) -> Result<BTreeMap<String, String>, Error> {
         if let Some(p) = port.filter(|p| !p.is_empty()) {
             if p.parse::<u16>().is_err() {
                 return Err(Error::Config(format!(
-                    "malformed database URL: port {p:?} is not a number from 1 to 65535"
+                    "malformed database URL: the port (not shown: it may be part of the \
+                     password) is not a number from 1 to 65535. {ENCODE_HINT}"
                 )));
             }
             out.insert("port".into(), p.to_string());
@@ -364,11 +634,12 @@ fn parse_uri(rest: &str) -> Result<BTreeMap<String, String>, Error> {
         out.insert("dbname".into(), decode(db, "the database name")?);
     }
     if let Some(q) = query {
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
+        for (i, pair) in q.split('&').filter(|p| !p.is_empty()).enumerate() {
             let (k, v) = pair.split_once('=').ok_or_else(|| {
                 Error::Config(format!(
-                    "malformed database URL: query parameter {:?} has no value",
-                    pair
+                    "malformed database URL: query parameter {} (not shown) is not key=value. \
+                     {ENCODE_HINT}",
+                    i + 1
                 ))
             })?;
             let k = decode(k, "a parameter name")?;
@@ -382,6 +653,7 @@ fn parse_uri(rest: &str) -> Result<BTreeMap<String, String>, Error> {
 fn parse_keyvalue(s: &str) -> Result<BTreeMap<String, String>, Error> {
     let mut out = BTreeMap::new();
     let mut chars = s.chars().peekable();
+    let mut word = 0usize;
     loop {
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -389,6 +661,7 @@ fn parse_keyvalue(s: &str) -> Result<BTreeMap<String, String>, Error> {
         if chars.peek().is_none() {
             break;
         }
+        word += 1;
         let mut key = String::new();
         while let Some(&c) = chars.peek() {
             if c == '=' || c.is_whitespace() {
@@ -401,9 +674,15 @@ fn parse_keyvalue(s: &str) -> Result<BTreeMap<String, String>, Error> {
             chars.next();
         }
         if chars.next() != Some('=') {
+            let what = if is_known_option(&key) {
+                format!("{key} has no '=value'")
+            } else {
+                format!("word {word} (not shown: it may be part of a password) is not key=value")
+            };
             return Err(Error::Config(format!(
-                "malformed connection string: expected key=value after {key:?} \
-                 (or a URL starting with postgresql://)"
+                "malformed connection string: {what}. Put a value that holds spaces in \
+                 single quotes (\\' for a quote inside), or give a URL starting with \
+                 postgresql://"
             )));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
@@ -419,8 +698,13 @@ fn parse_keyvalue(s: &str) -> Result<BTreeMap<String, String>, Error> {
                     Some(c) => value.push(c),
                     None => {
                         return Err(Error::Config(format!(
-                        "malformed connection string: unterminated quote in the value of {key:?}"
-                    )))
+                            "malformed connection string: unterminated quote in the value of {}",
+                            if is_known_option(&key) {
+                                key.as_str()
+                            } else {
+                                "an option"
+                            }
+                        )))
                     }
                 }
             }
@@ -442,37 +726,196 @@ fn parse_keyvalue(s: &str) -> Result<BTreeMap<String, String>, Error> {
     Ok(out)
 }
 
-/// Removes a password from anything that looks like a connection string, for messages.
+/// Removes passwords from anything that looks like (or contains) a connection string,
+/// for messages and logs. It errs towards hiding too much:
+/// - URL userinfo: from the first `:` after `scheme://` up to the *last* `@` (a password
+///   may hold `@`, `/`, `?`, `#`); the same in a word like `postgres//u:pw@h` or
+///   `u:pw@h/d` (a mistyped scheme);
+/// - `password=` (also `PGPASSWORD=`, `sslpassword=`, a percent-encoded key like
+///   `pass%77ord=`, spaces around `=`) with a quoted or backslash-escaped value, and
+///   every following word up to the next known `option=` (an unquoted password with a
+///   space or `&` spills into them).
 pub fn redact(s: &str) -> String {
-    let mut out = s.to_string();
-    // URI userinfo: scheme://user:secret@host
-    if let Some(scheme_end) = out.find("://") {
-        let after = scheme_end + 3;
-        if let Some(at_rel) = out[after..].find('@') {
-            let userinfo = &out[after..after + at_rel];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(after + colon + 1..after + at_rel, "****");
+    let mut spans = userinfo_spans(s);
+    spans.extend(password_value_spans(s));
+    if spans.is_empty() {
+        return s.to_string();
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    for (mut a, mut b) in spans {
+        // Whole characters only (a backslash escape may end inside one).
+        while !s.is_char_boundary(a) {
+            a -= 1;
+        }
+        while b < s.len() && !s.is_char_boundary(b) {
+            b += 1;
+        }
+        let b = b.min(s.len());
+        if b <= at {
+            continue;
+        }
+        let a = a.max(at);
+        out.push_str(&s[at..a]);
+        out.push_str("****");
+        at = b;
+    }
+    out.push_str(&s[at..]);
+    out
+}
+
+/// Byte ranges of URL passwords: `scheme://user:PASSWORD@host` and words of the shape
+/// `[scheme[:/]*]user:PASSWORD@host`.
+fn userinfo_spans(s: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    // Userinfo after `://`: the user part holds no '/', '?', '#' or space; the password
+    // runs to the last '@' of everything after it.
+    let mut from = 0;
+    while let Some(rel) = s[from..].find("://") {
+        let start = from + rel + 3;
+        let rest = &s[start..];
+        if let (Some(colon), Some(last_at)) = (rest.find(':'), rest.rfind('@')) {
+            let user = &rest[..colon];
+            if colon < last_at
+                && !user.contains(['/', '?', '#', '@'])
+                && !user.contains(char::is_whitespace)
+            {
+                spans.push((start + colon + 1, start + last_at));
             }
         }
+        from = start;
     }
-    // password=... in key/value form or URL query
-    let mut result = String::with_capacity(out.len());
-    let mut rest = out.as_str();
-    while let Some(i) = rest.find("password=") {
-        let boundary_ok = i == 0 || {
-            let prev = rest.as_bytes()[i - 1];
-            prev == b' ' || prev == b'&' || prev == b'?'
-        };
-        result.push_str(&rest[..i + 9]);
-        rest = &rest[i + 9..];
-        if boundary_ok {
-            let end = rest.find([' ', '&']).unwrap_or(rest.len());
-            result.push_str("****");
-            rest = &rest[end..];
+    // Any word `…user:PASSWORD@host…` (a mistyped or missing scheme).
+    let mut pos = 0;
+    for word in s.split(|c: char| c.is_ascii_whitespace()) {
+        let base = pos;
+        pos += word.len() + 1;
+        if word.contains("://") {
+            continue;
         }
+        let skip = scheme_prefix_len(word);
+        let (Some(first_at), Some(last_at)) = (word.find('@'), word.rfind('@')) else {
+            continue;
+        };
+        if first_at < skip {
+            continue;
+        }
+        let Some(colon) = word[skip..first_at].find(':').map(|c| c + skip) else {
+            continue;
+        };
+        if word[..colon].contains('=') {
+            continue;
+        }
+        spans.push((base + colon + 1, base + last_at));
     }
-    result.push_str(rest);
-    result
+    spans
+}
+
+/// Length of a mistyped scheme at the start of a word: `postgres//`, `postgresql:/`.
+fn scheme_prefix_len(word: &str) -> usize {
+    let b = word.as_bytes();
+    if !b.first().is_some_and(u8::is_ascii_alphabetic) {
+        return 0;
+    }
+    let name = b
+        .iter()
+        .take_while(|c| c.is_ascii_alphanumeric() || b"+.-".contains(c))
+        .count();
+    let seps = b[name..]
+        .iter()
+        .take_while(|c| **c == b':' || **c == b'/')
+        .count();
+    if b[name..name + seps].contains(&b'/') {
+        name + seps
+    } else {
+        0
+    }
+}
+
+fn is_key_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'%'
+}
+
+/// Byte ranges of the values of password-like keys (see [`redact`]).
+fn password_value_spans(s: &str) -> Vec<(usize, usize)> {
+    let b = s.as_bytes();
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !is_key_char(b[i]) || (i > 0 && is_key_char(b[i - 1])) {
+            i += 1;
+            continue;
+        }
+        let key_start = i;
+        while i < b.len() && is_key_char(b[i]) {
+            i += 1;
+        }
+        let key = percent_encoding::percent_decode_str(&s[key_start..i])
+            .decode_utf8_lossy()
+            .to_ascii_lowercase();
+        if !(key.ends_with("password") || key.ends_with("passphrase")) {
+            continue;
+        }
+        let mut j = i;
+        while j < b.len() && b[j] == b' ' {
+            j += 1;
+        }
+        if j >= b.len() || b[j] != b'=' {
+            continue;
+        }
+        j += 1;
+        while j < b.len() && b[j] == b' ' {
+            j += 1;
+        }
+        let value_start = j;
+        let mut end = value_end(b, j);
+        // Following words that are not `known_option=` belong to an unquoted password.
+        if b.get(j) != Some(&b'\'') {
+            loop {
+                let mut k = end;
+                while k < b.len() && (b[k].is_ascii_whitespace() || b[k] == b'&') {
+                    k += 1;
+                }
+                if k >= b.len() || starts_with_option(&s[k..]) {
+                    break;
+                }
+                end = value_end(b, k);
+            }
+        }
+        if end > value_start {
+            spans.push((value_start, end));
+        }
+        i = end.max(i);
+    }
+    spans
+}
+
+/// The end of a value starting at `j`: a quoted value to its closing quote (`\'`
+/// escaped), else up to whitespace or `&` (`\` escaping the next character).
+fn value_end(b: &[u8], mut j: usize) -> usize {
+    if j < b.len() && b[j] == b'\'' {
+        j += 1;
+        while j < b.len() {
+            match b[j] {
+                b'\\' => j += 2,
+                b'\'' => return j + 1,
+                _ => j += 1,
+            }
+        }
+        return b.len();
+    }
+    while j < b.len() && !b[j].is_ascii_whitespace() && b[j] != b'&' {
+        j += if b[j] == b'\\' { 2 } else { 1 };
+    }
+    j.min(b.len())
+}
+
+/// True when `s` starts with `name=` (spaces allowed before `=`) for a libpq option.
+fn starts_with_option(s: &str) -> bool {
+    let n = s.bytes().take_while(|c| is_key_char(*c)).count();
+    let key = percent_encoding::percent_decode_str(&s[..n]).decode_utf8_lossy();
+    is_known_option(&key) && s[n..].trim_start_matches(' ').starts_with('=')
 }
 
 #[cfg(test)]
@@ -585,12 +1028,133 @@ mod tests {
     #[test]
     fn redaction() {
         assert_eq!(
-            redact("postgresql://u:hunter2@h/d?password=x&a=b"),
-            "postgresql://u:****@h/d?password=****&a=b"
+            redact("postgresql://u:hunter2@h/d?password=x&sslmode=require"),
+            "postgresql://u:****@h/d?password=****&sslmode=require"
         );
         assert_eq!(
             redact("host=h password=pw user=u"),
             "host=h password=**** user=u"
         );
+    }
+    /// The cases of issue 13: no error message quotes a piece of the password.
+    #[test]
+    fn parse_errors_never_quote_the_password() {
+        for (s, secret) in [
+            ("postgresql://ops:pX7/ss@db/x", "pX7"),
+            ("postgresql://ops:12/Q34@db:5432/trading", "Q34"),
+            ("password=my s3cr3tw0rd", "s3cr3tw0rd"),
+            ("postgres//u:Sup3rSecret@h/d", "Sup3rSecret"),
+            ("postgresql:/u:Sup3rSecret@h/d", "Sup3rSecret"),
+            ("postgresql://u:a?Sup3rSecret@h/d", "Sup3rSecret"),
+            ("postgresql://u@h/d?password=a&Sup3rSecret=b", "Sup3rSecret"),
+            ("postgresql://u:Sup3rSecret@h:99999/d", "Sup3rSecret"),
+            ("host=h password='Sup3rSecret", "Sup3rSecret"),
+            ("host=h port=Sup3rSecret", "Sup3rSecret"),
+            ("host=h sslmode=Sup3rSecret", "Sup3rSecret"),
+            ("mysql://u:Sup3rSecret@h/d", "Sup3rSecret"),
+        ] {
+            let e = resolve(Some(s), &[]).expect_err(s).to_string();
+            assert!(!e.contains(secret), "{s:?} → {e}");
+        }
+        // Helpful where it is safe: a known option named, a near one suggested.
+        let e = resolve(Some("host=h sslmod=require"), &[]).unwrap_err();
+        assert!(e.to_string().contains("did you mean sslmode?"), "{e}");
+        let e = resolve(Some("host=h target_session_attrs=any"), &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("target_session_attrs is not supported"),
+            "{e}"
+        );
+        let e = resolve(Some("postgresql://u:a/b@h/d"), &[]).unwrap_err();
+        assert!(e.to_string().contains("%2F"), "{e}");
+        let e = resolve(Some("postgres//u:a@h/d"), &[]).unwrap_err();
+        assert!(e.to_string().contains("postgresql://"), "{e}");
+    }
+
+    #[test]
+    fn redaction_of_awkward_passwords() {
+        for (s, want) in [
+            ("password='a b'", "password=****"),
+            ("password='a \\' b' host=h", "password=**** host=h"),
+            ("password = x\\ y user=u", "password = **** user=u"),
+            (
+                "host=h password=my secret port=1",
+                "host=h password=**** port=1",
+            ),
+            ("postgresql://u:Sup3r@Secret@h/d", "postgresql://u:****@h/d"),
+            ("postgresql://u:a/b?c#d@h:5/x", "postgresql://u:****@h:5/x"),
+            ("postgres//u:Sup3rSecret@h/d", "postgres//u:****@h/d"),
+            ("postgresql:/u:Sup3rSecret@h/d", "postgresql:/u:****@h/d"),
+            ("u:Sup3rSecret@h/d", "u:****@h/d"),
+            (
+                "postgresql://h/d?pass%77ord=x&user=u",
+                "postgresql://h/d?pass%77ord=****&user=u",
+            ),
+            (
+                "postgresql://h/d?password=a&b=c&sslmode=require",
+                "postgresql://h/d?password=****&sslmode=require",
+            ),
+            ("PGPASSWORD=x", "PGPASSWORD=****"),
+            ("error: \"password=sé\\é\" x", "error: \"password=****"),
+        ] {
+            assert_eq!(redact(s), want, "{s:?}");
+        }
+        // Nothing secret: unchanged.
+        for s in [
+            "postgresql://u@h:5432/d?sslmode=require",
+            "host=h user=u dbname=d",
+            "no index named \"x\"",
+            ENCODE_HINT,
+            &resolve(Some("password=my secret"), &[])
+                .unwrap_err()
+                .to_string(),
+        ] {
+            assert_eq!(redact(s), s);
+        }
+    }
+
+    #[test]
+    fn password_file_lines_match_like_libpq() {
+        let text = "# comment\n\
+                    h:5432:db:other:no\n\
+                    h\\:x:5432:*:u:esc\n\
+                    *:*:db:u:p\\:w\\\\d\n\
+                    *:*:*:*:last\n";
+        let m = |w: [&str; 4]| passfile_match(text, w).map(|p| p.to_string());
+        assert_eq!(m(["h", "5432", "db", "u"]).as_deref(), Some("p:w\\d"));
+        assert_eq!(m(["h:x", "5432", "any", "u"]).as_deref(), Some("esc"));
+        assert_eq!(m(["h", "5432", "db", "other"]).as_deref(), Some("no"));
+        assert_eq!(m(["z", "1", "y", "x"]).as_deref(), Some("last"));
+        assert_eq!(passfile_match("h:1:d:u:\n", ["h", "1", "d", "u"]), None);
+        assert_eq!(passfile_match("h:1:d:u\n", ["h", "1", "d", "u"]), None);
+    }
+
+    #[test]
+    fn password_file_from_home_is_used_only_without_a_password() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("opsctl-pgpass-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(".pgpass");
+        std::fs::write(&file, "h:*:d:u:from-file\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let home = dir.display().to_string();
+        let s = resolve(Some("host=h user=u dbname=d"), &[("HOME", &home)]).unwrap();
+        assert_eq!(s.password(), Some("from-file"));
+        let s = resolve(
+            Some("host=h user=u dbname=d password=given"),
+            &[("HOME", &home)],
+        )
+        .unwrap();
+        assert_eq!(s.password(), Some("given"));
+        let s = resolve(
+            Some("host=h user=u dbname=d"),
+            &[("HOME", &home), ("PGPASSFILE", "/nonexistent")],
+        )
+        .unwrap();
+        assert_eq!(s.password(), None);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let s = resolve(Some("host=h user=u dbname=d"), &[("HOME", &home)]).unwrap();
+        assert_eq!(s.password(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

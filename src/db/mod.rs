@@ -91,8 +91,11 @@ pub fn tls_connector(s: &ConnSettings) -> Result<TlsConnector, Error> {
             let cert_pem = std::fs::read(cert).map_err(|e| {
                 Error::Config(format!("cannot read sslcert {}: {e}", cert.display()))
             })?;
-            let key_pem = std::fs::read(key)
-                .map_err(|e| Error::Config(format!("cannot read sslkey {}: {e}", key.display())))?;
+            check_key_permissions(key)?;
+            // Wiped from memory once the identity holds the key.
+            let key_pem = zeroize::Zeroizing::new(std::fs::read(key).map_err(|e| {
+                Error::Config(format!("cannot read sslkey {}: {e}", key.display()))
+            })?);
             let id = Identity::from_pkcs8(&cert_pem, &key_pem).map_err(|e| {
                 Error::Config(format!(
                     "client certificate {} / key {} unusable: {e}. The key must be an unencrypted \
@@ -113,6 +116,36 @@ pub fn tls_connector(s: &ConnSettings) -> Result<TlsConnector, Error> {
     }
     b.build()
         .map_err(|e| Error::Config(format!("cannot set up TLS: {e}")))
+}
+
+/// libpq's rule for a client private key: a plain file, with no group or world access
+/// when the current user owns it, or at most u=rw,g=r (0640) when root owns it.
+fn check_key_permissions(key: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(key)
+        .map_err(|e| Error::Config(format!("cannot read sslkey {}: {e}", key.display())))?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    key_mode_refusal(meta.is_file(), meta.uid(), euid, meta.mode()).map_or(Ok(()), |why| {
+        Err(Error::Config(format!(
+            "private key file \"{}\" {why}",
+            key.display()
+        )))
+    })
+}
+
+/// Why libpq would refuse a key file with this owner and mode, if it would.
+fn key_mode_refusal(is_file: bool, owner: u32, euid: u32, mode: u32) -> Option<&'static str> {
+    if !is_file {
+        return Some("is not a regular file");
+    }
+    if (owner == euid && mode & 0o077 != 0) || (owner == 0 && mode & 0o037 != 0) {
+        return Some(
+            "has group or world access; file must have permissions u=rw (0600) or less if \
+             owned by the current user, or permissions u=rw,g=r (0640) or less if owned by root",
+        );
+    }
+    None
 }
 
 fn pg_config(s: &ConnSettings) -> Config {
@@ -307,6 +340,23 @@ pub async fn release_advisory_lock(client: &Client, key: i64) -> Result<(), Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_key_modes_follow_libpq() {
+        let user = 1000;
+        // Owned by the current user: 0600 or less.
+        assert_eq!(key_mode_refusal(true, user, user, 0o100600), None);
+        assert_eq!(key_mode_refusal(true, user, user, 0o100400), None);
+        assert!(key_mode_refusal(true, user, user, 0o100640).is_some());
+        assert!(key_mode_refusal(true, user, user, 0o100644).is_some());
+        // Owned by root, used by another user: 0640 or less.
+        assert_eq!(key_mode_refusal(true, 0, user, 0o100640), None);
+        assert!(key_mode_refusal(true, 0, user, 0o100644).is_some());
+        assert!(key_mode_refusal(true, 0, user, 0o100660).is_some());
+        // Root itself follows the owner rule.
+        assert!(key_mode_refusal(true, 0, 0, 0o100640).is_some());
+        assert!(key_mode_refusal(false, user, user, 0o40700).is_some());
+    }
 
     #[test]
     fn quoting() {

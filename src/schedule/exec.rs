@@ -202,7 +202,7 @@ pub async fn run_child(
     args: &[String],
     shutdown: &mut watch::Receiver<bool>,
 ) -> Outcome {
-    let mut cmd = tokio::process::Command::new(&setup.exe);
+    let mut cmd = crate::childenv::opsctl_command(&setup.exe);
     cmd.args(args)
         .args(&setup.extra_args)
         .envs(setup.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -14,3 +14,4 @@ mod oplog;
 mod partition;
 mod reports;
 mod schedule;
+mod secrets;
