@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 install_deps
 log "running the test suite"
-cargo test --locked --all-targets -- --test-threads="${OPSCTL_TEST_THREADS:-4}" "$@"
+cargo test --locked --all-targets --features test-hooks -- --test-threads="${OPSCTL_TEST_THREADS:-4}" "$@"

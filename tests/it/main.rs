@@ -13,4 +13,5 @@ mod migrate;
 mod oplog;
 mod partition;
 mod reports;
+mod restore_signals;
 mod schedule;
