@@ -39,11 +39,13 @@ const ROLES: &str = "SELECT DISTINCT r.rolname::text FROM pg_roles r WHERE r.oid
      AND n.nspname NOT LIKE 'pg\\_%'
 ) AND r.rolname <> 'pg_database_owner' ORDER BY 1";
 
-/// Sequences whose values pg_dump writes, with their increment.
+/// Sequences whose values pg_dump writes, with their increment. One this role cannot
+/// read is left out: pg_dump cannot read it either and fails the backup, with the reason.
 const SEQUENCES: &str = "SELECT n.nspname::text, c.relname::text, s.seqincrement
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_sequence s ON s.seqrelid = c.oid
 WHERE c.relkind = 'S' AND c.relpersistence <> 't'
+  AND CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'SELECT') END
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d

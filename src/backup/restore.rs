@@ -297,6 +297,8 @@ struct Undone {
     spool_removed: bool,
     dropped: Option<String>,
     drop_failed: Option<String>,
+    /// The existing target of a --clean restore, never touched before the swap.
+    untouched: Option<String>,
 }
 
 impl Undone {
@@ -314,11 +316,15 @@ impl Undone {
         if let Some(e) = &self.drop_failed {
             parts.push(format!("could not drop {e}: drop it by hand"));
         }
-        if parts.is_empty() {
+        let mut line = if parts.is_empty() {
             "nothing had been changed yet".to_string()
         } else {
             parts.join(", ")
+        };
+        if let Some(t) = &self.untouched {
+            line.push_str(&format!("; {t} is as it was"));
         }
+        line
     }
 }
 
@@ -561,6 +567,9 @@ async fn restore_inner(
         opts.target_db.clone()
     };
     let made_here = created || swap;
+    if swap {
+        undone.untouched = Some(opts.target_db.clone());
+    }
     stop.check()?;
     if made_here {
         conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(&into)))

@@ -217,7 +217,8 @@ fn restore_interrupted_at_three_points_undoes_what_it_did() {
     let (code, err) = p.finish();
     assert_eq!(code, 130, "{err}");
     assert!(
-        err.contains(&format!("dropped database {staging}")),
+        err.contains(&format!("dropped database {staging}"))
+            && err.ends_with(&format!("; {t3} is as it was")),
         "{err}"
     );
     assert!(!db_exists(&staging));
