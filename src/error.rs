@@ -27,6 +27,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Other(String),
+    /// Stopped by SIGINT or SIGTERM; `undone` says what was rolled back on the way out.
+    #[error("interrupted by {}: {undone}", crate::interrupt::signal_name(*signal))]
+    Interrupted { signal: i32, undone: String },
 }
 
 impl Error {

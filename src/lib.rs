@@ -13,6 +13,7 @@ pub mod duration;
 pub mod error;
 pub mod fsutil;
 pub mod import;
+pub mod interrupt;
 pub mod logging;
 pub mod maintenance;
 pub mod migrate;

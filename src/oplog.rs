@@ -19,10 +19,31 @@ use crate::db;
 use crate::error::Error;
 
 const INSERT_OPERATION: &str = "INSERT INTO opsctl.operations \
-     (command, command_line, os_user, host, pid) VALUES ($1, $2, $3, $4, $5) RETURNING id";
+     (command, command_line, os_user, host, pid) VALUES ($1, $2, $3, $4, $5) \
+     RETURNING id, started_at";
 
+/// Only our own row: after `restore --clean --force` replaced the database, the same id
+/// may be another row of the restored copy (or none), and the end is inserted instead.
 const FINISH_OPERATION: &str = "UPDATE opsctl.operations \
-     SET finished_at = clock_timestamp(), outcome = $2, error = $3 WHERE id = $1";
+     SET finished_at = clock_timestamp(), outcome = $2, error = $3 \
+     WHERE id = $1 AND started_at = $4 AND outcome = 'running'";
+
+/// Operations of a command still `running` on a host, other than this process. (The
+/// recorded name may carry a positional argument: `drill 20261202T101500Z-1a2b`.)
+const RUNNING_ELSEWHERE: &str = "SELECT id, pid FROM opsctl.operations \
+     WHERE (command = $1 OR command LIKE $1 || ' %') AND outcome = 'running' \
+     AND host IS NOT DISTINCT FROM $2 \
+     AND pid IS NOT NULL AND pid <> $3";
+
+const CLOSE_VANISHED: &str = "UPDATE opsctl.operations \
+     SET finished_at = clock_timestamp(), outcome = 'failure', error = $2 \
+     WHERE id = $1 AND outcome = 'running'";
+
+/// The newest run of a command for each of the given pids, when it has ended.
+const ENDED_RUNS: &str = "SELECT pid FROM (SELECT DISTINCT ON (pid) pid, outcome \
+     FROM opsctl.operations WHERE (command = $1 OR command LIKE $1 || ' %') \
+     AND pid = ANY($2) \
+     ORDER BY pid, started_at DESC, id DESC) newest WHERE outcome <> 'running'";
 
 const INSERT_FINISHED: &str = "INSERT INTO opsctl.operations \
      (command, command_line, os_user, host, pid, started_at, finished_at, outcome, error) \
@@ -57,7 +78,8 @@ impl Outcome {
 
 /// A started operation; call [`OpGuard::finish`] when it ends. An operation never
 /// finished (the process was killed) stays `running` in the log, which the audit
-/// report shows. When the database has no `opsctl.operations` yet (`migrate up` on a
+/// report shows (a later drill closes earlier drills whose process is gone, see
+/// [`close_vanished`]). When the database has no `opsctl.operations` yet (`migrate up` on a
 /// fresh database, a restore into an empty one), nothing is written at the start and
 /// `finish` records the whole operation if the table exists by then.
 #[derive(Debug)]
@@ -101,6 +123,7 @@ pub async fn start_named(
             "cannot record the operation in opsctl.operations",
         ))?;
     guard.id = Some(row.get(0));
+    guard.started_at = row.get(1);
     Ok(guard)
 }
 
@@ -112,7 +135,8 @@ async fn table_present(client: &Client) -> Result<bool, Error> {
         .get(0))
 }
 
-fn host() -> Option<String> {
+/// This machine's host name, as the log records it.
+pub fn host() -> Option<String> {
     hostname::get()
         .ok()
         .map(|h| h.to_string_lossy().into_owned())
@@ -133,14 +157,18 @@ impl OpGuard {
     ) -> Result<(), Error> {
         let error = error.map(|e| db::redact(&e.to_string()));
         let ctx = "cannot record the end of the operation in opsctl.operations";
-        match self.id {
-            Some(id) => {
-                client
-                    .execute(FINISH_OPERATION, &[&id, &outcome.as_str(), &error])
-                    .await
-                    .map_err(Error::db_ctx(ctx))?;
-            }
-            None if table_present(client).await? => {
+        let updated = match self.id {
+            Some(id) => client
+                .execute(
+                    FINISH_OPERATION,
+                    &[&id, &outcome.as_str(), &error, &self.started_at],
+                )
+                .await
+                .map_err(Error::db_ctx(ctx))?,
+            None => 0,
+        };
+        match updated {
+            0 if table_present(client).await? => {
                 client
                     .execute(
                         INSERT_FINISHED,
@@ -158,10 +186,61 @@ impl OpGuard {
                     .await
                     .map_err(Error::db_ctx(ctx))?;
             }
-            None => tracing::debug!("opsctl.operations does not exist: operation not recorded"),
+            0 => tracing::debug!("opsctl.operations does not exist: operation not recorded"),
+            _ => {}
         }
         Ok(())
     }
+}
+
+/// Closes as failures the operations of `command` still `running` on `host` whose
+/// process (`alive(pid)` false) ended without recording an outcome, except this
+/// process's. Returns how many. Nothing to do when the log does not exist.
+pub async fn close_vanished(
+    client: &Client,
+    command: &str,
+    host: Option<&str>,
+    own_pid: i32,
+    alive: impl Fn(i32) -> bool,
+) -> Result<u64, Error> {
+    if !table_present(client).await? {
+        return Ok(0);
+    }
+    let rows = client
+        .query(RUNNING_ELSEWHERE, &[&command, &host, &own_pid])
+        .await
+        .map_err(Error::db_ctx("cannot read opsctl.operations"))?;
+    let mut n = 0;
+    for r in rows {
+        let (id, pid): (i64, i32) = (r.get(0), r.get(1));
+        if alive(pid) {
+            continue;
+        }
+        let msg = format!(
+            "interrupted: process {pid} ended without recording an outcome (found by a later \
+             {command})"
+        );
+        n += client
+            .execute(CLOSE_VANISHED, &[&id, &msg])
+            .await
+            .map_err(Error::db_ctx("cannot update opsctl.operations"))?;
+    }
+    Ok(n)
+}
+
+/// Of `pids`, those whose newest `command` operation in the log has ended (success or
+/// failure). Empty when the log does not exist.
+pub async fn ended_runs(client: &Client, command: &str, pids: &[i32]) -> Result<Vec<i32>, Error> {
+    if !table_present(client).await? {
+        return Ok(Vec::new());
+    }
+    Ok(client
+        .query(ENDED_RUNS, &[&command, &pids])
+        .await
+        .map_err(Error::db_ctx("cannot read opsctl.operations"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
 }
 
 /// The operating-system user running opsctl.

@@ -1,7 +1,8 @@
 //! `backup create`: pg_dump (custom format, its compression off, in an exported
 //! REPEATABLE READ snapshot) → gzip on its own thread → chunked AES-256-GCM → a 0600
 //! temporary file in the target directory → fsync → rename. The manifest is computed
-//! in the same snapshot while pg_dump runs and sealed as the container's trailer.
+//! in the same snapshot while pg_dump runs (the sequences just before it starts) and
+//! sealed as the container's trailer.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -211,6 +212,16 @@ async fn create_locked(
         .map_err(Error::db_ctx("cannot export a snapshot"))?
         .get(0);
 
+    // Before pg_dump starts: sequences are not transactional, so pg_dump's values are
+    // then the same or further on, and these are past every value the snapshot holds.
+    let sequences = match manifest::sequences(conn).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = conn.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    };
+
     let dbdir = repo::db_dir(dir, &database);
     std::fs::create_dir_all(&dbdir)
         .map_err(Error::io(format!("cannot create {}", dbdir.display())))?;
@@ -287,6 +298,8 @@ async fn create_locked(
         compressed_bytes: piped.compressed_bytes,
         dump_sha256: piped.sha256,
         audit_seal,
+        sequences,
+        matviews: stats.matviews,
     };
     let trailer = serde_json::to_vec(&m).expect("manifest serialises");
     let writer = piped.writer;

@@ -1,7 +1,8 @@
 //! The backup manifest, sealed inside the encrypted file: per-table row counts and
 //! order-independent content checksums taken in the very snapshot pg_dump reads, the
-//! applied migration version, the roles the objects reference, sizes and the SHA-256 of
-//! the plaintext dump. Also the plaintext summary kept beside the file (no secrets).
+//! materialized views' row counts, the sequences' positions, the applied migration
+//! version, the roles the objects reference, sizes and the SHA-256 of the plaintext dump.
+//! Also the plaintext summary kept beside the file (no secrets).
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
@@ -38,14 +39,42 @@ const ROLES: &str = "SELECT DISTINCT r.rolname::text FROM pg_roles r WHERE r.oid
      AND n.nspname NOT LIKE 'pg\\_%'
 ) AND r.rolname <> 'pg_database_owner' ORDER BY 1";
 
+/// Sequences whose values pg_dump writes, with their increment. One this role cannot
+/// read is left out: pg_dump cannot read it either and fails the backup, with the reason.
+const SEQUENCES: &str = "SELECT n.nspname::text, c.relname::text, s.seqincrement
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_sequence s ON s.seqrelid = c.oid
+WHERE c.relkind = 'S' AND c.relpersistence <> 't'
+  AND CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'SELECT') END
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2";
+
+/// Materialized views (pg_dump refreshes the populated ones at the end of a restore).
+const MATVIEWS: &str = "SELECT n.nspname::text, c.relname::text, c.relispopulated
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'm'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2";
+
 const HAS_HISTORY: &str = "SELECT EXISTS (SELECT 1 FROM information_schema.columns
   WHERE table_schema = 'opsctl' AND table_name = 'schema_history' AND column_name = 'version')";
 const HISTORY_VERSION: &str = "SELECT max(version)::text FROM opsctl.schema_history";
 
-/// The manifest version written by this build. Version 2 checksums rows with
-/// `hashtextextended` (stable across PostgreSQL versions: hash partitioning relies on
-/// it; 3.5x cheaper than md5 per row); version 1 used md5 and is still read.
-pub const MANIFEST_VERSION: u32 = 2;
+/// The manifest version written by this build. Version 3 adds the sequences' positions
+/// and the materialized views' row counts (older manifests have neither, and drills of
+/// them compare tables only). Version 2 checksums rows with `hashtextextended` (stable
+/// across PostgreSQL versions: hash partitioning relies on it; 3.5x cheaper than md5 per
+/// row), as version 3 does; version 1 used md5 and is still read.
+pub const MANIFEST_VERSION: u32 = 3;
+
+/// The first manifest version recording sequences and materialized views.
+pub const SEQUENCES_SINCE: u32 = 3;
 
 /// Row count and content checksum of one table, as manifest `version` defines it: an
 /// order-independent exact numeric sum of a 64-bit hash of each row's text (v2), or of
@@ -83,6 +112,57 @@ impl TableStat {
     }
 }
 
+/// Where a sequence stood: `last_value` and `is_called` as `SELECT … FROM seq` shows
+/// them (what pg_dump's `setval` restores), and its increment (the direction).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceStat {
+    pub schema: String,
+    pub sequence: String,
+    pub last_value: i64,
+    pub is_called: bool,
+    pub increment: i64,
+}
+
+impl SequenceStat {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.schema, self.sequence)
+    }
+
+    /// The value the next `nextval` returns (before bounds and cycling).
+    fn next(&self) -> i128 {
+        self.last_value as i128
+            + if self.is_called {
+                self.increment as i128
+            } else {
+                0
+            }
+    }
+
+    /// True when `self` would hand out a value that `recorded` had already reached.
+    fn behind(&self, recorded: &SequenceStat) -> bool {
+        if recorded.increment >= 0 {
+            self.next() < recorded.next()
+        } else {
+            self.next() > recorded.next()
+        }
+    }
+}
+
+/// A materialized view: populated or not, and its row count when populated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatviewStat {
+    pub schema: String,
+    pub view: String,
+    pub populated: bool,
+    pub rows: i64,
+}
+
+impl MatviewStat {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.schema, self.view)
+    }
+}
+
 /// The sealed manifest (JSON inside the encrypted trailer).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -103,6 +183,12 @@ pub struct Manifest {
     /// schema). `audit verify --backups DIR` checks it is still in the chain.
     #[serde(default)]
     pub audit_seal: Option<SealRef>,
+    /// Sequences, read just before pg_dump starts (version 3; empty before).
+    #[serde(default)]
+    pub sequences: Vec<SequenceStat>,
+    /// Materialized views in the snapshot (version 3; empty before).
+    #[serde(default)]
+    pub matviews: Vec<MatviewStat>,
 }
 
 /// One seal of the audit chain (`audit.seals`): its number and hash. Not a secret.
@@ -128,12 +214,16 @@ impl Manifest {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub tables: Vec<TableStat>,
+    /// Filled by [`sequences`], not by [`compute`].
+    pub sequences: Vec<SequenceStat>,
+    pub matviews: Vec<MatviewStat>,
     pub roles: Vec<String>,
     pub migration_version: Option<String>,
 }
 
 /// Computes row counts and checksums (as manifest `version` defines them) of every table,
-/// the referenced roles and the migration version, in the snapshot `client` is in.
+/// the materialized views' row counts (version 3 on), the referenced roles and the
+/// migration version, in the snapshot `client` is in.
 pub async fn compute(client: &Client, version: u32) -> Result<Snapshot, Error> {
     let mut out = Snapshot::default();
     let rows = client
@@ -165,6 +255,9 @@ pub async fn compute(client: &Client, version: u32) -> Result<Snapshot, Error> {
             table,
         });
     }
+    if version >= SEQUENCES_SINCE {
+        out.matviews = matviews(client).await?;
+    }
     out.roles = client
         .query(ROLES, &[])
         .await
@@ -183,6 +276,69 @@ pub async fn compute(client: &Client, version: u32) -> Result<Snapshot, Error> {
             .await
             .map_err(Error::db_ctx("cannot read opsctl.schema_history"))?
             .get(0);
+    }
+    Ok(out)
+}
+
+/// Every sequence's `last_value` and `is_called`. Sequences are not transactional: this
+/// reads their current values whatever the snapshot, so `backup create` reads them just
+/// before pg_dump starts; pg_dump's values are then the same or further on.
+pub async fn sequences(client: &Client) -> Result<Vec<SequenceStat>, Error> {
+    let list = client
+        .query(SEQUENCES, &[])
+        .await
+        .map_err(Error::db_ctx("cannot list sequences"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for r in list {
+        let (schema, sequence, increment): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+        let sql = format!(
+            "SELECT last_value, is_called FROM {}",
+            quote_qualified(&schema, &sequence)
+        );
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(Error::db_ctx(format!(
+                "cannot read sequence {schema}.{sequence}"
+            )))?;
+        out.push(SequenceStat {
+            last_value: row.get(0),
+            is_called: row.get(1),
+            increment,
+            schema,
+            sequence,
+        });
+    }
+    Ok(out)
+}
+
+async fn matviews(client: &Client) -> Result<Vec<MatviewStat>, Error> {
+    let list = client
+        .query(MATVIEWS, &[])
+        .await
+        .map_err(Error::db_ctx("cannot list materialized views"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for r in list {
+        let (schema, view, populated): (String, String, bool) = (r.get(0), r.get(1), r.get(2));
+        let rows = if populated {
+            let sql = format!(
+                "SELECT count(*)::bigint FROM {}",
+                quote_qualified(&schema, &view)
+            );
+            client
+                .query_one(&sql, &[])
+                .await
+                .map_err(Error::db_ctx(format!("cannot count {schema}.{view}")))?
+                .get(0)
+        } else {
+            0
+        };
+        out.push(MatviewStat {
+            schema,
+            view,
+            populated,
+            rows,
+        });
     }
     Ok(out)
 }
@@ -223,6 +379,10 @@ pub fn compare(expected: &Manifest, actual: &Snapshot) -> Vec<String> {
             ));
         }
     }
+    if expected.manifest_version >= SEQUENCES_SINCE {
+        compare_sequences(expected, actual, &mut diffs);
+        compare_matviews(expected, actual, &mut diffs);
+    }
     if expected.migration_version != actual.migration_version {
         diffs.push(format!(
             "migration version: {:?} restored, {:?} recorded at backup time",
@@ -230,6 +390,80 @@ pub fn compare(expected: &Manifest, actual: &Snapshot) -> Vec<String> {
         ));
     }
     diffs
+}
+
+/// A restored sequence may be further on than recorded (pg_dump reads sequences after the
+/// manifest does, and writers may call nextval in between), never behind: behind, the
+/// next insert would reuse a value the tables already hold.
+fn compare_sequences(expected: &Manifest, actual: &Snapshot, diffs: &mut Vec<String>) {
+    use std::collections::BTreeMap;
+    let have: BTreeMap<String, &SequenceStat> =
+        actual.sequences.iter().map(|s| (s.name(), s)).collect();
+    for w in &expected.sequences {
+        let name = w.name();
+        match have.get(&name) {
+            None => diffs.push(format!(
+                "sequence {name}: missing from the restored database"
+            )),
+            Some(h) if h.behind(w) => diffs.push(format!(
+                "sequence {name}: behind its backup-time position: last_value {} (is_called \
+                 {}) restored, last_value {} (is_called {}) recorded at backup time; the next \
+                 insert would reuse a value",
+                h.last_value, h.is_called, w.last_value, w.is_called
+            )),
+            Some(_) => {}
+        }
+    }
+    let want: std::collections::BTreeSet<String> =
+        expected.sequences.iter().map(|s| s.name()).collect();
+    for name in have.keys().filter(|n| !want.contains(*n)) {
+        diffs.push(format!(
+            "sequence {name}: present in the restored database but not in the manifest"
+        ));
+    }
+}
+
+/// pg_dump restores a populated materialized view by refreshing it from the restored
+/// tables: a view that was stale at backup time differs too (refresh it before backups).
+fn compare_matviews(expected: &Manifest, actual: &Snapshot, diffs: &mut Vec<String>) {
+    use std::collections::BTreeMap;
+    let have: BTreeMap<String, &MatviewStat> =
+        actual.matviews.iter().map(|v| (v.name(), v)).collect();
+    for w in &expected.matviews {
+        let name = w.name();
+        match have.get(&name) {
+            None => diffs.push(format!(
+                "materialized view {name}: missing from the restored database"
+            )),
+            Some(h) if h.populated != w.populated => diffs.push(format!(
+                "materialized view {name}: {} after the restore, {} at backup time",
+                if h.populated {
+                    "populated"
+                } else {
+                    "not populated"
+                },
+                if w.populated {
+                    "populated"
+                } else {
+                    "not populated"
+                }
+            )),
+            Some(h) if h.rows != w.rows => diffs.push(format!(
+                "materialized view {name}: {} rows after the restore, {} recorded at backup \
+                 time",
+                h.rows, w.rows
+            )),
+            Some(_) => {}
+        }
+    }
+    let want: std::collections::BTreeSet<String> =
+        expected.matviews.iter().map(|v| v.name()).collect();
+    for name in have.keys().filter(|n| !want.contains(*n)) {
+        diffs.push(format!(
+            "materialized view {name}: present in the restored database but not in the \
+             manifest"
+        ));
+    }
 }
 
 /// The plaintext summary beside each backup file: enough for `list` without the key, and
@@ -310,5 +544,60 @@ impl Summary {
             format!("{:?}", m.migration_version),
         );
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(last_value: i64, is_called: bool, increment: i64) -> SequenceStat {
+        SequenceStat {
+            schema: "public".into(),
+            sequence: "s".into(),
+            last_value,
+            is_called,
+            increment,
+        }
+    }
+
+    fn manifest(json_extra: &str, version: u32) -> Manifest {
+        serde_json::from_str(&format!(
+            r#"{{"manifest_version": {version}, "id": "x", "database": "d",
+                "server_version": "15", "pg_dump_version": "15",
+                "started_at": "2026-12-01T00:00:00Z", "finished_at": "2026-12-01T00:00:01Z",
+                "migration_version": null, "roles": [], "tables": [],
+                "dump_bytes": 1, "compressed_bytes": 1, "dump_sha256": "00"{json_extra}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_sequence_behind_fails_and_one_further_on_passes() {
+        assert!(seq(3, true, 1).behind(&seq(50, true, 1)));
+        assert!(seq(50, false, 1).behind(&seq(50, true, 1)));
+        assert!(!seq(51, false, 1).behind(&seq(50, true, 1)));
+        assert!(!seq(60, true, 1).behind(&seq(50, true, 1)));
+        assert!(!seq(50, true, 1).behind(&seq(50, true, 1)));
+        // Descending sequences go the other way.
+        assert!(seq(-3, true, -1).behind(&seq(-50, true, -1)));
+        assert!(!seq(-60, true, -1).behind(&seq(-50, true, -1)));
+    }
+
+    #[test]
+    fn older_manifests_without_sequences_still_read_and_compare_tables_only() {
+        let m = manifest("", 2);
+        assert!(m.sequences.is_empty() && m.matviews.is_empty());
+        let actual = Snapshot {
+            sequences: vec![seq(1, false, 1)],
+            ..Snapshot::default()
+        };
+        assert!(compare(&m, &actual).is_empty());
+        // Version 3 compares them: an unexpected sequence is reported.
+        let m3 = manifest(r#", "sequences": [], "matviews": []"#, 3);
+        assert_eq!(
+            compare(&m3, &actual),
+            vec!["sequence public.s: present in the restored database but not in the manifest"]
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! `opsctl drill [FILE|ID|--latest] --dir DIR`: restore into a scratch database and
-//! compare with the sealed manifest; exit 0 when everything matched, 1 otherwise.
+//! compare with the sealed manifest; exit 0 when everything matched, 1 otherwise,
+//! 130/143 when interrupted (the scratch database dropped, nothing recorded).
 
 use super::backup::{backup_dir, finish, load_keys, progress, resolve_backup};
 use super::{conn_settings, load_policy, print, EXIT_FAILURE, EXIT_OK};
 use crate::backup::{drill, repo};
 use crate::cli::{DrillArgs, Format};
+use crate::error::Error;
+use crate::interrupt::Stop;
 
 pub async fn run(a: DrillArgs) -> u8 {
     finish(run_inner(a).await)
@@ -37,21 +40,50 @@ async fn run_inner(a: DrillArgs) -> anyhow::Result<u8> {
     };
     let keys = load_keys(&a.keys, &policy)?;
     let pb = progress("restoring");
-    let r = drill::drill(&settings, &path, std::sync::Arc::new(keys), pb.clone()).await;
+    let stop = Stop::on_signals()?;
+    let r = drill::drill(
+        &settings,
+        &path,
+        std::sync::Arc::new(keys),
+        pb.clone(),
+        stop,
+    )
+    .await;
     drop(pb);
-    let r = r?;
+    let r = match r {
+        Err(Error::Interrupted { signal, undone }) => {
+            return Ok(super::restore::interrupted("drill", signal, &undone))
+        }
+        r => r?,
+    };
+    if !r.removed_leftovers.is_empty() {
+        eprintln!(
+            "note: dropped {} scratch database(s) left by earlier interrupted drills: {}",
+            r.removed_leftovers.len(),
+            r.removed_leftovers.join(", ")
+        );
+    }
     if a.output.format == Format::Json {
         print(&(serde_json::to_string_pretty(&r)? + "\n"));
     } else if r.ok {
         print(&format!(
             "drill PASSED for backup {} of {}: restored into {} in {:.1}s (RTO), {} tables and \
-             {} rows match the manifest exactly; scratch database dropped; {}\n",
+             {} rows match the manifest exactly{}; scratch database dropped; {}\n",
             r.id,
             r.database,
             r.scratch_database,
             r.rto_secs,
             r.tables_compared,
             r.rows_compared,
+            if r.sequences_compared + r.matviews_compared > 0 {
+                format!(
+                    ", {} sequences are where they were and {} materialized views have their \
+                     row counts",
+                    r.sequences_compared, r.matviews_compared
+                )
+            } else {
+                String::new()
+            },
             r.bookkeeping
         ));
     } else {

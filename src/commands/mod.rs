@@ -37,8 +37,29 @@ pub async fn run(cli: Cli) -> u8 {
         Some(connect) => oplog_begin(connect).await,
         None => None,
     };
+    // A restore may replace the very database the log lives in (`--clean --force` on
+    // the connected database): hold no session there while it runs; reconnect after.
+    let op = match op {
+        Some((conn, guard)) if matches!(cli.command, Command::Restore(_)) => {
+            let settings = conn.settings.clone();
+            drop(conn);
+            Some((Err(settings), guard))
+        }
+        Some((conn, guard)) => Some((Ok(conn), guard)),
+        None => None,
+    };
     let code = dispatch(cli.command).await;
     if let Some((conn, guard)) = op {
+        let conn = match conn {
+            Ok(c) => c,
+            Err(settings) => match crate::db::connect(&settings).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("cannot record the operation: {e}");
+                    return code;
+                }
+            },
+        };
         let outcome = if code == EXIT_OK {
             crate::oplog::Outcome::Success
         } else {

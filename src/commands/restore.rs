@@ -1,9 +1,12 @@
 //! `opsctl restore FILE|ID --target-db NAME [--create] [--clean] [--jobs N] [--force]`.
+//! Ctrl-C/SIGTERM undo what the run did and exit 130/143.
 
 use super::backup::{finish, load_keys, progress, resolve_backup};
-use super::{conn_settings, load_policy, print, EXIT_OK};
+use super::{conn_settings, load_policy, note_error, print, EXIT_OK};
 use crate::backup::restore::{self, Options};
 use crate::cli::{Format, RestoreArgs};
+use crate::error::Error;
+use crate::interrupt::{self, Stop};
 
 pub async fn run(a: RestoreArgs) -> u8 {
     finish(run_inner(a).await)
@@ -21,6 +24,7 @@ async fn run_inner(a: RestoreArgs) -> anyhow::Result<u8> {
         jobs: a.jobs,
         force: a.force,
         tmp_dir: std::env::temp_dir(),
+        stop: Stop::on_signals()?,
     };
     let pb = progress("authenticating, then restoring (file bytes read)");
     let r = restore::restore(
@@ -32,7 +36,12 @@ async fn run_inner(a: RestoreArgs) -> anyhow::Result<u8> {
     )
     .await;
     drop(pb);
-    let r = r?;
+    let r = match r {
+        Err(Error::Interrupted { signal, undone }) => {
+            return Ok(interrupted("restore", signal, &undone))
+        }
+        r => r?,
+    };
     if r.skipped_ownership {
         eprintln!(
             "note: roles {} do not exist in the target cluster: restored with --no-owner \
@@ -64,4 +73,16 @@ async fn run_inner(a: RestoreArgs) -> anyhow::Result<u8> {
         ));
     }
     Ok(EXIT_OK)
+}
+
+/// Says on one line what an interrupted command undid (the operations log records the
+/// same line) and returns the shell's status for the signal: 130 (SIGINT), 143 (SIGTERM).
+pub fn interrupted(what: &str, signal: i32, undone: &str) -> u8 {
+    let line = format!(
+        "{what} interrupted by {}: {undone}",
+        interrupt::signal_name(signal)
+    );
+    eprintln!("{line}");
+    note_error(&line);
+    interrupt::exit_code(signal)
 }

@@ -3,7 +3,8 @@
 //! write: the repository listing (`<id>.json` summaries and `<id>.status.json` beside
 //! each backup, read through crate::backup::repo, no key needed) when `[backup].dir` is
 //! set, and the bookkeeping tables `opsctl.backups` / `opsctl.backup_drills` (V10).
-//! Not configured when there is no backup directory and no backup recorded.
+//! Not configured when there is no backup directory and no backup recorded. Also the
+//! scratch databases that interrupted drills of this database left on the cluster.
 
 use chrono::{DateTime, Utc};
 
@@ -12,7 +13,24 @@ use super::records::{access, unreadable, Access};
 use super::{unknown, Check, Ctx, Metric, State};
 use crate::backup::repo;
 
-pub const IDS: &[&str] = &["backup_freshness", "restore_drill"];
+pub const IDS: &[&str] = &[
+    "backup_freshness",
+    "restore_drill",
+    "drill_scratch_databases",
+];
+
+/// Scratch databases (`opsctl_drill_…_<pid>`) that drills of this database left: the
+/// newest drill with that pid in `opsctl.operations` has ended, or is still `running`
+/// while no session is on its scratch database (the drill was killed).
+const SQL_LEFT_SCRATCH: &str = "\
+SELECT d.datname::text FROM pg_database d \
+CROSS JOIN LATERAL (SELECT o.outcome FROM opsctl.operations o \
+  WHERE (o.command = 'drill' OR o.command LIKE 'drill %') AND o.pid::text = substring(d.datname from '_([0-9]+)$') \
+  ORDER BY o.started_at DESC, o.id DESC LIMIT 1) o \
+WHERE d.datname LIKE 'opsctl\\_drill\\_%' \
+  AND (o.outcome <> 'running' \
+       OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)) \
+ORDER BY 1";
 
 /// Backups of this database still on record: how many, and when the newest verified one
 /// (its last verify or drill succeeded) finished.
@@ -134,7 +152,49 @@ pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
     if wants("restore_drill") {
         out.push(drill(&seen, ctx));
     }
+    if wants("drill_scratch_databases") {
+        out.push(scratch_left(ctx).await);
+    }
     out
+}
+
+async fn scratch_left(ctx: &Ctx<'_>) -> Check {
+    const ID: &str = "drill_scratch_databases";
+    let c = ctx.client;
+    match access(c, "opsctl", "operations").await {
+        Err(e) => unknown(ID, &e, "pg_namespace/pg_class are not readable"),
+        Ok(Access::Absent) => Check::not_configured(
+            ID,
+            "no opsctl.operations (migration V41): drills cannot be told apart",
+        ),
+        Ok(Access::Unreadable) => unreadable(ID, "opsctl.operations"),
+        Ok(Access::Readable) => match c.query(SQL_LEFT_SCRATCH, &[]).await {
+            Err(e) => unknown(ID, &e, "cannot read pg_database and opsctl.operations"),
+            Ok(rows) => {
+                let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                let check = if names.is_empty() {
+                    Check::new(ID, State::Ok, "none left by drills of this database", "")
+                } else {
+                    Check::new(
+                        ID,
+                        State::Warning,
+                        format!(
+                            "{} left by interrupted drills: {}",
+                            names.len(),
+                            names.join(", ")
+                        ),
+                        "the next opsctl drill drops them; or drop each by hand (DROP DATABASE \
+                         name)",
+                    )
+                };
+                check.threshold("any = WARNING").metric(Metric::new(
+                    "drill_scratch_databases",
+                    "Scratch databases left on the cluster by interrupted restore drills.",
+                    names.len() as f64,
+                ))
+            }
+        },
+    }
 }
 
 fn freshness(seen: &Seen, ctx: &Ctx<'_>) -> Check {

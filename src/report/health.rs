@@ -35,6 +35,7 @@ pub const CHECK_IDS: &[&str] = &[
     "default_partition_rows",
     "backup_freshness",
     "restore_drill",
+    "drill_scratch_databases",
     "audit_chain",
     "migrations",
     "scheduled_jobs",

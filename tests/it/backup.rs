@@ -9,7 +9,7 @@ use crate::common::{cluster, opsctl, Run, TestDb};
 
 const CHUNK_RECORD: usize = 6 + 64 * 1024 + 16;
 
-fn seed(db: &TestDb, trades: u32) {
+pub(crate) fn seed(db: &TestDb, trades: u32) {
     db.sql(&format!(
         "INSERT INTO users (username, email) SELECT 'u' || g, 'u' || g || '@example.com' \
            FROM generate_series(1, 50) g;
@@ -24,14 +24,15 @@ fn seed(db: &TestDb, trades: u32) {
     ));
 }
 
-struct Env {
-    db: TestDb,
-    dir: tempfile::TempDir,
-    key: PathBuf,
+/// A database with the schema and `trades` trades, a key, and a backup repository.
+pub(crate) struct Env {
+    pub(crate) db: TestDb,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) key: PathBuf,
 }
 
 impl Env {
-    fn new(tag: &str, trades: u32) -> Env {
+    pub(crate) fn new(tag: &str, trades: u32) -> Env {
         let db = TestDb::with_schema(tag);
         seed(&db, trades);
         let dir = tempfile::tempdir().unwrap();
@@ -45,17 +46,17 @@ impl Env {
         Env { db, dir, key }
     }
 
-    fn repo(&self) -> PathBuf {
+    pub(crate) fn repo(&self) -> PathBuf {
         self.dir.path().join("repo")
     }
 
-    fn cmd(&self) -> crate::common::Opsctl {
+    pub(crate) fn cmd(&self) -> crate::common::Opsctl {
         let mut o = self.db.opsctl();
         o.env("OPSCTL_KEY_FILE", &self.key);
         o
     }
 
-    fn create(&self) -> (String, PathBuf) {
+    pub(crate) fn create(&self) -> (String, PathBuf) {
         let r = self
             .cmd()
             .args(["backup", "create", "--format", "json", "--dir"])
@@ -74,7 +75,7 @@ impl Env {
     }
 }
 
-fn content(db: &str) -> String {
+pub(crate) fn content(db: &str) -> String {
     cluster().psql(
         db,
         "SELECT count(*) || ':' || md5(string_agg(t::text, ',' ORDER BY id, entry_time)) FROM trades t",
@@ -93,7 +94,7 @@ fn write_key(path: &Path, bytes: &[u8], mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn db_exists(name: &str) -> bool {
+pub(crate) fn db_exists(name: &str) -> bool {
     cluster().psql(
         "postgres",
         &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
@@ -560,6 +561,7 @@ fn pg_dump_missing_or_too_old_is_a_clear_error() {
 }
 
 #[test]
+#[cfg(feature = "test-hooks")]
 fn drill_fails_naming_the_table_when_restored_data_differs() {
     let e = Env::new("bk_drillfail", 300);
     let (id, _) = e.create();
@@ -1294,4 +1296,135 @@ fn sigterm_after_the_backup_is_in_place_says_it_was_written() {
     );
     assert_eq!(out.status.code(), Some(1));
     e.verify(Path::new(path)).success();
+#[test]
+#[cfg(feature = "test-hooks")]
+fn drill_fails_when_a_sequence_was_set_back_or_a_materialized_view_differs() {
+    let e = Env::new("bk_seqmv", 200);
+    e.db.sql(
+        "CREATE MATERIALIZED VIEW position_users AS \
+         SELECT user_id, count(*) AS n FROM positions GROUP BY user_id",
+    );
+    let (id, _) = e.create();
+    let drill = |fault: Option<&str>| {
+        let mut c = e.cmd();
+        if let Some(sql) = fault {
+            c.env("OPSCTL_DRILL_FAULT_SQL", sql);
+        }
+        c.args(["drill", &id, "--format", "json", "--dir"])
+            .arg(e.repo())
+            .run()
+    };
+    let j = drill(None).success().json();
+    assert_eq!(j["ok"], true, "{j:#}");
+    // A sequence behind its table: the next insert would reuse an id.
+    let j = drill(Some("SELECT setval('positions_id_seq', 3)"))
+        .code(1)
+        .json();
+    let m: Vec<String> = j["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].starts_with("sequence public.positions_id_seq: behind")
+            && m[0].contains("last_value 3")
+            && m[0].contains("last_value 50"),
+        "{m:?}"
+    );
+    // A materialized view whose rows differ from those counted at backup time.
+    let j = drill(Some(
+        "DROP MATERIALIZED VIEW position_users; \
+         CREATE MATERIALIZED VIEW position_users AS \
+         SELECT user_id, count(*) AS n FROM positions WHERE user_id <= 10 GROUP BY user_id",
+    ))
+    .code(1)
+    .json();
+    assert_eq!(
+        j["mismatches"][0],
+        "materialized view public.position_users: 10 rows after the restore, 50 recorded at \
+         backup time"
+    );
+}
+
+#[test]
+fn restore_clean_force_replaces_the_connected_database_in_place() {
+    let e = Env::new("bk_inplace", 300);
+    let (_, file) = e.create();
+    let before = content(&e.db.name);
+    e.db.sql(
+        "DELETE FROM positions; \
+         INSERT INTO users (username, email) VALUES ('late', 'late@example.com')",
+    );
+    let staging_left = || {
+        cluster().psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE '{}%' AND datname <> '{}'",
+                e.db.name, e.db.name
+            ),
+        )
+    };
+    // Another session on the database: refused before anything is restored.
+    let mut other = std::process::Command::new("psql")
+        .args(["-X", "-q", "-c", "SELECT pg_sleep(60)", &e.db.url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        cluster().psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+                 AND query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()",
+                e.db.name
+            ),
+        ) == "1"
+    });
+    assert!(seen, "the other session never showed up");
+    let r = e
+        .cmd()
+        .args(["restore", "--clean", "--force", "--target-db", &e.db.name])
+        .arg(&file)
+        .run()
+        .code(1);
+    // The server keeps a sleeping backend after its client is gone: end it too.
+    let _ = other.kill();
+    let _ = other.wait();
+    cluster().psql(
+        "postgres",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' \
+             AND query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()",
+            e.db.name
+        ),
+    );
+    assert!(
+        r.stderr.contains("other session") && r.stderr.contains("pg_stat_activity"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(staging_left(), "0");
+    assert_eq!(e.db.sql("SELECT count(*) FROM positions"), "0");
+    // Alone on it: the restore swaps the database in place.
+    e.cmd()
+        .args(["restore", "--clean", "--force", "--target-db", &e.db.name])
+        .arg(&file)
+        .run()
+        .success();
+    assert_eq!(content(&e.db.name), before);
+    assert_eq!(e.db.sql("SELECT count(*) FROM positions"), "50");
+    assert_eq!(e.db.sql("SELECT count(*) FROM users"), "50");
+    assert_eq!(staging_left(), "0");
+    // The operations log of the database now in place records the restore.
+    assert_eq!(
+        e.db.sql(
+            "SELECT outcome FROM opsctl.operations WHERE command = 'restore' \
+             ORDER BY id DESC LIMIT 1"
+        ),
+        "success"
+    );
 }

@@ -13,5 +13,6 @@ mod migrate;
 mod oplog;
 mod partition;
 mod reports;
+mod restore_signals;
 mod schedule;
 mod secrets;

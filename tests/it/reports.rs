@@ -242,6 +242,7 @@ fn every_check_is_ok_on_a_healthy_database() {
         "default_partition_rows",
         "backup_freshness",
         "restore_drill",
+        "drill_scratch_databases",
         "audit_chain",
         "migrations",
         "scheduled_jobs",

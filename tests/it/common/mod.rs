@@ -459,6 +459,14 @@ impl Opsctl {
         }
     }
 
+    /// Runs it in a process group of its own (as a shell job), so a test can signal the
+    /// group as a terminal does without signalling itself.
+    pub fn own_process_group(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        self.cmd.process_group(0);
+        self
+    }
+
     pub fn spawn(&mut self) -> std::process::Child {
         self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         self.cmd.spawn().expect("cannot spawn opsctl")
