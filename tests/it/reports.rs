@@ -461,6 +461,46 @@ fn partition_runway_and_default_rows() {
     );
 }
 
+/// `opsctl health` and `opsctl partition list` count the runway the same way (one
+/// implementation), whatever the session time zone: here the next month is split in two
+/// halves, which no single partition covers whole.
+#[test]
+fn health_runway_is_partition_list_runway() {
+    let db = TestDb::with_schema("rrunway");
+    db.sql(&format!(
+        "ALTER DATABASE {} SET timezone = 'Pacific/Kiritimati'",
+        db.name
+    ));
+    make_months(&db, 0, 0);
+    db.sql(
+        "DO $$ DECLARE m date := (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month')::date; BEGIN \
+           EXECUTE format('CREATE TABLE trades_h1 PARTITION OF trades FOR VALUES FROM (%L) TO (%L)', m, m + 15); \
+           EXECUTE format('CREATE TABLE trades_h2 PARTITION OF trades FOR VALUES FROM (%L) TO (%L)', m + 15, (m + interval '1 month')::date); \
+           EXECUTE format('CREATE TABLE trades_m2 PARTITION OF trades FOR VALUES FROM (%L) TO (%L)', (m + interval '1 month')::date, (m + interval '2 months')::date); \
+         END $$",
+    );
+    let listed = db
+        .opsctl()
+        .args(["partition", "list", "--table", "trades", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    let runway = &listed["tables"][0]["runway"];
+    assert_eq!(runway["current_month"], true, "{listed}");
+    let months = runway["future_months"].as_i64().unwrap();
+    let (_, j) = health(&db, None, &["--check", "partition_runway"]);
+    let c = check(&j, "partition_runway");
+    assert!(
+        c["value"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("public.trades: {months} future months")),
+        "partition list says {months} future months; health: {c}"
+    );
+    let metric = c["metrics"][0]["value"].as_f64().unwrap();
+    assert_eq!(metric, months as f64, "{c}");
+}
+
 #[test]
 fn backup_freshness_and_restore_drill() {
     let db = TestDb::with_schema("rback");
@@ -1528,6 +1568,72 @@ fn serve_caps_connections_and_keeps_answering_probes() {
     assert!(child.0.try_wait().unwrap().is_none(), "serve died");
     drop(idle);
     assert_eq!(sigterm_and_wait(&mut child.0), 0);
+}
+
+/// Human output shows sizes in IEC units (KiB, MiB: powers of 1024), never raw byte counts
+/// or pg_size_pretty's kB/MB; JSON keeps numbers of bytes.
+#[test]
+fn sizes_are_in_iec_units_in_text_output() {
+    let db = TestDb::with_schema("runits");
+    make_months(&db, 0, 1);
+    let r = db.opsctl().args(["partition", "list"]).run().success();
+    let sizes = sizes_in(&r.stdout);
+    assert!(!sizes.is_empty(), "no sizes in:\n{}", r.stdout);
+    for (n, unit) in &sizes {
+        assert!(
+            ["B", "KiB", "MiB", "GiB", "TiB"].contains(&unit.as_str()),
+            "{n} {unit} in:\n{}",
+            r.stdout
+        );
+    }
+    let j = db
+        .opsctl()
+        .args(["partition", "list", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    assert!(j.to_string().contains("\"bytes\":"), "{j}");
+    // backup create and list: dump, compressed and file sizes.
+    let repo = Repo::new();
+    let r = repo
+        .cmd(&db)
+        .args(["backup", "create", "--dir"])
+        .arg(repo.path())
+        .run()
+        .success();
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("dump "))
+        .unwrap_or_else(|| panic!("no sizes line in:\n{}", r.stdout));
+    assert!(!line.contains(" bytes"), "{line}");
+    assert_eq!(sizes_in(line).len(), 3, "{line}");
+    let r = repo
+        .cmd(&db)
+        .args(["backup", "list", "--dir"])
+        .arg(repo.path())
+        .run()
+        .success();
+    assert!(sizes_in(&r.stdout).len() >= 3, "{}", r.stdout);
+}
+
+/// Every "<number> <unit>" size in a text: (number, unit) for units that look like sizes.
+fn sizes_in(text: &str) -> Vec<(String, String)> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0].parse::<f64>().is_ok())
+        .map(|w| {
+            let unit = w[1].trim_end_matches([',', ';', ')', '.']);
+            (w[0].to_string(), unit.to_string())
+        })
+        .filter(|(_, u)| {
+            [
+                "B", "bytes", "kB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB",
+            ]
+            .contains(&u.as_str())
+        })
+        .collect()
 }
 
 #[test]
