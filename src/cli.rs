@@ -335,6 +335,16 @@ pub struct ServeArgs {
     /// Seconds the health checks are cached between requests.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub cache_seconds: u64,
+    /// Every client gets the full health report (sessions, query text) in /db/health.
+    #[arg(long)]
+    pub details: bool,
+    /// File whose first line is a bearer token (mode 0600): a request with
+    /// `Authorization: Bearer <token>` gets the full report in /db/health.
+    #[arg(long, env = "OPSCTL_SERVE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Connections served at once; more are answered 503.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_connections: u64,
 }
 
 /// Backup key material. Never given as a command-line value.

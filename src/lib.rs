@@ -24,5 +24,6 @@ pub mod policy_check;
 pub mod report;
 pub mod schedule;
 pub mod serve;
+pub mod units;
 
 pub use error::{Error, Result};

@@ -116,7 +116,7 @@ pub async fn start_named(
     let row = client
         .query_one(
             INSERT_OPERATION,
-            &[&guard.command, &guard.line, &os_user(), &host(), &pid()],
+            &[&guard.command, &guard.line, &os_user(), &hostname(), &pid()],
         )
         .await
         .map_err(Error::db_ctx(
@@ -135,11 +135,12 @@ async fn table_present(client: &Client) -> Result<bool, Error> {
         .get(0))
 }
 
-/// This machine's host name, as the log records it.
-pub fn host() -> Option<String> {
+/// This machine's host name ("unknown" when the system cannot say): the one helper every
+/// record of who ran what (operations, job runs) uses.
+pub fn hostname() -> String {
     hostname::get()
-        .ok()
         .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn pid() -> i32 {
@@ -176,7 +177,7 @@ impl OpGuard {
                             &self.command,
                             &self.line,
                             &os_user(),
-                            &host(),
+                            &hostname(),
                             &pid(),
                             &self.started_at,
                             &outcome.as_str(),

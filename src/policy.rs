@@ -234,6 +234,8 @@ pub struct ReportPolicy {
     pub disk_limit_bytes: Option<i64>,
     pub disk_runway_warn_days: f64,
     pub disk_runway_crit_days: f64,
+    /// `opsctl serve`: `/db/health` answers 500 when the node is in recovery or read-only.
+    pub serve_require_writable: bool,
 }
 
 impl Default for ReportPolicy {
@@ -280,6 +282,7 @@ impl Default for ReportPolicy {
             disk_limit_bytes: None,
             disk_runway_warn_days: 30.0,
             disk_runway_crit_days: 7.0,
+            serve_require_writable: false,
         }
     }
 }

@@ -95,7 +95,7 @@ fn process_alive(pid: i32) -> bool {
 /// itself does not depend on them, and `health` reports what remains.
 async fn remove_leftovers(conn: &tokio_postgres::Client) -> Vec<String> {
     let own = std::process::id() as i32;
-    let host = oplog::host();
+    let host = Some(oplog::hostname());
     match oplog::close_vanished(conn, "drill", host.as_deref(), own, process_alive).await {
         Ok(n) if n > 0 => tracing::warn!(
             "closed {n} drill(s) in opsctl.operations whose process ended without recording \

@@ -111,7 +111,7 @@ pub fn check_private(path: &Path, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn read_secret_file(path: &Path, what: &str, max: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
+pub fn read_secret_file(path: &Path, what: &str, max: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
     check_private(path, what)?;
     let f = std::fs::File::open(path)
         .map_err(|e| Error::Config(format!("cannot open {what} {}: {e}", path.display())))?;

@@ -487,10 +487,12 @@ async fn restore_inner(
         let margin = need / 10 + (64 << 20);
         if free < need + margin {
             return Err(Error::Config(format!(
-                "--jobs needs the plaintext dump on disk: {} needs {need} bytes plus a margin \
-                 but only {free} are free in {}; free space, point TMPDIR elsewhere, or \
+                "--jobs needs the plaintext dump on disk: {} needs {} plus a margin \
+                 but only {} are free in {}; free space, point TMPDIR elsewhere, or \
                  restore without --jobs (streams, needs no space)",
                 path.display(),
+                crate::units::human_bytes(need),
+                crate::units::human_bytes(free),
                 opts.tmp_dir.display()
             )));
         }

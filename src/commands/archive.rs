@@ -10,7 +10,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::partition::{fail, fmt_bytes, fmt_ts, pretty};
+use super::partition::{fail, fmt_ts, pretty};
 use super::{conn_settings, load_policy, print, stderr_is_terminal, EXIT_FAILURE, EXIT_OK};
 use crate::cli::{ArchiveArgs, ArchiveCommand, ArchiveRestoreArgs, Format};
 use crate::db;
@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::partition::archive::{self, Outcome, Plan, Request, Summary};
 use crate::partition::export::{self, ExportSummary, RestoreError};
 use crate::partition::{self, Observer};
+use crate::units::human_bytes;
 
 /// `app.actor` of archive sessions, so the audit log attributes the row moves.
 pub const ACTOR: &str = "opsctl archive";
@@ -194,7 +195,7 @@ fn emit_plan(p: &Plan, format: Format) {
             w.from.map_or("MINVALUE".into(), fmt_ts),
             w.to.map_or("MAXVALUE".into(), fmt_ts),
             w.rows.unwrap_or(0),
-            fmt_bytes(w.bytes)
+            human_bytes(w.bytes)
         ));
     }
     out.push_str(&format!(
@@ -203,12 +204,12 @@ fn emit_plan(p: &Plan, format: Format) {
         p.batches,
         if p.batches == 1 { "" } else { "es" },
         p.batch_size,
-        fmt_bytes(p.batch_bytes)
+        human_bytes(p.batch_bytes)
     ));
     out.push_str(&format!(
         "  total: {} rows, {}\n",
         p.rows,
-        fmt_bytes(p.bytes)
+        human_bytes(p.bytes)
     ));
     print(&out);
 }
@@ -241,7 +242,7 @@ fn emit_outcome(o: &Outcome, exported: Option<&ExportSummary>, format: Format) {
                 m.partition,
                 m.rows,
                 m.checksum,
-                fmt_bytes(m.bytes as i64),
+                human_bytes(m.bytes as i64),
                 if m.written {
                     "written, verified"
                 } else {
@@ -382,7 +383,7 @@ fn render_summary(s: &Summary) -> String {
         byp = s.rows_moved_by_partitions,
         byb = s.rows_moved_by_batches,
         batches = s.batches,
-        bytes = fmt_bytes(s.bytes_moved),
+        bytes = human_bytes(s.bytes_moved),
         verification = s.verification,
         lock = s.max_live_lock_ms,
         dur = s.duration_ms as f64 / 1000.0,

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use zeroize::Zeroizing;
 
+use crate::units::human_bytes;
+
 use super::{
     conn_settings, load_policy, print, print_error, stderr_is_terminal, EXIT_FAILURE, EXIT_OK,
 };
@@ -82,7 +84,7 @@ pub fn progress(what: &str) -> Arc<dyn Progress> {
     let pb = indicatif::ProgressBar::new_spinner();
     pb.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} {msg}: {bytes} ({binary_bytes_per_sec}, {elapsed})",
+            "{spinner} {msg}: {binary_bytes} ({binary_bytes_per_sec}, {elapsed})",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
@@ -147,15 +149,15 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
     } else {
         let s = &created.summary;
         print(&format!(
-            "backup {} of {} written to {}\n  {} tables, {} rows; dump {} → compressed {} → file {} bytes in {:.1}s; key id(s) {}\n  audit chain head: {}\n  {}\n",
+            "backup {} of {} written to {}\n  {} tables, {} rows; dump {} → compressed {} → file {} in {:.1}s; key id(s) {}\n  audit chain head: {}\n  {}\n",
             s.id,
             s.database,
             created.path.display(),
             s.tables,
             s.rows,
-            s.dump_bytes,
-            s.compressed_bytes,
-            s.file_bytes,
+            human_bytes(s.dump_bytes),
+            human_bytes(s.compressed_bytes),
+            human_bytes(s.file_bytes),
             s.duration_secs,
             s.key_ids.join(", "),
             s.audit_seal
@@ -173,21 +175,6 @@ fn seal_short(s: Option<&crate::backup::manifest::SealRef>) -> String {
     match s {
         Some(s) => format!("#{} {}", s.seal_id, &s.hash[..s.hash.len().min(12)]),
         None => "-".into(),
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[i])
     }
 }
 

@@ -52,7 +52,7 @@ pub async fn run(args: ImportArgs) -> u8 {
         let bar = match size {
             Some(n) => indicatif::ProgressBar::new(n).with_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} importing {msg} [{bar:30}] {bytes}/{total_bytes} ({eta})",
+                    "{spinner} importing {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({eta})",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                 .progress_chars("=> "),

@@ -9,6 +9,7 @@ use crate::cli::{Format, PartitionCommand, PartitionEnsureArgs, PartitionListArg
 use crate::db;
 use crate::error::Error;
 use crate::partition::{self, ensure, Listing, Observer, PartitionState, TableSpec};
+use crate::units::human_bytes;
 
 pub async fn run(cmd: PartitionCommand) -> u8 {
     match cmd {
@@ -253,7 +254,7 @@ fn render_listing(l: &Listing) -> String {
                 ),
                 q.to.map_or(if q.is_default { "" } else { "MAXVALUE" }.into(), fmt_ts),
                 q.estimated_rows.map_or("?".into(), |n| n.to_string()),
-                fmt_bytes(q.bytes),
+                human_bytes(q.bytes),
                 match p.state {
                     PartitionState::Live => "live",
                     PartitionState::Default => "default",
@@ -300,22 +301,6 @@ pub fn fmt_ts(t: NaiveDateTime) -> String {
         t.format("%Y-%m-%d").to_string()
     } else {
         t.format("%Y-%m-%d %H:%M:%S").to_string()
-    }
-}
-
-/// Bytes for people (kB, MB, GB in powers of 1024, as PostgreSQL's pg_size_pretty).
-pub fn fmt_bytes(b: i64) -> String {
-    let units = ["bytes", "kB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} bytes")
-    } else {
-        format!("{v:.1} {}", units[i])
     }
 }
 

@@ -12,7 +12,8 @@ use super::{
 use crate::cli::{Format, ReindexArgs};
 use crate::db;
 use crate::maintenance::reindex::{self, IndexResult, ReindexOutcome, ReindexPlan};
-use crate::maintenance::{self, human_bytes, Outcome, Settings, Want, Watcher};
+use crate::maintenance::{self, Outcome, Settings, Want, Watcher};
+use crate::units::human_bytes;
 
 pub async fn run(args: ReindexArgs) -> u8 {
     match run_inner(args).await {

@@ -1,7 +1,10 @@
 //! `opsctl serve --listen ADDR`: binds, serves /db/health and /metrics until SIGTERM or
 //! SIGINT, then shuts down cleanly (exit 0). Exit 1 when it cannot listen, 2 on bad settings.
 
+use std::path::Path;
 use std::time::Duration;
+
+use zeroize::Zeroizing;
 
 use super::{conn_settings, load_policy, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::cli::ServeArgs;
@@ -11,6 +14,13 @@ pub async fn run(args: ServeArgs) -> u8 {
     let setup = conn_settings(&args.connect)
         .and_then(|s| load_policy(&args.policy).map(|p| (s, p)))
         .and_then(|sp| crate::report::validate_thresholds(&sp.1.reports).map(|_| sp));
+    let token = match args.token_file.as_deref().map(load_token).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let (settings, policy) = match setup {
         Ok(sp) => sp,
         Err(e) => {
@@ -32,8 +42,8 @@ pub async fn run(args: ServeArgs) -> u8 {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(args.listen.clone());
-    if listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
-        eprintln!("warning: listening on {addr}, which is not a loopback address: the health details are visible to anyone who can reach it");
+    if args.details && listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
+        eprintln!("warning: listening on {addr}, which is not a loopback address, with --details: sessions and query text are visible to anyone who can reach it");
     }
     eprintln!("opsctl serve: listening on http://{addr} (GET /db/health, GET /metrics)");
     let shutdown = async {
@@ -56,6 +66,10 @@ pub async fn run(args: ServeArgs) -> u8 {
         settings,
         policy,
         cache: Duration::from_secs(args.cache_seconds),
+        details: args.details,
+        token,
+        max_connections: usize::try_from(args.max_connections)
+            .unwrap_or(serve::DEFAULT_MAX_CONNECTIONS),
     };
     match serve::serve(listener, cfg, shutdown).await {
         Ok(()) => EXIT_OK,
@@ -64,4 +78,21 @@ pub async fn run(args: ServeArgs) -> u8 {
             EXIT_FAILURE
         }
     }
+}
+
+/// The bearer token: the first line of a private file, at least 16 characters.
+fn load_token(path: &Path) -> anyhow::Result<Zeroizing<String>> {
+    let bytes = crate::backup::keys::read_secret_file(path, "token file", 4096)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow::anyhow!("token file {} is not UTF-8 text", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.len() < 16 || token.contains(char::is_whitespace) {
+        anyhow::bail!(
+            "token file {}: the first line must be a token of at least 16 characters without \
+             spaces (e.g. `openssl rand -hex 32 > {}`)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(Zeroizing::new(token.to_string()))
 }

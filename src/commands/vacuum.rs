@@ -13,7 +13,8 @@ use super::{
 use crate::cli::{Format, VacuumArgs};
 use crate::db;
 use crate::maintenance::vacuum::{self, fmt_n, TableResult, VacuumOutcome, VacuumPlan};
-use crate::maintenance::{self, human_bytes, Observer, Outcome, Progress, Settings, Want, Watcher};
+use crate::maintenance::{self, Observer, Outcome, Progress, Settings, Want, Watcher};
+use crate::units::human_bytes;
 
 pub async fn run(args: VacuumArgs) -> u8 {
     match run_inner(args).await {

@@ -256,6 +256,24 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
     e.as_db_error().map(|d| d.code().code())
 }
 
+/// A lock not granted within `lock_timeout`, a deadlock or a serialization failure: the
+/// work can be rolled back and tried again. The one test every retry loop uses.
+pub fn is_lock_conflict(e: &tokio_postgres::Error) -> bool {
+    matches!(sqlstate(e), Some("55P03" | "40P01" | "40001"))
+}
+
+/// The pause before retry `attempt` (1 = the first retry) after a lock conflict: `first`
+/// doubled per attempt up to `cap`, plus up to half again at random, so that sessions
+/// waiting on the same lock do not retry in lockstep. The one backoff every retry loop uses.
+pub fn retry_pause(first: Duration, cap: Duration, attempt: u32) -> Duration {
+    use rand::Rng;
+    let base = first
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(cap);
+    let jitter_ms = u64::try_from(base.as_millis() / 2).unwrap_or(u64::MAX);
+    base + Duration::from_millis(rand::thread_rng().gen_range(0..=jitter_ms))
+}
+
 /// Quotes an identifier for SQL text: the one place identifiers are quoted.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

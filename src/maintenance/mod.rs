@@ -46,10 +46,10 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl RetryPolicy {
-    /// The pause before attempt `n + 1` (n counts from 1): backoff × 2^(n-1), capped at 60 s.
+    /// The pause before attempt `n + 1` (n counts from 1): backoff × 2^(n-1), capped at
+    /// 60 s, plus up to half again as jitter (`db::retry_pause`, as partition work uses).
     pub fn pause(&self, n: u32) -> Duration {
-        let factor = 1u32 << (n.saturating_sub(1)).min(10);
-        (self.backoff * factor).min(Duration::from_secs(60))
+        db::retry_pause(self.backoff, Duration::from_secs(60), n)
     }
 }
 
@@ -131,22 +131,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
     };
     Ok((n * mult).round() as u64)
-}
-
-/// Bytes for people: 1.5 MiB.
-pub fn human_bytes(b: i64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v.abs() >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
 }
 
 /// A relation found by name.
@@ -390,8 +374,34 @@ pub async fn prepare_session(
 
 /// True when the server error means "the lock could not be had in time" (lock_timeout)
 /// or a deadlock: worth trying again after a pause.
-pub fn is_lock_error(e: &tokio_postgres::Error) -> bool {
-    matches!(db::sqlstate(e), Some("55P03") | Some("40P01"))
+/// Runs one statement, retrying lock conflicts as `s.retry` says (the observer hears of
+/// each retry); returns the last result and the number of attempts.
+pub async fn with_retry<R>(
+    client: &Client,
+    watcher: Option<&Watcher<'_>>,
+    view: ProgressView,
+    s: &Settings,
+    label: &str,
+    sql: &str,
+    observer: &mut dyn Observer<R>,
+) -> (Result<(), tokio_postgres::Error>, u32) {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut on_progress = |p: &Progress| observer.progress(p);
+        match run_watched(client, watcher, view, sql, &mut on_progress).await {
+            Ok(()) => return (Ok(()), attempts),
+            Err(e) if db::is_lock_conflict(&e) && attempts <= s.retry.retries => {
+                let pause = s.retry.pause(attempts);
+                observer.retrying(label, attempts, pause);
+                tracing::info!(
+                    "{label}: lock not available (attempt {attempts}); retrying in {pause:?}"
+                );
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => return (Err(e), attempts),
+        }
+    }
 }
 
 /// Live progress of a maintenance statement.
@@ -688,8 +698,6 @@ mod tests {
         assert_eq!(parse_size("1.5 GiB").unwrap(), 1_610_612_736);
         assert!(parse_size("10 parsecs").is_err());
         assert!(parse_size("MiB").is_err());
-        assert_eq!(human_bytes(10 * 1024 * 1024), "10.0 MiB");
-        assert_eq!(human_bytes(100), "100 B");
     }
 
     #[test]
@@ -727,10 +735,20 @@ mod tests {
             retries: 5,
             backoff: Duration::from_secs(1),
         };
-        assert_eq!(r.pause(1), Duration::from_secs(1));
-        assert_eq!(r.pause(2), Duration::from_secs(2));
-        assert_eq!(r.pause(3), Duration::from_secs(4));
-        assert_eq!(r.pause(30), Duration::from_secs(60));
+        let within = |n: u32, base: u64| {
+            let p = r.pause(n);
+            assert!(
+                p >= Duration::from_secs(base) && p <= Duration::from_millis(base * 1500),
+                "pause({n}) = {p:?}, expected {base} s plus at most half again"
+            );
+            p
+        };
+        within(1, 1);
+        within(2, 2);
+        within(30, 60);
+        // Jittered: sessions waiting on the same lock do not retry in lockstep.
+        let pauses: std::collections::BTreeSet<Duration> = (0..50).map(|_| within(3, 4)).collect();
+        assert!(pauses.len() > 1, "50 pauses were all {pauses:?}");
     }
 
     #[test]

@@ -12,11 +12,12 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::{
-    display_name, human_bytes, is_lock_error, run_watched, Observer, Outcome, ProgressView,
-    Recorder, Relation, RunRecord, Settings, Watcher,
+    display_name, run_watched, Observer, Outcome, ProgressView, Recorder, Relation, RunRecord,
+    Settings, Watcher,
 };
 use crate::db;
 use crate::error::Error;
+use crate::units::human_bytes;
 
 /// Every (leaf) index in user schemas with what the bloat estimate needs. `$1` limits to
 /// these index oids (NULL = all). Width and null fraction come from pg_stats: of the table
@@ -656,7 +657,17 @@ pub async fn execute(
                     "DROP INDEX CONCURRENTLY IF EXISTS {}",
                     db::quote_qualified(&ix.schema, &ix.index)
                 );
-                match with_retry(client, watcher, s, &label, &sql, observer).await {
+                match super::with_retry(
+                    client,
+                    watcher,
+                    ProgressView::CreateIndex,
+                    s,
+                    &label,
+                    &sql,
+                    observer,
+                )
+                .await
+                {
                     (Ok(()), n) => {
                         r.attempts += n;
                         r.size_after = Some(0);
@@ -736,39 +747,6 @@ async fn invalid_names(client: &Client, table_oid: u32) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Runs one statement with lock-timeout retries; returns the last result and attempts.
-async fn with_retry(
-    client: &Client,
-    watcher: Option<&Watcher<'_>>,
-    s: &Settings,
-    label: &str,
-    sql: &str,
-    observer: &mut dyn Observer<IndexResult>,
-) -> (Result<(), tokio_postgres::Error>, u32) {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let mut on_progress = |p: &super::Progress| observer.progress(p);
-        match run_watched(
-            client,
-            watcher,
-            ProgressView::CreateIndex,
-            sql,
-            &mut on_progress,
-        )
-        .await
-        {
-            Ok(()) => return (Ok(()), attempts),
-            Err(e) if is_lock_error(&e) && attempts <= s.retry.retries => {
-                let pause = s.retry.pause(attempts);
-                observer.retrying(label, attempts, pause);
-                tokio::time::sleep(pause).await;
-            }
-            Err(e) => return (Err(e), attempts),
-        }
-    }
-}
-
 /// `REINDEX INDEX CONCURRENTLY`; after a failed attempt the `_ccnew` copy it left is
 /// dropped concurrently, and a lock timeout is retried with backoff.
 async fn rebuild(
@@ -820,7 +798,17 @@ async fn rebuild(
                     db::quote_qualified(&ix.schema, left)
                 );
                 let dl = format!("DROP INDEX CONCURRENTLY {}", display_name(&ix.schema, left));
-                match with_retry(client, None, s, &dl, &drop, observer).await {
+                match super::with_retry(
+                    client,
+                    None,
+                    ProgressView::CreateIndex,
+                    s,
+                    &dl,
+                    &drop,
+                    observer,
+                )
+                .await
+                {
                     (Ok(()), _) => r.dropped_leftovers.push(left.clone()),
                     (Err(e), _) => {
                         let msg = format!(
@@ -833,7 +821,7 @@ async fn rebuild(
                 }
             }
         }
-        if is_lock_error(&err) && tries <= s.retry.retries {
+        if db::is_lock_conflict(&err) && tries <= s.retry.retries {
             let pause = s.retry.pause(tries);
             observer.retrying(&label, tries, pause);
             tokio::time::sleep(pause).await;
@@ -852,7 +840,7 @@ fn fail(r: &mut IndexResult, ix: &IndexInfo, e: &tokio_postgres::Error, dropping
         r.error = Some("the index was dropped since the plan was made".into());
         return;
     }
-    let lock = is_lock_error(e);
+    let lock = db::is_lock_conflict(e);
     r.outcome = if lock {
         Outcome::Skipped
     } else {

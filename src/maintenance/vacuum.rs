@@ -10,10 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::{
-    is_lock_error, run_watched, Observer, Outcome, ProgressView, Recorder, Relation, RunRecord,
-    Settings, Watcher,
-};
+use super::{Observer, Outcome, ProgressView, Recorder, Relation, RunRecord, Settings, Watcher};
 use crate::db;
 use crate::error::Error;
 
@@ -561,27 +558,20 @@ async fn run_one(
     observer.started(&label);
     let started_at = Utc::now();
     let t0 = Instant::now();
-    let mut attempts = 0;
-    let result = loop {
-        attempts += 1;
-        let mut on_progress = |p: &super::Progress| observer.progress(p);
-        match run_watched(client, watcher, ProgressView::Vacuum, sql, &mut on_progress).await {
-            Ok(()) => break Ok(()),
-            Err(e) if is_lock_error(&e) && attempts <= s.retry.retries => {
-                let pause = s.retry.pause(attempts);
-                observer.retrying(&label, attempts, pause);
-                tracing::info!(
-                    "{label}: lock not available (attempt {attempts}); retrying in {pause:?}"
-                );
-                tokio::time::sleep(pause).await;
-            }
-            Err(e) => break Err(e),
-        }
-    };
+    let (result, attempts) = super::with_retry(
+        client,
+        watcher,
+        ProgressView::Vacuum,
+        s,
+        &label,
+        sql,
+        observer,
+    )
+    .await;
     let duration = t0.elapsed();
     let (outcome, error) = match &result {
         Ok(()) => (Outcome::Ok, None),
-        Err(e) if is_lock_error(e) => (
+        Err(e) if db::is_lock_conflict(e) => (
             Outcome::Skipped,
             Some(format!(
                 "lock not available after {attempts} attempts ({}); another session holds a \

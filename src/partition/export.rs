@@ -696,9 +696,9 @@ async fn export_month(
         .await
         .map_err(Error::db_ctx("cannot record the export"))?;
     obs.notice(&format!(
-        "exported {schema}.{name}: {} rows, {} bytes → {} (verified)",
+        "exported {schema}.{name}: {} rows, {} → {} (verified)",
         manifest.rows,
-        bytes,
+        crate::units::human_bytes(bytes),
         path.display()
     ));
     let mut m = ExportedMonth {

@@ -404,10 +404,6 @@ pub fn now_utc() -> NaiveDateTime {
 // ---------------------------------------------------------------------------------------
 // Short-lock transactions
 
-fn retryable(e: &tokio_postgres::Error) -> bool {
-    matches!(db::sqlstate(e), Some("55P03" | "40P01" | "40001"))
-}
-
 /// Runs `f` in a transaction with a short `lock_timeout`; when a lock is not granted in
 /// time (or a deadlock or serialization failure), rolls back and tries again with an
 /// exponential backoff and jitter. `what` names the work in messages.
@@ -416,7 +412,6 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, tokio_postgres::Error>>,
 {
-    use rand::Rng;
     let begin = format!("BEGIN; SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'");
     let mut attempt = 0u32;
     loop {
@@ -434,9 +429,10 @@ where
         };
         match result {
             Ok(v) => return Ok(v),
-            Err(e) if retryable(&e) && attempt < LOCK_ATTEMPTS => {
-                let base = 50u64.saturating_mul(1 << attempt.min(7)).min(3000);
-                let wait = base + rand::thread_rng().gen_range(0..=base / 2);
+            Err(e) if db::is_lock_conflict(&e) && attempt < LOCK_ATTEMPTS => {
+                let pause =
+                    db::retry_pause(Duration::from_millis(100), Duration::from_secs(3), attempt);
+                let wait = pause.as_millis();
                 if attempt < 5 {
                     tracing::info!(
                         "{what}: lock not granted within {LOCK_TIMEOUT_MS} ms (attempt {attempt}); retrying in {wait} ms"
@@ -446,9 +442,9 @@ where
                         "{what}: lock not granted within {LOCK_TIMEOUT_MS} ms (attempt {attempt} of {LOCK_ATTEMPTS}); retrying in {wait} ms"
                     );
                 }
-                tokio::time::sleep(Duration::from_millis(wait)).await;
+                tokio::time::sleep(pause).await;
             }
-            Err(e) if retryable(&e) => {
+            Err(e) if db::is_lock_conflict(&e) => {
                 return Err(Error::Busy(format!(
                     "{what}: the lock was not granted within {LOCK_TIMEOUT_MS} ms in {attempt} attempts \
                      (long-running transactions hold it; see pg_stat_activity). Nothing was left half \

@@ -114,6 +114,37 @@ const SQL_TLS: &str =
 const SQL_SERVER: &str = "SELECT current_setting('server_version'), current_database(), \
      extract(epoch FROM now() - pg_postmaster_start_time())::float8";
 
+/// Whether the node must accept writes: in recovery (a standby) or read-only by default
+/// (`default_transaction_read_only`), the way libpq's `target_session_attrs=read-write` sees it.
+const SQL_WRITABLE: &str =
+    "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'";
+
+/// The answer to "can the application use the database": connect, `SELECT 1`, and, when
+/// `require_writable`, neither in recovery nor read-only. `Err` carries a short reason.
+/// Performance is not judged here: that is what the health checks are for.
+pub async fn usable(
+    settings: &ConnSettings,
+    require_writable: bool,
+    statement_timeout_ms: u64,
+) -> Result<(), String> {
+    let conn = db::connect(settings).await.map_err(|e| e.to_string())?;
+    super::limit_session(&conn, statement_timeout_ms).await;
+    db::ping(&conn).await.map_err(|e| e.to_string())?;
+    if require_writable {
+        let row = conn
+            .query_one(SQL_WRITABLE, &[])
+            .await
+            .map_err(|e| db::describe(&e))?;
+        if row.get::<_, bool>(0) {
+            return Err("in recovery (a standby), not writable".into());
+        }
+        if row.get::<_, bool>(1) {
+            return Err("read-only (default_transaction_read_only is on)".into());
+        }
+    }
+    Ok(())
+}
+
 /// Runs the health checks. Never fails: an unreachable database is a CRITICAL report.
 pub async fn run(settings: &ConnSettings, policy: &Policy, sel: &Selection) -> HealthReport {
     let mut report = HealthReport {

@@ -1,7 +1,8 @@
 //! Index and sequence checks: invalid indexes, large unused indexes (with the statistics
 //! reset time), sequences near the limit of their column's type. Three queries.
 
-use super::{human_bytes, unknown, Check, Ctx, Metric, State};
+use super::{unknown, Check, Ctx, Metric, State};
+use crate::units::human_bytes;
 
 pub const IDS: &[&str] = &["invalid_indexes", "unused_indexes", "sequences"];
 

@@ -393,22 +393,6 @@ pub fn shorten(text: &str, n: usize) -> String {
     }
 }
 
-/// Bytes as people read them: "1.5 GiB".
-pub fn human_bytes(b: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = b;
-    let mut i = 0;
-    while v.abs() >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{} B", b as i64)
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

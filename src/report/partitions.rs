@@ -1,82 +1,74 @@
-//! Partition checks from pg_catalog alone (one query): runway of the time-range
-//! partitioned tables the policy names (future months that exist) and rows that landed
-//! in their default partitions.
-
-use chrono::{Datelike, NaiveDate, NaiveDateTime, Utc};
+//! Partition checks: runway of the time-range partitioned tables the policy names (the
+//! future months that exist, from `partition::runway_at`, the one implementation that
+//! `partition list` shows too) and rows that landed in their default partitions (live-tuple
+//! statistics). One catalog query, plus `partition::partitions` per managed table.
 
 use super::{unknown, Check, Ctx, Metric, State};
+use crate::partition::{self, Runway};
 
 pub const IDS: &[&str] = &["partition_runway", "default_partition_rows"];
 
-/// One row per partition of every partitioned table (a table with none yields one row of NULLs).
-const SQL_PARTITIONS: &str = "\
-SELECT pn.nspname::text, pc.relname::text, pt.partstrat::text, pt.partnatts::int4, \
-       format_type(a.atttypid, NULL), c.relname::text, \
-       pg_get_expr(c.relpartbound, c.oid), coalesce(pg_stat_get_live_tuples(c.oid), 0)::int8, \
-       c.relkind::text \
+/// One row per partitioned table: whether it is time-range partitioned on one column, and
+/// its default partition with its live rows (statistics).
+const SQL_TABLES: &str = "\
+SELECT pn.nspname::text, pc.relname::text, pc.oid, pt.partstrat::text, pt.partnatts::int4, \
+       format_type(a.atttypid, NULL), d.relname::text, \
+       coalesce(pg_stat_get_live_tuples(d.oid), 0)::int8 \
 FROM pg_partitioned_table pt \
 JOIN pg_class pc ON pc.oid = pt.partrelid \
 JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
 LEFT JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] \
-LEFT JOIN pg_inherits i ON i.inhparent = pt.partrelid \
-LEFT JOIN pg_class c ON c.oid = i.inhrelid \
+LEFT JOIN pg_class d ON d.oid = pt.partdefid \
 WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema') \
-ORDER BY 1, 2, 6";
+ORDER BY 1, 2";
 
-#[derive(Debug, Default)]
+/// Puts back the session settings `partition::prepare_session` changed for the bounds.
+const SQL_RESET_SESSION: &str = "RESET TimeZone; RESET DateStyle";
+
+#[derive(Debug)]
 struct Table {
     name: String,
+    oid: u32,
     time_range: bool,
-    /// [from, to) of each range partition; None for MINVALUE/MAXVALUE.
-    ranges: Vec<(Option<NaiveDateTime>, Option<NaiveDateTime>)>,
     default: Option<(String, i64)>,
 }
+
+/// A table's runway, or None when it has no range partition yet (only a default).
+type TableRunway = (String, Option<Runway>);
 
 pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
     let t = ctx.t();
     if !IDS.iter().any(|i| wants(i)) {
         return Vec::new();
     }
-    let rows = match ctx.client.query(SQL_PARTITIONS, &[]).await {
+    let rows = match ctx.client.query(SQL_TABLES, &[]).await {
         Ok(r) => r,
         Err(e) => {
             return IDS
                 .iter()
                 .filter(|i| wants(i))
-                .map(|i| unknown(i, &e, "pg_partitioned_table/pg_inherits are not readable"))
+                .map(|i| unknown(i, &e, "pg_partitioned_table is not readable"))
                 .collect()
         }
     };
-    let mut tables: Vec<Table> = Vec::new();
-    for r in &rows {
-        let name = format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1));
-        if tables.last().map_or(true, |x| x.name != name) {
-            let strat: String = r.get(2);
-            let natts: i32 = r.get(3);
-            let ty: Option<String> = r.get(4);
-            tables.push(Table {
-                name: name.clone(),
-                time_range: strat == "r"
-                    && natts == 1
+    let mut tables: Vec<Table> = rows
+        .iter()
+        .map(|r| {
+            let ty: Option<String> = r.get(5);
+            Table {
+                name: format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1)),
+                oid: r.get(2),
+                time_range: r.get::<_, String>(3) == "r"
+                    && r.get::<_, i32>(4) == 1
                     && ty
                         .as_deref()
                         .is_some_and(|t| t == "date" || t.starts_with("timestamp")),
-                ..Default::default()
-            });
-        }
-        let tb = tables.last_mut().unwrap();
-        let Some(part) = r.get::<_, Option<String>>(5) else {
-            continue;
-        };
-        let bound: String = r.get::<_, Option<String>>(6).unwrap_or_default();
-        if bound == "DEFAULT" {
-            tb.default = Some((part, r.get(7)));
-        } else if tb.time_range {
-            if let Some(range) = parse_range(&bound) {
-                tb.ranges.push(range);
+                default: r
+                    .get::<_, Option<String>>(6)
+                    .map(|d| (d, r.get::<_, i64>(7))),
             }
-        }
-    }
+        })
+        .collect();
     // Judge the tables opsctl manages ([[partitions.tables]] of the policy); the archive
     // tables and partitioned tables of other tools are not ours to judge.
     let managed: Vec<String> = ctx
@@ -87,10 +79,17 @@ pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
         .map(|t| format!("{}.{}", t.schema, t.table))
         .collect();
     tables.retain(|t| managed.contains(&t.name));
-    let now = Utc::now().naive_utc();
     let mut out = Vec::new();
     if wants("partition_runway") {
-        out.push(runway(&tables, now, t.partition_runway_warn_months));
+        out.push(match runways(ctx, &tables).await {
+            Ok(r) => runway(&r, t.partition_runway_warn_months),
+            Err(e) => Check::new(
+                "partition_runway",
+                State::Unknown,
+                e.to_string(),
+                "the partitions (pg_inherits, pg_class) are not readable by this role",
+            ),
+        });
     }
     if wants("default_partition_rows") {
         let defaults: Vec<&(String, i64)> =
@@ -137,9 +136,38 @@ pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
     out
 }
 
-fn runway(tables: &[Table], now: NaiveDateTime, warn_months: i64) -> Check {
+/// The runway of every time-range table, the way `partition list` computes it.
+async fn runways(ctx: &Ctx<'_>, tables: &[Table]) -> Result<Vec<TableRunway>, crate::Error> {
     let ranged: Vec<&Table> = tables.iter().filter(|t| t.time_range).collect();
     if ranged.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Bounds are read in UTC, as partition work does; the session is put back afterwards.
+    partition::prepare_session(ctx.client).await?;
+    let now = partition::now_utc();
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for t in ranged {
+        match partition::partitions(ctx.client, t.oid).await {
+            Ok(parts) => {
+                let any = parts.iter().any(|p| !p.is_default);
+                out.push((
+                    t.name.clone(),
+                    any.then(|| partition::runway_at(&parts, now)),
+                ));
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let _ = ctx.client.batch_execute(SQL_RESET_SESSION).await;
+    result.map(|()| out)
+}
+
+fn runway(tables: &[TableRunway], warn_months: i64) -> Check {
+    if tables.is_empty() {
         return Check::not_configured("partition_runway", "no time-range partitioned tables");
     }
     let mut state = State::Ok;
@@ -154,14 +182,14 @@ fn runway(tables: &[Table], now: NaiveDateTime, warn_months: i64) -> Check {
         "< {warn_months} future months WARNING, current month missing CRITICAL"
     ));
     let mut configured = 0;
-    for t in ranged {
-        if t.ranges.is_empty() {
-            parts.push(format!("{}: no monthly partitions yet", t.name));
+    for (name, r) in tables {
+        let Some(r) = r else {
+            parts.push(format!("{name}: no monthly partitions yet"));
             continue;
-        }
+        };
         configured += 1;
-        let (covered, months) = future_months(&t.ranges, now);
-        let s = if !covered {
+        let months = i64::from(r.future_months);
+        let s = if !r.current_month {
             State::Critical
         } else if months < warn_months {
             State::Warning
@@ -169,20 +197,20 @@ fn runway(tables: &[Table], now: NaiveDateTime, warn_months: i64) -> Check {
             State::Ok
         };
         state = state.max_sev(s);
-        parts.push(if !covered {
-            format!("{}: the current month has no partition", t.name)
+        parts.push(if !r.current_month {
+            format!("{name}: the current month has no partition")
         } else if months >= 1200 {
-            format!("{}: unbounded", t.name)
+            format!("{name}: unbounded")
         } else {
-            format!("{}: {months} future months", t.name)
+            format!("{name}: {months} future months")
         });
         c = c.metric(
             Metric::new(
                 "partition_future_months",
                 "Whole months after the current one covered by partitions.",
-                if covered { months as f64 } else { -1.0 },
+                if r.current_month { months as f64 } else { -1.0 },
             )
-            .label("relname", t.name.clone())
+            .label("relname", name.clone())
             .thresholds(warn_months as f64, 0.0),
         );
     }
@@ -200,123 +228,4 @@ fn runway(tables: &[Table], now: NaiveDateTime, warn_months: i64) -> Check {
     c.state = state;
     c.value = parts.join("; ");
     c
-}
-
-/// Whether `now` is covered, and how many whole months after the current one are
-/// covered without a gap (1200 for MAXVALUE).
-fn future_months(
-    ranges: &[(Option<NaiveDateTime>, Option<NaiveDateTime>)],
-    now: NaiveDateTime,
-) -> (bool, i64) {
-    let covers = |t: NaiveDateTime| {
-        ranges
-            .iter()
-            .find(|(f, to)| f.map_or(true, |f| f <= t) && to.map_or(true, |to| t < to))
-    };
-    // Walk forward from now through adjacent partitions.
-    let mut t = now;
-    let mut covered_now = false;
-    for _ in 0..10_000 {
-        match covers(t) {
-            Some((_, None)) => return (true, 1200),
-            Some((_, Some(to))) => {
-                covered_now = true;
-                t = *to;
-            }
-            None => break,
-        }
-    }
-    if !covered_now {
-        return (false, 0);
-    }
-    let mut month = next_month(now.date().with_day(1).unwrap());
-    let mut n = 0;
-    while n < 1200 {
-        let end = next_month(month);
-        if end.and_hms_opt(0, 0, 0).unwrap() <= t {
-            n += 1;
-            month = end;
-        } else {
-            break;
-        }
-    }
-    (true, n)
-}
-
-fn next_month(d: NaiveDate) -> NaiveDate {
-    if d.month() == 12 {
-        NaiveDate::from_ymd_opt(d.year() + 1, 1, 1).unwrap()
-    } else {
-        NaiveDate::from_ymd_opt(d.year(), d.month() + 1, 1).unwrap()
-    }
-}
-
-/// Parses `FOR VALUES FROM ('2026-11-01 00:00:00') TO ('2026-12-01 00:00:00')`.
-fn parse_range(bound: &str) -> Option<(Option<NaiveDateTime>, Option<NaiveDateTime>)> {
-    let rest = bound.strip_prefix("FOR VALUES FROM (")?;
-    let (from, rest) = rest.split_once(") TO (")?;
-    let to = rest.strip_suffix(')')?;
-    Some((parse_value(from)?, parse_value(to)?))
-}
-
-/// One bound value; Ok(None) for MINVALUE/MAXVALUE.
-fn parse_value(v: &str) -> Option<Option<NaiveDateTime>> {
-    let v = v.trim();
-    if v.eq_ignore_ascii_case("MINVALUE") || v.eq_ignore_ascii_case("MAXVALUE") {
-        return Some(None);
-    }
-    let s = v.trim_matches('\'');
-    // Timestamps with a zone: keep the wall-clock part in UTC terms.
-    if let Ok(dt) = chrono::DateTime::parse_from_str(&format!("{s}00"), "%Y-%m-%d %H:%M:%S%z")
-        .or_else(|_| chrono::DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%#z"))
-    {
-        return Some(Some(dt.naive_utc()));
-    }
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S"] {
-        if let Ok(dt) = NaiveDateTime::parse_from_str(s, f) {
-            return Some(Some(dt));
-        }
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .map(|d| Some(d.and_hms_opt(0, 0, 0).unwrap()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dt(s: &str) -> NaiveDateTime {
-        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap()
-    }
-
-    #[test]
-    fn parses_bounds() {
-        let r = parse_range("FOR VALUES FROM ('2026-11-01 00:00:00') TO ('2026-12-01 00:00:00')")
-            .unwrap();
-        assert_eq!(r.1, Some(dt("2026-12-01 00:00:00")));
-        let r = parse_range("FOR VALUES FROM ('2026-11-01') TO (MAXVALUE)").unwrap();
-        assert_eq!(r.1, None);
-        let r =
-            parse_range("FOR VALUES FROM ('2026-11-01 00:00:00+00') TO ('2026-12-01 00:00:00+00')")
-                .unwrap();
-        assert_eq!(r.0, Some(dt("2026-11-01 00:00:00")));
-    }
-
-    #[test]
-    fn counts_future_months() {
-        let now = dt("2026-11-25 10:00:00");
-        let m = |a: &str, b: &str| (Some(dt(a)), Some(dt(b)));
-        let only_now = vec![m("2026-11-01 00:00:00", "2026-12-01 00:00:00")];
-        assert_eq!(future_months(&only_now, now), (true, 0));
-        let three = vec![
-            m("2026-11-01 00:00:00", "2026-12-01 00:00:00"),
-            m("2026-12-01 00:00:00", "2027-01-01 00:00:00"),
-            m("2027-01-01 00:00:00", "2027-02-01 00:00:00"),
-            m("2027-03-01 00:00:00", "2027-04-01 00:00:00"),
-        ];
-        assert_eq!(future_months(&three, now), (true, 2));
-        let past = vec![m("2026-09-01 00:00:00", "2026-10-01 00:00:00")];
-        assert_eq!(future_months(&past, now), (false, 0));
-    }
 }

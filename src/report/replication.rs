@@ -1,7 +1,8 @@
 //! Replication checks, when there is any replication: lag of standbys (on a primary) or
 //! of this server (on a standby), and inactive replication slots holding WAL. Two queries.
 
-use super::{human_bytes, unknown, Check, Ctx, Metric, State};
+use super::{unknown, Check, Ctx, Metric, State};
+use crate::units::human_bytes;
 
 pub const IDS: &[&str] = &["replication_lag", "replication_slots"];
 

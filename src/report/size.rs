@@ -7,10 +7,11 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{human_bytes, Check, Metric, State};
+use super::{Check, Metric, State};
 use crate::db::{self, ConnSettings};
 use crate::error::Error;
 use crate::policy::Policy;
+use crate::units::human_bytes;
 
 pub const CHECK_IDS: &[&str] = &["database_size"];
 

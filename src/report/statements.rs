@@ -1,5 +1,6 @@
 //! The slowest queries from pg_stat_statements: top by total time and by mean time,
-//! with calls. UNKNOWN with the way to enable it when the extension is missing. Two queries.
+//! with calls. "Not configured" (OK) with the way to enable it when the extension is not
+//! installed; UNKNOWN when it is installed but cannot be read. Two queries.
 
 use serde::Serialize;
 
@@ -7,6 +8,10 @@ use super::{shorten, unknown, Check, Ctx, Metric, State};
 use crate::db::quote_ident;
 
 pub const IDS: &[&str] = &["slow_queries"];
+
+/// What `slow_queries` says when the extension is not installed.
+const NOT_INSTALLED: &str = "pg_stat_statements is not installed in this database (add it to \
+     shared_preload_libraries, restart, then CREATE EXTENSION pg_stat_statements)";
 
 const SQL_EXT: &str =
     "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_stat_statements'";
@@ -39,13 +44,9 @@ pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
         Ok(r) => r.map(|r| r.get(0)),
         Err(e) => return vec![unknown(ID, &e, "pg_extension is not readable")],
     };
+    // An optional extension that is not installed is not set up: OK, with the way to do it.
     let Some(schema) = schema else {
-        return vec![Check::new(
-            ID,
-            State::Unknown,
-            "pg_stat_statements is not installed in this database",
-            "add pg_stat_statements to shared_preload_libraries, restart, then CREATE EXTENSION pg_stat_statements",
-        )];
+        return vec![Check::not_configured(ID, NOT_INSTALLED)];
     };
     if !ctx.privs.sees_all_stats() {
         return vec![Check::new(

@@ -72,7 +72,10 @@ impl<'a> ProcessExecutor<'a> {
         }
         if recording && runner == "daemon" {
             let pid = std::process::id() as i32;
-            match conn.execute(SQL_ORPHANS, &[&pid, &hostname()]).await {
+            match conn
+                .execute(SQL_ORPHANS, &[&pid, &crate::oplog::hostname()])
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!("marked {n} run(s) of a stopped scheduler as failed"),
                 Err(e) => tracing::warn!("cannot close orphaned runs: {}", crate::db::describe(&e)),
@@ -91,7 +94,7 @@ impl<'a> ProcessExecutor<'a> {
         if !self.recording {
             return None;
         }
-        let host = hostname();
+        let host = crate::oplog::hostname();
         let pid = std::process::id() as i32;
         match self
             .conn
@@ -141,12 +144,6 @@ fn outcome_columns(o: &Outcome) -> (&'static str, Option<String>) {
     }
 }
 
-pub fn hostname() -> String {
-    hostname::get()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 impl Executor for ProcessExecutor<'_> {
     async fn run(
         &mut self,
@@ -185,7 +182,10 @@ impl Executor for ProcessExecutor<'_> {
             let pid = std::process::id() as i32;
             if let Err(e) = self
                 .conn
-                .execute(SQL_SKIP, &[&job.name(), &fire, &reason, &hostname(), &pid])
+                .execute(
+                    SQL_SKIP,
+                    &[&job.name(), &fire, &reason, &crate::oplog::hostname(), &pid],
+                )
                 .await
             {
                 tracing::warn!("cannot record a skipped run: {}", crate::db::describe(&e));

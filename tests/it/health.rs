@@ -5,7 +5,6 @@ use crate::common::{free_port, opsctl, TestDb};
 #[test]
 fn healthy_json_and_exit_zero() {
     let db = TestDb::new("h");
-    // Without it slow_queries is UNKNOWN (exit 3), by design.
     db.sql("CREATE EXTENSION pg_stat_statements");
     let r = db
         .opsctl()

@@ -462,6 +462,46 @@ fn partition_runway_and_default_rows() {
     );
 }
 
+/// `opsctl health` and `opsctl partition list` count the runway the same way (one
+/// implementation), whatever the session time zone: here the next month is split in two
+/// halves, which no single partition covers whole.
+#[test]
+fn health_runway_is_partition_list_runway() {
+    let db = TestDb::with_schema("rrunway");
+    db.sql(&format!(
+        "ALTER DATABASE {} SET timezone = 'Pacific/Kiritimati'",
+        db.name
+    ));
+    make_months(&db, 0, 0);
+    db.sql(
+        "DO $$ DECLARE m date := (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month')::date; BEGIN \
+           EXECUTE format('CREATE TABLE trades_h1 PARTITION OF trades FOR VALUES FROM (%L) TO (%L)', m, m + 15); \
+           EXECUTE format('CREATE TABLE trades_h2 PARTITION OF trades FOR VALUES FROM (%L) TO (%L)', m + 15, (m + interval '1 month')::date); \
+           EXECUTE format('CREATE TABLE trades_m2 PARTITION OF trades FOR VALUES FROM (%L) TO (%L)', (m + interval '1 month')::date, (m + interval '2 months')::date); \
+         END $$",
+    );
+    let listed = db
+        .opsctl()
+        .args(["partition", "list", "--table", "trades", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    let runway = &listed["tables"][0]["runway"];
+    assert_eq!(runway["current_month"], true, "{listed}");
+    let months = runway["future_months"].as_i64().unwrap();
+    let (_, j) = health(&db, None, &["--check", "partition_runway"]);
+    let c = check(&j, "partition_runway");
+    assert!(
+        c["value"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("public.trades: {months} future months")),
+        "partition list says {months} future months; health: {c}"
+    );
+    let metric = c["metrics"][0]["value"].as_f64().unwrap();
+    assert_eq!(metric, months as f64, "{c}");
+}
+
 #[test]
 fn backup_freshness_and_restore_drill() {
     let db = TestDb::with_schema("rback");
@@ -688,7 +728,12 @@ fn audit_chain_seals_verifies_and_breaks() {
 #[test]
 fn slow_queries_need_pg_stat_statements() {
     let db = TestDb::new("rstmt");
-    let c = assert_state(&db, None, "slow_queries", "UNKNOWN");
+    // An optional extension not installed is not set up: OK, with the way to enable it.
+    let c = assert_state(&db, None, "slow_queries", "OK");
+    assert!(
+        c["value"].as_str().unwrap().starts_with("not configured"),
+        "{c}"
+    );
     assert!(
         c["hint"]
             .as_str()
@@ -704,6 +749,30 @@ fn slow_queries_need_pg_stat_statements() {
     let c = assert_state(&db, Some(&pol), "slow_queries", "WARNING");
     assert!(c["value"].as_str().unwrap().contains("pg_sleep"), "{c}");
     assert!(!c["details"]["top_by_total"].as_array().unwrap().is_empty());
+    // Installed but unreadable by this role: UNKNOWN, never OK.
+    let role = format!("stm_{}", db.name);
+    db.sql(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'Stm-pw-1' IN ROLE pg_monitor; \
+         GRANT CONNECT ON DATABASE {} TO {role}; REVOKE ALL ON pg_stat_statements FROM PUBLIC",
+        db.name
+    ));
+    let url = format!(
+        "postgresql://{role}:Stm-pw-1@localhost:{}/{}?sslmode=verify-full&sslrootcert={}",
+        cluster().port,
+        db.name,
+        cluster().ca.display()
+    );
+    let r = opsctl()
+        .args(["health", "--format", "json", "--check", "slow_queries"])
+        .args(["--database-url", &url])
+        .run()
+        .code(3);
+    let c = check(&r.json(), "slow_queries").clone();
+    assert_eq!(c["state"], "UNKNOWN", "{c}");
+    assert!(
+        c["hint"].as_str().unwrap().contains("permission denied"),
+        "{c}"
+    );
 }
 
 #[test]
@@ -961,13 +1030,14 @@ fn exit_codes_are_the_worst_state() {
         .arg(&crit)
         .run()
         .code(2);
+    // A stock server without pg_stat_statements is OK for Nagios, not UNKNOWN forever.
     db.sql("DROP EXTENSION pg_stat_statements");
     let r = db
         .opsctl()
-        .args(["health", "--check", "slow_queries"])
+        .args(["health", "--format", "nagios"])
         .run()
-        .code(3);
-    assert!(r.stdout.contains("UNKNOWN"), "{}", r.stdout);
+        .code(0);
+    assert!(r.stdout.starts_with("OPSCTL HEALTH OK"), "{}", r.stdout);
     // Usage and configuration errors of reports are UNKNOWN.
     opsctl()
         .args(["report", "pool", "--format", "xml"])
@@ -1091,21 +1161,7 @@ fn size_report_snapshots_growth_and_runway() {
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (code, body)
+    http_get_with(port, path, "")
 }
 
 fn wait_listening(port: u16, child: &mut Child) {
@@ -1157,10 +1213,10 @@ fn serve_answers_health_metrics_and_404_then_stops_on_sigterm() {
     let (code, body) = http_get(port, "/db/health");
     assert_eq!(code, 200, "{body}");
     let j: Value = serde_json::from_str(&body).unwrap();
-    // WARNING still counts as healthy.
+    // A WARNING check does not concern the load balancer.
     assert_eq!(j["status"], "healthy");
     assert_eq!(j["database"], "connected");
-    assert_eq!(j["state"], "WARNING");
+    assert_eq!(j["state"], "OK");
     let (code, body) = http_get(port, "/metrics");
     assert_eq!(code, 200);
     assert_prometheus(&body);
@@ -1170,7 +1226,8 @@ fn serve_answers_health_metrics_and_404_then_stops_on_sigterm() {
     let (code, _) = http_get(port, "/");
     assert_eq!(code, 404);
     // Cached: a burst of scrapes runs the checks once.
-    let runs = "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE '%pg_blocking_pids%'";
+    let runs = "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE '%pg_blocking_pids%' \
+                AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())";
     let before = db.sql(runs);
     assert_ne!(before, "0");
     for _ in 0..20 {
@@ -1209,6 +1266,361 @@ fn serve_answers_health_metrics_and_404_then_stops_on_sigterm() {
     let (_, body) = http_get(port, "/metrics");
     assert!(body.contains("opsctl_up 0"), "{body}");
     assert_eq!(sigterm_and_wait(&mut child), 0);
+}
+
+fn http_get_with(port: u16, path: &str, headers: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn spawn_serve(db: &TestDb, port: u16, extra: &[&str]) -> Child {
+    let mut child = db
+        .opsctl()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .spawn();
+    wait_listening(port, &mut child);
+    child
+}
+
+/// The load balancer's question is "can the application use the database": a CRITICAL
+/// performance check does not make it 500; a read-only node does where the policy says
+/// the node must be writable.
+#[test]
+fn serve_health_is_usability_not_performance() {
+    let db = TestDb::new("rserveuse");
+    db.sql("CREATE EXTENSION pg_stat_statements");
+    // No cache hit ratio can pass these thresholds: cache_hit_ratio is CRITICAL.
+    let (_d, pol) = policy(
+        "[reports]\ncache_hit_warn_percent = 100\ncache_hit_crit_percent = 100\ncache_hit_min_blocks = 0\n",
+    );
+    db.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    db.sql("SELECT count(*) FROM t");
+    wait_for(
+        &db,
+        "SELECT (sum(heap_blks_hit + heap_blks_read) > 0)::text FROM pg_statio_user_tables",
+        "true",
+    );
+    assert_state(&db, Some(&pol), "cache_hit_ratio", "CRITICAL");
+    let port = free_port();
+    let mut child = spawn_serve(&db, port, &["--policy", pol.to_str().unwrap()]);
+    let (code, body) = http_get(port, "/db/health");
+    assert_eq!(code, 200, "{body}");
+    let j: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["status"], "healthy", "{j}");
+    assert_eq!(j["state"], "OK", "{j}");
+    // The performance judgement stays in /metrics and `opsctl health`.
+    let (_, metrics) = http_get(port, "/metrics");
+    assert!(
+        metrics.contains("opsctl_check_state{check=\"cache_hit_ratio\"} 2"),
+        "{metrics}"
+    );
+    db.opsctl()
+        .args(["health", "--check", "cache_hit_ratio", "--policy"])
+        .arg(&pol)
+        .run()
+        .code(2);
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+
+    // A node that must be writable and is not: 500 with the reason.
+    db.sql(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on",
+        db.name
+    ));
+    let port = free_port();
+    let mut child = spawn_serve(&db, port, &[]);
+    assert_eq!(http_get(port, "/db/health").0, 200);
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    let (_d2, writable) = policy("[reports]\nserve_require_writable = true\n");
+    let port = free_port();
+    let mut child = spawn_serve(&db, port, &["--policy", writable.to_str().unwrap()]);
+    let (code, body) = http_get(port, "/db/health");
+    assert_eq!(code, 500, "{body}");
+    let j: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["status"], "unhealthy", "{j}");
+    assert_eq!(j["state"], "CRITICAL", "{j}");
+    assert!(j["database"].as_str().unwrap().contains("read-only"), "{j}");
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+}
+
+/// /db/health tells an anonymous client whether the database is usable, nothing more;
+/// sessions and query text need --details or the bearer token.
+#[test]
+fn serve_health_hides_sessions_unless_allowed() {
+    let db = TestDb::new("rservepriv");
+    db.sql("CREATE EXTENSION pg_stat_statements");
+    let _bg = psql_bg(&db, "SELECT pg_sleep(60), 'zebra-4711-secret';\n");
+    wait_for(
+        &db,
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%zebra-4711%' AND state = 'active' AND pid <> pg_backend_pid()",
+        "1",
+    );
+    let (_d, pol) = policy("[reports]\nlong_query_warn_seconds = 0.1\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let token = "0123456789abcdef0123456789abcdef";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = spawn_serve(
+        &db,
+        port,
+        &[
+            "--policy",
+            pol.to_str().unwrap(),
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let (code, body) = http_get(port, "/db/health");
+    assert_eq!(code, 200, "{body}");
+    let j: Value = serde_json::from_str(&body).unwrap();
+    let mut keys: Vec<&str> = j.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["database", "state", "status"], "{j}");
+    assert!(!body.contains("zebra"), "{body}");
+    // The token gets the whole report, query text included; a wrong one gets 401.
+    let (code, body) = http_get_with(
+        port,
+        "/db/health",
+        &format!("Authorization: Bearer {token}\r\n"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let j: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["status"], "healthy");
+    assert!(body.contains("zebra-4711-secret"), "{body}");
+    let c = check(&j["report"], "long_running_queries");
+    assert_eq!(c["state"], "WARNING", "{c}");
+    let (code, body) = http_get_with(port, "/db/health", "Authorization: Bearer nope\r\n");
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains("zebra"), "{body}");
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    // --details: everyone gets the report.
+    let port = free_port();
+    let mut child = spawn_serve(&db, port, &["--details", "--policy", pol.to_str().unwrap()]);
+    let (code, body) = http_get(port, "/db/health");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("zebra-4711-secret"), "{body}");
+    assert_eq!(sigterm_and_wait(&mut child), 0);
+    // A token file others can read is refused (exit 2).
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let r = db
+        .opsctl()
+        .args(["serve", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&token_file)
+        .run()
+        .code(2);
+    assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
+}
+
+/// Raises this process's soft descriptor limit to `want` (the test holds thousands of
+/// client sockets).
+fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    assert!(
+        lim.rlim_max >= want,
+        "the hard RLIMIT_NOFILE ({}) is below the {want} this test needs: raise it (ulimit -Hn)",
+        lim.rlim_max
+    );
+    if lim.rlim_cur < want {
+        lim.rlim_cur = want;
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    }
+}
+
+/// An HTTP status code within `within`, or None (no answer, reset, timeout).
+fn probe(port: u16, within: Duration) -> Option<u16> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, within).ok()?;
+    s.set_read_timeout(Some(within)).ok()?;
+    s.set_write_timeout(Some(within)).ok()?;
+    write!(s, "GET /db/health HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// 2,000 idle connections against a server limited to 1,024 descriptors: the cap keeps
+/// it below the limit, probes are answered at once (503 while full) and get 200 as soon
+/// as the idle clients time out, while they still hold their sockets.
+#[test]
+fn serve_caps_connections_and_keeps_answering_probes() {
+    use std::os::unix::process::CommandExt;
+    raise_nofile(4096);
+    let db = TestDb::new("rservecap");
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_opsctl"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("OPSCTL_DATABASE_URL", &db.url)
+        .env("HOME", "/nonexistent-home-for-tests")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // The stock limit of a service without LimitNOFILE.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd.spawn().expect("opsctl serve");
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    wait_listening(port, &mut child);
+    let pid = child.id();
+    let mut child = Kill(child);
+    assert_eq!(probe(port, Duration::from_secs(10)), Some(200));
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut idle = Vec::with_capacity(2000);
+    let mut max_fds = 0;
+    let start = Instant::now();
+    while idle.len() < 2000 && start.elapsed() < Duration::from_secs(60) {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            idle.push(s);
+        }
+        if idle.len() % 100 == 0 {
+            max_fds = max_fds.max(fds());
+        }
+    }
+    assert_eq!(idle.len(), 2000, "could not open 2000 connections in 60 s");
+    eprintln!("2000 idle connections open after {:?}", start.elapsed());
+    // Probes are answered at once while the idle connections are open.
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let code = probe(port, Duration::from_secs(3));
+        assert!(
+            code.is_some(),
+            "a probe got no answer within 3 s (after {:?}) with 2000 idle connections open",
+            t.elapsed()
+        );
+        codes.push(code.unwrap());
+        max_fds = max_fds.max(fds());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // 200 once the idle clients time out (10 s), though they still hold their sockets.
+    let mut healthy = false;
+    while start.elapsed() < Duration::from_secs(90) {
+        if probe(port, Duration::from_secs(3)) == Some(200) {
+            healthy = true;
+            break;
+        }
+        max_fds = max_fds.max(fds());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(healthy, "no 200 within 90 s; probe codes {codes:?}");
+    assert!(codes.iter().all(|c| *c == 200 || *c == 503), "{codes:?}");
+    assert!(max_fds < 1000, "the server held {max_fds} descriptors");
+    eprintln!("connection cap: probe codes {codes:?}, server descriptors at most {max_fds}");
+    assert!(child.0.try_wait().unwrap().is_none(), "serve died");
+    drop(idle);
+    assert_eq!(sigterm_and_wait(&mut child.0), 0);
+}
+
+/// Human output shows sizes in IEC units (KiB, MiB: powers of 1024), never raw byte counts
+/// or pg_size_pretty's kB/MB; JSON keeps numbers of bytes.
+#[test]
+fn sizes_are_in_iec_units_in_text_output() {
+    let db = TestDb::with_schema("runits");
+    make_months(&db, 0, 1);
+    let r = db.opsctl().args(["partition", "list"]).run().success();
+    let sizes = sizes_in(&r.stdout);
+    assert!(!sizes.is_empty(), "no sizes in:\n{}", r.stdout);
+    for (n, unit) in &sizes {
+        assert!(
+            ["B", "KiB", "MiB", "GiB", "TiB"].contains(&unit.as_str()),
+            "{n} {unit} in:\n{}",
+            r.stdout
+        );
+    }
+    let j = db
+        .opsctl()
+        .args(["partition", "list", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    assert!(j.to_string().contains("\"bytes\":"), "{j}");
+    // backup create and list: dump, compressed and file sizes.
+    let repo = Repo::new();
+    let r = repo
+        .cmd(&db)
+        .args(["backup", "create", "--dir"])
+        .arg(repo.path())
+        .run()
+        .success();
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("dump "))
+        .unwrap_or_else(|| panic!("no sizes line in:\n{}", r.stdout));
+    assert!(!line.contains(" bytes"), "{line}");
+    assert_eq!(sizes_in(line).len(), 3, "{line}");
+    let r = repo
+        .cmd(&db)
+        .args(["backup", "list", "--dir"])
+        .arg(repo.path())
+        .run()
+        .success();
+    assert!(sizes_in(&r.stdout).len() >= 3, "{}", r.stdout);
+}
+
+/// Every "<number> <unit>" size in a text: (number, unit) for units that look like sizes.
+fn sizes_in(text: &str) -> Vec<(String, String)> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0].parse::<f64>().is_ok())
+        .map(|w| {
+            let unit = w[1].trim_end_matches([',', ';', ')', '.']);
+            (w[0].to_string(), unit.to_string())
+        })
+        .filter(|(_, u)| {
+            [
+                "B", "bytes", "kB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB",
+            ]
+            .contains(&u.as_str())
+        })
+        .collect()
 }
 
 #[test]
