@@ -115,13 +115,7 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
     let dir = backup_dir(&a.dir, &policy)?;
     let keys = load_keys(&a.keys, &policy)?;
     let pb = progress("dumping");
-    let fut = create::create(
-        &settings,
-        &dir,
-        keys,
-        pb.clone(),
-        Duration::from_secs(a.lock_wait),
-    );
+    let fut = create::create(&settings, &dir, keys, pb.clone(), a.lock_wait);
     // On Ctrl-C/SIGTERM the create future is dropped: its guard kills pg_dump and removes
     // the temporary file.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -275,7 +269,9 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
             s.verify_ok = Some(report.ok);
             s.verify_reason = reason.clone();
         }) {
-            eprintln!("warning: cannot record the result beside the backup: {e}");
+            crate::logging::warn(format_args!(
+                "cannot record the result beside the backup: {e}"
+            ));
         }
     }
     if connection_configured(&a.connect) {
@@ -287,8 +283,10 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
             };
             match rec.await {
                 Ok(true) => {}
-                Ok(false) => eprintln!("note: {}", bookkeeping::NOT_INSTALLED),
-                Err(e) => eprintln!("warning: verification not recorded in the opsctl schema: {e}"),
+                Ok(false) => crate::logging::note(bookkeeping::NOT_INSTALLED),
+                Err(e) => crate::logging::warn(format_args!(
+                    "verification not recorded in the opsctl schema: {e}"
+                )),
             }
         }
     }
@@ -309,7 +307,7 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
             report.rows
         ));
     } else {
-        eprintln!(
+        crate::logging::error(format_args!(
             "backup {} is BAD: {}",
             path.display(),
             report
@@ -317,7 +315,7 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
                 .as_ref()
                 .map(|f| f.message.as_str())
                 .unwrap_or("?")
-        );
+        ));
     }
     Ok(if report.ok { EXIT_OK } else { EXIT_FAILURE })
 }
@@ -361,7 +359,9 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
             match async { crate::db::connect(&conn_settings(&a.connect)?).await }.await {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    eprintln!("warning: deletions not recorded in the opsctl schema: {e}");
+                    crate::logging::warn(format_args!(
+                        "deletions not recorded in the opsctl schema: {e}"
+                    ));
                     None
                 }
             }
