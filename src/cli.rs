@@ -129,7 +129,8 @@ pub struct ConnectArgs {
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
     /// Policy file (TOML). Built-in defaults when not given.
-    #[arg(long, env = "OPSCTL_POLICY")]
+    // After the command's own options (what to act on comes first).
+    #[arg(long, env = "OPSCTL_POLICY", display_order = 900)]
     pub policy: Option<PathBuf>,
 }
 

@@ -21,13 +21,13 @@ pub fn parse_utc(text: &str) -> Result<DateTime<Utc>, String> {
         return Ok(d.with_timezone(&Utc));
     }
     // RFC 3339 with a space instead of the `T`, or without seconds, with a zone.
+    let zoned = t.replace(['Z', 'z'], "+00:00");
     for fmt in [
         "%Y-%m-%d %H:%M:%S%.f%:z",
         "%Y-%m-%dT%H:%M%:z",
         "%Y-%m-%d %H:%M%:z",
     ] {
-        let z = t.replace('Z', "+00:00").replace('z', "+00:00");
-        if let Ok(d) = DateTime::parse_from_str(&z, fmt) {
+        if let Ok(d) = DateTime::parse_from_str(&zoned, fmt) {
             return Ok(d.with_timezone(&Utc));
         }
     }

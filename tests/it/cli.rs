@@ -145,6 +145,22 @@ fn options_are_grouped_the_same_way_everywhere() {
 }
 
 #[test]
+fn what_to_act_on_comes_before_the_policy() {
+    let help = long_help("archive");
+    let at = |f: &str| {
+        help.find(&format!("  {f} "))
+            .unwrap_or_else(|| panic!("{f}"))
+    };
+    assert!(at("--before") < at("--policy"), "{help}");
+    let help = long_help("vacuum");
+    let at = |f: &str| {
+        help.find(&format!("  {f} "))
+            .unwrap_or_else(|| panic!("{f}"))
+    };
+    assert!(at("--table") < at("--policy"), "{help}");
+}
+
+#[test]
 fn common_flags_are_accepted_before_or_after_the_command() {
     let db = TestDb::with_schema("cli_global");
     let before = opsctl()
