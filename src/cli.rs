@@ -7,11 +7,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Keeps a PostgreSQL trading database healthy and recoverable.
 #[derive(Debug, Parser)]
 #[command(name = "opsctl", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = crate::help::TOP)]
 pub struct Cli {
-    /// Log format on stderr.
+    /// Log format on stderr: text lines, or JSON lines (errors, warnings and `serve`
+    /// messages included) for a log collector.
     #[arg(
         long,
         global = true,
+        help_heading = "Output",
         value_enum,
         default_value = "text",
         env = "OPSCTL_LOG_FORMAT"
@@ -20,6 +23,11 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+
+    /// The `--format` the command was given (`json`, `nagios`, …), so that errors can be
+    /// printed in that form too. Filled by [`Cli::parse_anywhere`].
+    #[arg(skip)]
+    pub output_format: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -31,41 +39,62 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// On-call health report (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    #[command(after_long_help = crate::help::HEALTH)]
     Health(HealthArgs),
     /// Schema migrations: up, status, verify, baseline, resolve (exit 0 ok, 1 failure or drift, 2 usage).
+    #[command(after_long_help = crate::help::MIGRATE)]
     Migrate(MigrateArgs),
     /// Imports a JSON array or NDJSON file of rows into one table, validated, in batches.
+    #[command(after_long_help = crate::help::IMPORT)]
     Import(ImportArgs),
     /// On-call reports: connection pool, sizes and growth (exit codes as health).
+    #[command(after_long_help = crate::help::REPORT)]
     Report(ReportArgs),
     /// HTTP endpoint for load balancers and Prometheus: GET /db/health and /metrics.
+    #[command(after_long_help = crate::help::SERVE)]
     Serve(ServeArgs),
     /// Encrypted, compressed backups: keygen, create, list, verify, prune, rekey.
+    #[command(after_long_help = crate::help::BACKUP)]
     Backup(BackupArgs),
     /// Restores a backup into a database; the whole backup is authenticated first.
+    #[command(after_long_help = crate::help::RESTORE)]
     Restore(RestoreArgs),
     /// Restore drill: restores into a scratch database and compares every table with the
     /// manifest sealed at backup time (exit 0 all matched, 1 otherwise).
+    #[command(after_long_help = crate::help::DRILL)]
     Drill(DrillArgs),
     /// Vacuum and analyze the tables that need it (dead tuples, autovacuum behind,
     /// transaction-ID age, stale statistics), worst first, one at a time.
+    #[command(after_long_help = crate::help::VACUUM)]
     Vacuum(VacuumArgs),
     /// Rebuild bloated and invalid indexes with REINDEX INDEX CONCURRENTLY, one at a time.
+    #[command(after_long_help = crate::help::REINDEX)]
     Reindex(ReindexArgs),
     /// Monthly partitions of time-partitioned tables: create them ahead, list them.
     #[command(subcommand)]
+    #[command(after_long_help = crate::help::PARTITION)]
     Partition(PartitionCommand),
     /// Moves rows older than a date out of a live table into archive.<table>, resumably.
+    #[command(after_long_help = crate::help::ARCHIVE)]
     Archive(ArchiveArgs),
     /// Check the policy file.
     #[command(subcommand)]
+    #[command(after_long_help = crate::help::POLICY)]
     Policy(PolicyCommand),
     /// Scheduled jobs from the policy: list them, or run the scheduler.
     #[command(subcommand)]
+    #[command(after_long_help = crate::help::SCHEDULE)]
     Schedule(ScheduleCommand),
     /// Tamper-evident audit log: seal, verify, report.
     #[command(subcommand)]
+    #[command(after_long_help = crate::help::AUDIT)]
     Audit(AuditCommand),
+    /// Prints the shell completion script for bash, zsh or fish (see README "Shell completions").
+    #[command(after_long_help = crate::help::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Prints the manual page opsctl(1), or writes one page per command into a directory.
+    #[command(after_long_help = crate::help::MAN)]
+    Man(ManArgs),
 }
 
 impl Command {
@@ -78,16 +107,21 @@ impl Command {
 pub struct ConnectArgs {
     /// Connection string (URI or key=value). Falls back to OPSCTL_DATABASE_URL, then
     /// DATABASE_URL, then the PG* variables alone.
-    #[arg(long, env = "OPSCTL_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        help_heading = "Connection and keys",
+        env = "OPSCTL_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 
     /// disable | require | verify-ca | verify-full (default verify-full). Overrides the URL and PGSSLMODE.
-    #[arg(long)]
+    #[arg(long, help_heading = "Connection and keys")]
     pub sslmode: Option<String>,
 
     /// CA certificate (PEM, a bundle allowed) that signed the server certificate.
     /// Overrides the URL and PGSSLROOTCERT.
-    #[arg(long)]
+    #[arg(long, help_heading = "Connection and keys")]
     pub sslrootcert: Option<PathBuf>,
 }
 
@@ -95,7 +129,8 @@ pub struct ConnectArgs {
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
     /// Policy file (TOML). Built-in defaults when not given.
-    #[arg(long, env = "OPSCTL_POLICY")]
+    // After the command's own options (what to act on comes first).
+    #[arg(long, env = "OPSCTL_POLICY", display_order = 900)]
     pub policy: Option<PathBuf>,
 }
 
@@ -103,7 +138,7 @@ pub struct PolicyArgs {
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
     /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, help_heading = "Output", value_enum, default_value = "text")]
     pub format: Format,
 }
 
@@ -117,11 +152,11 @@ pub enum Format {
 #[derive(Debug, Clone, Args)]
 pub struct ReportOutputArgs {
     /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, help_heading = "Output", value_enum, default_value = "text")]
     pub format: ReportFormat,
 
     /// With --format prometheus: write atomically to this file (node_exporter textfile collector).
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub textfile: Option<PathBuf>,
 }
 
@@ -166,14 +201,19 @@ pub struct MigrateArgs {
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
     /// Applies pending migrations in version order, one transaction each.
+    #[command(after_long_help = crate::help::MIGRATE_UP)]
     Up(MigrateUpArgs),
     /// Lists applied, pending, failed and changed migrations (exit 0 up to date, 1 otherwise).
+    #[command(after_long_help = crate::help::MIGRATE_STATUS)]
     Status(MigrateStatusArgs),
     /// Compares the checksums of applied migrations with the files (exit 1 on drift).
+    #[command(after_long_help = crate::help::MIGRATE_VERIFY)]
     Verify(MigrateStatusArgs),
     /// Adopts a database that already has the schema: records versions up to V as applied.
+    #[command(after_long_help = crate::help::MIGRATE_BASELINE)]
     Baseline(MigrateBaselineArgs),
     /// Clears a failed non-transactional migration after a person has looked at the database.
+    #[command(after_long_help = crate::help::MIGRATE_RESOLVE)]
     Resolve(MigrateResolveArgs),
 }
 
@@ -195,8 +235,8 @@ pub struct MigrateUpArgs {
     #[arg(long)]
     pub allow_out_of_order: bool,
     /// How long to wait for another `migrate` holding the lock (e.g. 60s, 5m, 90).
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub lock_wait: String,
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration_arg)]
+    pub lock_wait: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -221,9 +261,9 @@ pub struct MigrateBaselineArgs {
     /// The highest version the database already has.
     #[arg(long = "version", value_name = "V")]
     pub baseline_version: u64,
-    /// How long to wait for another `migrate` holding the lock.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub lock_wait: String,
+    /// How long to wait for another `migrate` holding the lock (e.g. 60s, 5m, 90).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration_arg)]
+    pub lock_wait: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -244,9 +284,9 @@ pub struct MigrateResolveArgs {
     /// Nothing of it remains (undone by hand): forget it so `up` runs it again.
     #[arg(long)]
     pub rolled_back: bool,
-    /// How long to wait for another `migrate` holding the lock.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub lock_wait: String,
+    /// How long to wait for another `migrate` holding the lock (e.g. 60s, 5m, 90).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration_arg)]
+    pub lock_wait: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -291,9 +331,11 @@ pub struct ReportArgs {
 pub enum ReportKind {
     /// Connections by state, application, user and client; idle in transaction; long
     /// queries; lock waits and their blockers; the share using TLS.
+    #[command(after_long_help = crate::help::REPORT_POOL)]
     Pool(PoolArgs),
     /// Database size, largest tables and indexes, growth from snapshots, days until the
     /// policy's disk limit.
+    #[command(after_long_help = crate::help::REPORT_SIZE)]
     Size(SizeArgs),
 }
 
@@ -351,10 +393,10 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct KeyArgs {
     /// Key file: 32 raw bytes, or 64 hex characters and a newline; mode 0600.
-    #[arg(long, env = "OPSCTL_KEY_FILE")]
+    #[arg(long, help_heading = "Connection and keys", env = "OPSCTL_KEY_FILE")]
     pub key_file: Option<PathBuf>,
     /// File whose first line is a passphrase (mode 0600); or set OPSCTL_PASSPHRASE.
-    #[arg(long)]
+    #[arg(long, help_heading = "Connection and keys")]
     pub passphrase_file: Option<PathBuf>,
 }
 
@@ -375,16 +417,22 @@ pub struct BackupArgs {
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
     /// Writes a new random 256-bit key file (mode 0600); never overwrites.
+    #[command(after_long_help = crate::help::BACKUP_KEYGEN)]
     Keygen(BackupKeygenArgs),
     /// Backs up the database: pg_dump → gzip → AES-256-GCM into DIR/<database>/<id>.opsbak.
+    #[command(after_long_help = crate::help::BACKUP_CREATE)]
     Create(BackupCreateArgs),
     /// Lists backups with sizes, key ids and verified/drilled status (no key needed).
+    #[command(after_long_help = crate::help::BACKUP_LIST)]
     List(BackupListArgs),
     /// Decrypts and checks a whole backup (exit 0 good, 1 bad with the reason).
+    #[command(after_long_help = crate::help::BACKUP_VERIFY)]
     Verify(BackupVerifyArgs),
     /// Deletes backups outside the retention policy ([backup.retention]).
+    #[command(after_long_help = crate::help::BACKUP_PRUNE)]
     Prune(BackupPruneArgs),
     /// Adds (or with --replace, replaces) a key that opens a backup, without re-encrypting it.
+    #[command(after_long_help = crate::help::BACKUP_REKEY)]
     Rekey(BackupRekeyArgs),
 }
 
@@ -407,9 +455,9 @@ pub struct BackupCreateArgs {
     pub keys: KeyArgs,
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Seconds to wait for another maintenance job holding the lock.
-    #[arg(long, default_value_t = 600)]
-    pub lock_wait: u64,
+    /// How long to wait for another maintenance job holding the lock (e.g. 600, 10m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration_arg)]
+    pub lock_wait: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -495,7 +543,9 @@ pub struct RestoreArgs {
     /// Create the target database when it does not exist.
     #[arg(long)]
     pub create: bool,
-    /// Replace a non-empty target: restore into a staging database, then swap it in.
+    /// Replace a non-empty target database as a whole: restore into a staging database,
+    /// then swap it in for the target once the restore succeeded (objects not in the
+    /// backup are gone; a failure leaves the target untouched).
     #[arg(long)]
     pub clean: bool,
     /// Parallel pg_restore jobs (decrypts to a private temporary file first).
@@ -536,8 +586,9 @@ pub struct DrillArgs {
     pub output: OutputArgs,
 }
 
+/// Every duration flag: `90`, `60s`, `5m`, `1h30m` (the one parser, [`crate::duration::parse_flag`]).
 fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    crate::maintenance::parse_duration(s)
+    crate::duration::parse_flag(s).map_err(|e| e.to_string())
 }
 
 fn size_arg(s: &str) -> Result<u64, String> {
@@ -604,9 +655,11 @@ pub struct ReindexArgs {
 pub enum PartitionCommand {
     /// Creates the monthly partitions from the oldest data month through now + premake
     /// months, moving rows out of the default partition into them. Idempotent.
+    #[command(after_long_help = crate::help::PARTITION_ENSURE)]
     Ensure(PartitionEnsureArgs),
     /// Lists each partition with its range, estimated rows, size and state
     /// (live, archived, default), and the runway of future months.
+    #[command(after_long_help = crate::help::PARTITION_LIST)]
     List(PartitionListArgs),
 }
 
@@ -653,8 +706,9 @@ pub struct ArchiveArgs {
     pub policy: PolicyArgs,
     #[command(flatten)]
     pub output: OutputArgs,
-    /// Rows whose time column is older than DATE move: YYYY-MM-DD (midnight) or RFC 3339
-    /// (2026-01-15T12:00:00Z); UTC.
+    /// Rows whose time column is older than DATE move: YYYY-MM-DD (midnight) or an RFC 3339
+    /// time with or without a zone (2026-01-15T12:00:00Z, 2026-01-15T14:00:00+02:00,
+    /// 2026-01-15T12:00:00); a time without a zone is UTC.
     #[arg(long, value_name = "DATE", required = true)]
     pub before: Option<String>,
     /// The live table (TABLE or SCHEMA.TABLE).
@@ -669,10 +723,10 @@ pub struct ArchiveArgs {
     /// Accept a DATE in the future (archives current rows).
     #[arg(long)]
     pub force: bool,
-    /// Seconds to wait for another maintenance job (archive, backup, vacuum…) to finish;
-    /// 0 refuses at once.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
-    pub lock_wait: u64,
+    /// How long to wait for another maintenance job (archive, backup, vacuum…) to finish
+    /// (e.g. 90, 60s, 5m, 1h30m); 0 refuses at once.
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = duration_arg)]
+    pub lock_wait: std::time::Duration,
     /// Also write each archived month as an encrypted, compressed file in DIR (backup
     /// container format), verified by reading it back. Default: [archive] export_dir.
     #[arg(long, value_name = "DIR", env = "OPSCTL_ARCHIVE_EXPORT_DIR")]
@@ -688,6 +742,7 @@ pub struct ArchiveArgs {
 pub enum ArchiveCommand {
     /// Brings an exported month back into archive.<table> as its month partition,
     /// after checking the file's authentication, row count and checksum.
+    #[command(after_long_help = crate::help::ARCHIVE_RESTORE)]
     Restore(ArchiveRestoreArgs),
 }
 
@@ -709,6 +764,7 @@ pub struct ArchiveRestoreArgs {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Check a policy file: every problem with file:line:col, then the effective policy (exit 1 on problems).
+    #[command(after_long_help = crate::help::POLICY_CHECK)]
     Check(PolicyCheckArgs),
 }
 
@@ -725,8 +781,10 @@ pub struct PolicyCheckArgs {
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
     /// Each job, its expression, its next three fire times, its last run and outcome.
+    #[command(after_long_help = crate::help::SCHEDULE_LIST)]
     List(ScheduleListArgs),
     /// The scheduler daemon (foreground, for systemd or a container), or one job with --once.
+    #[command(after_long_help = crate::help::SCHEDULE_RUN)]
     Run(ScheduleRunArgs),
 }
 
@@ -756,12 +814,15 @@ pub struct ScheduleRunArgs {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Chain the not-yet-sealed audit rows of finished transactions into the seal chain.
+    #[command(after_long_help = crate::help::AUDIT_SEAL)]
     Seal(AuditSealArgs),
     /// Walk the seal chain: exit 0 intact, 1 naming the first changed, deleted or
     /// inserted-out-of-chain row.
+    #[command(after_long_help = crate::help::AUDIT_VERIFY)]
     Verify(AuditVerifyArgs),
     /// Changes by table, operation and actor; deletes of trades; opsctl's operations;
     /// the largest transactions; rows not yet sealed.
+    #[command(after_long_help = crate::help::AUDIT_REPORT)]
     Report(AuditReportArgs),
 }
 
@@ -837,4 +898,98 @@ pub struct AuditReportArgs {
     /// by this OS user or database role.
     #[arg(long, value_name = "A")]
     pub actor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write opsctl.1 and one page per command (opsctl-backup-create.1, …) into DIR
+    /// instead of printing opsctl.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The flags shared by most commands that may also come before the command name
+/// (`opsctl --database-url URL health`); all take a value.
+pub const COMMON_FLAGS: &[&str] = &[
+    "--database-url",
+    "--sslmode",
+    "--sslrootcert",
+    "--policy",
+    "--format",
+    "--key-file",
+    "--passphrase-file",
+];
+
+impl Cli {
+    /// Parses a command line. The common flags ([`COMMON_FLAGS`]) are accepted before
+    /// the command name as well as after it: they are moved behind the (sub)command
+    /// they precede, where clap knows them with the command's own type and defaults.
+    /// Also records the command's `--format` in [`Cli::output_format`].
+    pub fn parse_anywhere(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let args = hoist_common_flags(args);
+        let matches = Cli::command().try_get_matches_from(&args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let mut leaf = &matches;
+        while let Some((_, sub)) = leaf.subcommand() {
+            leaf = sub;
+        }
+        cli.output_format = leaf
+            .try_get_raw("format")
+            .ok()
+            .flatten()
+            .and_then(|mut v| v.next())
+            .map(|v| v.to_string_lossy().into_owned());
+        Ok(cli)
+    }
+}
+
+/// `opsctl --format json backup list --dir D` → `opsctl backup list --format json --dir D`.
+/// Only the words before the first other flag are looked at; the rest is left as is.
+pub fn hoist_common_flags(args: &[std::ffi::OsString]) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let root = Cli::command();
+    let mut cmd = &root;
+    let mut head: Vec<std::ffi::OsString> = args.iter().take(1).cloned().collect();
+    let mut moved = Vec::new();
+    let mut i = 1;
+    while i < args.len() {
+        let word = args[i].to_string_lossy();
+        let flag = word.split('=').next().unwrap_or_default();
+        if COMMON_FLAGS.contains(&flag) || flag == "--log-format" {
+            let to = if flag == "--log-format" {
+                &mut head
+            } else {
+                &mut moved
+            };
+            let n = if word.contains('=') { 1 } else { 2 };
+            to.extend(args[i..(i + n).min(args.len())].iter().cloned());
+            i += n;
+            continue;
+        }
+        if word.starts_with('-') || !cmd.has_subcommands() {
+            break;
+        }
+        match cmd.find_subcommand(word.as_ref()) {
+            Some(sub) => {
+                head.push(args[i].clone());
+                cmd = sub;
+                i += 1;
+            }
+            None => break,
+        }
+    }
+    if moved.is_empty() {
+        return args.to_vec();
+    }
+    head.extend(moved);
+    head.extend(args[i.min(args.len())..].iter().cloned());
+    head
 }

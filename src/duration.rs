@@ -1,9 +1,11 @@
 //! Durations and ages as people write them in policies and flags: "90 seconds",
 //! "30 minutes", "2 hours", "7 days", "18 months", "1 year 6 months", "1h 30min".
 //!
-//! Months and years are calendar units (an archive age of "18 months" on 31 August means
-//! the last day of February a year and a half earlier), so an [`Age`] keeps them apart
-//! from fixed durations. Bare `m`/`M` are refused: say minutes or months.
+//! Every fixed duration, flag or policy key, goes through [`parse_flag`] (`90`, `60s`,
+//! `5m`, `1h30m`, "2 hours"; `m` is minutes). Ages such as `[archive] age` are an [`Age`]:
+//! months and years are calendar units there (an archive age of "18 months" on 31 August
+//! means the last day of February a year and a half earlier), and a bare `m`/`M` is
+//! refused (minutes or months?).
 
 use std::time::Duration;
 
@@ -87,9 +89,11 @@ impl Age {
     }
 }
 
-/// Parses a fixed duration of a policy ("30 minutes", "2h", "90 seconds"; bare `m` refused).
+/// Parses a fixed duration of a policy key: the same parser as the flags ([`parse_flag`]),
+/// so `90`, `60s`, `5m`, `1h30m` and "30 minutes" mean the same in a file and on the
+/// command line.
 pub fn parse_duration(text: &str) -> Result<Duration, Error> {
-    Age::parse(text)?.as_duration()
+    parse_flag(text)
 }
 
 /// Parses a duration given as a command-line flag, where the short forms people type are
@@ -201,6 +205,34 @@ mod tests {
         assert_eq!(parse_flag("2w").unwrap(), Duration::from_secs(1_209_600));
         for bad in ["", "x", "5x", "h", "-1s", "3 fortnights", "1 month"] {
             assert!(parse_flag(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn policy_keys_and_flags_share_one_parser() {
+        for (text, secs) in [
+            ("90", 90),
+            ("60s", 60),
+            ("5m", 300),
+            ("1h30m", 5400),
+            ("30 minutes", 1800),
+            ("60 seconds", 60),
+            ("2 hours", 7200),
+        ] {
+            assert_eq!(
+                parse_flag(text).unwrap(),
+                Duration::from_secs(secs),
+                "{text}"
+            );
+            assert_eq!(
+                parse_duration(text).unwrap(),
+                parse_flag(text).unwrap(),
+                "{text}"
+            );
+        }
+        for bad in ["", "5x", "1 month", "-1s"] {
+            let e = parse_duration(bad).unwrap_err().to_string();
+            assert!(e.contains("invalid duration") && e.contains("1h30m"), "{e}");
         }
     }
 

@@ -2,16 +2,15 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use opsctl::cli::{Cli, Command};
+use opsctl::cli::{hoist_common_flags, Cli, Command};
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match Cli::parse_anywhere(&args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(usage_exit_code(&e, &args));
+            return ExitCode::from(usage_exit_code(&e, &hoist_common_flags(&args)));
         }
     };
     let default_log = match &cli.command {
@@ -25,7 +24,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            opsctl::logging::error(format_args!("cannot start the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };

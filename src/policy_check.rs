@@ -195,6 +195,9 @@ fn semantic_checks(text: &str, root: &Table, out: &mut Vec<Problem>) {
         ["scheduler", "max_wait"],
         ["scheduler", "standby_poll"],
         ["scheduler", "stop_grace"],
+        ["maintenance", "lock_timeout"],
+        ["maintenance", "retry_backoff"],
+        ["maintenance", "lock_wait"],
     ] {
         if let Some((t, k, v)) = str_at(root, &path) {
             if let Err(e) = parse_duration(v) {

@@ -455,9 +455,11 @@ async fn restore_inner(
             .get(0);
         if n > 0 && !opts.clean {
             return Err(Error::Config(format!(
-                "target database {} is not empty ({n} relations); pass --clean to drop and \
-                 replace the objects the backup contains, or restore into a new database \
-                 with --create",
+                "target database {} is not empty ({n} relations); pass --clean to replace \
+                 the target database as a whole (restored into a staging database, then \
+                 swapped in for the target once the restore succeeded: objects not in the \
+                 backup are gone; a failure leaves the target untouched), or restore into a \
+                 new database with --create",
                 opts.target_db
             )));
         }

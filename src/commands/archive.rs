@@ -34,7 +34,7 @@ impl Observer for Progress {
     fn notice(&self, msg: &str) {
         match &self.bar {
             Some(b) => b.println(msg),
-            None => eprintln!("{msg}"),
+            None => crate::logging::info(msg),
         }
     }
     fn total(&self, rows: u64) {
@@ -121,7 +121,7 @@ pub async fn run(args: ArchiveArgs) -> u8 {
         let req = Request {
             cutoff,
             batch_size,
-            lock_wait: Duration::from_secs(args.lock_wait),
+            lock_wait: args.lock_wait,
         };
         let outcome = archive::run(&conn, &table, &req, &progress).await;
         if let Some(b) = &progress.bar {
@@ -136,7 +136,7 @@ pub async fn run(args: ArchiveArgs) -> u8 {
                     dir,
                     &keys,
                     args.drop_after_export,
-                    Duration::from_secs(args.lock_wait),
+                    args.lock_wait,
                     &progress,
                 )
                 .await?,
@@ -277,7 +277,7 @@ fn fail_any(e: anyhow::Error) -> u8 {
 struct Notices;
 impl Observer for Notices {
     fn notice(&self, msg: &str) {
-        eprintln!("{msg}");
+        crate::logging::info(msg);
     }
 }
 

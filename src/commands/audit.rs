@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use super::{conn_settings, load_policy, print, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::audit::{self, Report, ReportFilter, SealOutcome, VerifyOutcome};
@@ -20,9 +20,7 @@ pub async fn run(cmd: AuditCommand) -> u8 {
 }
 
 fn fail(e: impl std::fmt::Display) -> u8 {
-    let msg = format!("error: {e}");
-    super::note_error(&msg);
-    eprintln!("{msg}");
+    super::report_error(&e.to_string());
     EXIT_FAILURE
 }
 
@@ -58,7 +56,7 @@ async fn seal(args: AuditSealArgs) -> u8 {
     }
     let err = result.as_ref().err().map(|e| e as &dyn std::fmt::Display);
     if let Err(e) = op.finish(&conn, oplog::Outcome::of(&result), err).await {
-        eprintln!("warning: {e}");
+        crate::logging::warn(e);
     }
     match result {
         Ok(out) => {
@@ -122,7 +120,7 @@ async fn verify(args: AuditVerifyArgs) -> u8 {
     let op = match oplog::start(&conn, &argv).await {
         Ok(op) => Some(op),
         Err(e) => {
-            eprintln!("warning: {e} (this verification is not recorded)");
+            crate::logging::warn(format_args!("{e} (this verification is not recorded)"));
             None
         }
     };
@@ -157,7 +155,7 @@ async fn verify(args: AuditVerifyArgs) -> u8 {
             Err(e) => op.finish(&conn, oplog::Outcome::Failure, Some(e)).await,
         };
         if let Err(e) = recorded {
-            eprintln!("warning: {e}");
+            crate::logging::warn(e);
         }
     }
     let out = match result {
@@ -276,7 +274,7 @@ async fn report(args: AuditReportArgs) -> u8 {
     let filter = match plan_report(&args, Utc::now()) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e}");
+            super::report_error(&e);
             return EXIT_USAGE;
         }
     };
@@ -353,28 +351,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::from_std(d).map_err(|_| format!("duration {s:?} is too long"))
 }
 
-/// Parses RFC 3339, or `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` / `…THH:MM[:SS]` in UTC.
+/// Parses RFC 3339 (with or without a zone; none = UTC), or `YYYY-MM-DD[ HH:MM[:SS]]`
+/// in UTC, through [`crate::datetime::parse_utc`].
 pub fn parse_time(s: &str, flag: &str) -> Result<DateTime<Utc>, String> {
-    let t = s.trim();
-    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
-        return Ok(d.with_timezone(&Utc));
-    }
-    for fmt in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M",
-    ] {
-        if let Ok(n) = NaiveDateTime::parse_from_str(t, fmt) {
-            return Ok(n.and_utc());
-        }
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
-    }
-    Err(format!(
-        "{flag} {s:?} is not a time: use RFC 3339 (2026-01-31T12:00:00Z) or YYYY-MM-DD[ HH:MM[:SS]] (UTC)"
-    ))
+    crate::datetime::parse_utc(s).map_err(|why| format!("{flag} {s:?} is not a time: {why}"))
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {

@@ -123,7 +123,7 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
         &dir,
         keys,
         pb.clone(),
-        Duration::from_secs(a.lock_wait),
+        a.lock_wait,
         &written,
     );
     // On Ctrl-C/SIGTERM the create future is dropped: its guard kills pg_dump and removes
@@ -314,7 +314,9 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
             s.verify_ok = Some(report.ok);
             s.verify_reason = reason.clone();
         }) {
-            eprintln!("warning: cannot record the result beside the backup: {e}");
+            crate::logging::warn(format_args!(
+                "cannot record the result beside the backup: {e}"
+            ));
         }
     }
     if record && connection_configured(&a.connect) {
@@ -326,8 +328,10 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
             };
             match rec.await {
                 Ok(true) => {}
-                Ok(false) => eprintln!("note: {}", bookkeeping::NOT_INSTALLED),
-                Err(e) => eprintln!("warning: verification not recorded in the opsctl schema: {e}"),
+                Ok(false) => crate::logging::note(bookkeeping::NOT_INSTALLED),
+                Err(e) => crate::logging::warn(format_args!(
+                    "verification not recorded in the opsctl schema: {e}"
+                )),
             }
         }
     }
@@ -367,7 +371,7 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
             );
         }
     } else {
-        eprintln!(
+        crate::logging::error(format_args!(
             "backup {} is BAD: {}",
             path.display(),
             report
@@ -375,7 +379,7 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
                 .as_ref()
                 .map(|f| f.message.as_str())
                 .unwrap_or("?")
-        );
+        ));
     }
     Ok(if report.ok { EXIT_OK } else { EXIT_FAILURE })
 }
@@ -446,7 +450,9 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
             match async { crate::db::connect(&conn_settings(&a.connect)?).await }.await {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    eprintln!("warning: deletions not recorded in the opsctl schema: {e}");
+                    crate::logging::warn(format_args!(
+                        "deletions not recorded in the opsctl schema: {e}"
+                    ));
                     None
                 }
             }

@@ -16,17 +16,14 @@ pub async fn run(args: HealthArgs) -> u8 {
         .and_then(|sp| sel.validate().map(|_| sp));
     let (settings, policy) = match setup {
         Ok(sp) => sp,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return State::Unknown.exit_code();
-        }
+        Err(e) => return super::report::failed("opsctl health", &e, &args.output),
     };
     let report = health::run(&settings, &policy, &sel).await;
     if report.database != "connected" && args.output.format == ReportFormat::Prometheus {
-        eprintln!("error: {}", report.database);
+        crate::logging::error(&report.database);
     }
     if let Err(e) = emit(&report, &args.output) {
-        eprintln!("error: {e}");
+        crate::logging::error(e);
         return State::Unknown.exit_code();
     }
     report.state.exit_code()

@@ -11,7 +11,7 @@ pub async fn run(args: ImportArgs) -> u8 {
     let settings = match conn_settings(&args.connect) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            super::report_error(&e.to_string());
             return EXIT_USAGE;
         }
     };
@@ -31,14 +31,14 @@ pub async fn run(args: ImportArgs) -> u8 {
                 (Box::new(f), args.file.display().to_string(), size)
             }
             Err(e) => {
-                eprintln!("error: cannot open {}: {e}", args.file.display());
+                super::report_error(&format!("cannot open {}: {e}", args.file.display()));
                 return EXIT_FAILURE;
             }
         }
     };
     if let Some(r) = &args.reject_file {
         if !stdin && same_file(r, &args.file) {
-            eprintln!("error: --reject-file must not be the input file");
+            super::report_error("--reject-file must not be the input file");
             return EXIT_USAGE;
         }
     }
@@ -85,7 +85,7 @@ pub async fn run(args: ImportArgs) -> u8 {
                         + "\n"),
                 );
             }
-            eprintln!("error: {e}");
+            super::report_error(&e.to_string());
             EXIT_FAILURE
         }
     }

@@ -1,10 +1,6 @@
 //! `opsctl migrate up|status|verify|baseline|resolve`: loads the migration files, calls
 //! the runner, renders the outcome.
 
-use std::time::Duration;
-
-use anyhow::Context;
-
 use super::{conn_settings, print, print_error, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::cli::{Format, MigrateArgs, MigrateCommand, MigrationsArgs};
 use crate::error::Error;
@@ -18,7 +14,7 @@ pub async fn run(args: MigrateArgs) -> u8 {
                     to: a.to,
                     dry_run: a.dry_run,
                     allow_out_of_order: a.allow_out_of_order,
-                    lock_wait: parse_duration(&a.lock_wait).context("--lock-wait")?,
+                    lock_wait: a.lock_wait,
                 };
                 Ok((conn_settings(&a.connect)?, load(&a.migrations)?, opts))
             })();
@@ -85,7 +81,9 @@ pub async fn run(args: MigrateArgs) -> u8 {
                         ),
                         Format::Text => {}
                     }
-                    eprintln!("error: drift between applied migrations and files:\n{msg}");
+                    super::report_error(&format!(
+                        "drift between applied migrations and files:\n{msg}"
+                    ));
                     EXIT_FAILURE
                 }
                 Err(e) => fail(e),
@@ -93,7 +91,7 @@ pub async fn run(args: MigrateArgs) -> u8 {
         }
         MigrateCommand::Baseline(a) => {
             let setup = (|| -> anyhow::Result<_> {
-                let wait = parse_duration(&a.lock_wait).context("--lock-wait")?;
+                let wait = a.lock_wait;
                 Ok((conn_settings(&a.connect)?, load(&a.migrations)?, wait))
             })();
             let (settings, files, wait) = match setup {
@@ -125,7 +123,7 @@ pub async fn run(args: MigrateArgs) -> u8 {
         }
         MigrateCommand::Resolve(a) => {
             let setup = (|| -> anyhow::Result<_> {
-                let wait = parse_duration(&a.lock_wait).context("--lock-wait")?;
+                let wait = a.lock_wait;
                 Ok((conn_settings(&a.connect)?, load(&a.migrations)?, wait))
             })();
             let (settings, files, wait) = match setup {
@@ -181,23 +179,16 @@ fn usage(e: anyhow::Error) -> u8 {
 }
 
 fn fail(e: Error) -> u8 {
-    let msg = format!("error: {e}");
-    super::note_error(&msg);
-    eprintln!("{msg}");
+    super::report_error(&e.to_string());
     EXIT_FAILURE
-}
-
-/// Parses `90`, `90s`, `5m`, `1h` (seconds when no unit).
-pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    Ok(crate::duration::parse_flag(s)?)
 }
 
 fn render_up(r: &UpReport, format: Format) {
     if r.waited_ms >= 200 {
-        eprintln!(
+        crate::logging::info(format_args!(
             "waited {:.1}s for the migration lock held by another `opsctl migrate`",
             r.waited_ms as f64 / 1000.0
-        );
+        ));
     }
     match format {
         Format::Json => print(&(serde_json::to_string_pretty(r).unwrap_or_default() + "\n")),
@@ -293,21 +284,9 @@ fn render_status(st: &Status, format: Format) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
     #[test]
     fn cli_is_consistent() {
         use clap::CommandFactory;
         crate::cli::Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("").is_err());
     }
 }

@@ -4,9 +4,11 @@
 pub mod archive;
 pub mod audit;
 pub mod backup;
+pub mod completions;
 pub mod drill;
 pub mod health;
 pub mod import;
+pub mod man;
 pub mod migrate;
 pub mod partition;
 pub mod policy;
@@ -33,6 +35,9 @@ pub const EXIT_USAGE: u8 = 2;
 /// are recorded in `opsctl.operations` (who, where, the command line without secrets,
 /// start, end, outcome, error) over a connection of their own.
 pub async fn run(cli: Cli) -> u8 {
+    if let Ok(mut f) = OUTPUT_FORMAT.lock() {
+        f.clone_from(&cli.output_format);
+    }
     let op = match sensitive(&cli.command) {
         Some(connect) => oplog_begin(connect).await,
         None => None,
@@ -75,6 +80,14 @@ pub async fn run(cli: Cli) -> u8 {
         }
     }
     code
+}
+
+/// The `--format` of the running command: errors are also printed in that form on stdout.
+static OUTPUT_FORMAT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The `--format` of the running command (`text`, `json`, `nagios`, …), if it has one.
+pub fn output_format() -> Option<String> {
+    OUTPUT_FORMAT.lock().ok().and_then(|f| f.clone())
 }
 
 /// The last error a command printed, for the operations log.
@@ -153,6 +166,8 @@ async fn dispatch(command: Command) -> u8 {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Schedule(cmd) => schedule::run(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 
@@ -203,8 +218,12 @@ pub fn load_policy(args: &PolicyArgs) -> Result<Policy, Error> {
     Policy::load(args.policy.as_deref())
 }
 
+/// Set by [`print`]: the command has written its output, so an error is not added to it.
+static STDOUT_USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes to stdout; a closed pipe (`opsctl … | head`) is not an error.
 pub fn print(s: &str) {
+    STDOUT_USED.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(s.as_bytes()).and_then(|_| out.flush());
 }
@@ -212,13 +231,26 @@ pub fn print(s: &str) {
 /// Prints an error with its whole chain on stderr, any password in it removed (an
 /// argument quoted back may be a connection string).
 pub fn print_error(e: &anyhow::Error) {
-    let mut msg = format!("error: {e}");
+    let mut msg = e.to_string();
     for cause in e.chain().skip(1) {
         msg.push_str(&format!("\n  caused by: {cause}"));
     }
-    let msg = crate::db::redact(&msg);
-    note_error(&msg);
-    eprintln!("{msg}");
+    report_error(&msg);
+}
+
+/// The one way a command reports its failure: `error: MSG` on stderr (a JSON line under
+/// `--log-format json`), remembered for the operations log, and with `--format json`
+/// also `{"error": MSG}` on stdout unless the command already wrote its JSON there, so a
+/// script reading stdout sees why (the exit code is the command's own).
+pub fn report_error(msg: &str) {
+    let msg = &crate::db::redact(msg);
+    note_error(&format!("error: {msg}"));
+    crate::logging::error(msg);
+    if output_format().as_deref() == Some("json")
+        && !STDOUT_USED.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        print(&(serde_json::json!({ "error": msg }).to_string() + "\n"));
+    }
 }
 
 /// True when stdout is a terminal (colour, progress bars).

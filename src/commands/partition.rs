@@ -32,7 +32,7 @@ pub fn fail(e: Error) -> u8 {
 struct Stderr;
 impl Observer for Stderr {
     fn notice(&self, msg: &str) {
-        eprintln!("{msg}");
+        crate::logging::info(msg);
     }
 }
 
@@ -86,7 +86,7 @@ async fn ensure_cmd(args: PartitionEnsureArgs) -> u8 {
     for spec in &specs {
         match skip_unconfigured(&conn, spec, args.table.is_none()).await {
             Ok(Some(note)) => {
-                eprintln!("{note}");
+                crate::logging::note(&note);
                 skipped.push(json!({ "table": spec.qualified(), "skipped": note }));
                 continue;
             }
@@ -192,7 +192,7 @@ async fn list_cmd(args: PartitionListArgs) -> u8 {
     for spec in &specs {
         match skip_unconfigured(&conn, spec, args.table.is_none()).await {
             Ok(Some(note)) => {
-                eprintln!("{note}");
+                crate::logging::note(&note);
                 continue;
             }
             Ok(None) => {}

@@ -27,7 +27,7 @@ fn check(args: PolicyCheckArgs) -> u8 {
                 policy_check::check(&text, &p.display().to_string()),
             ),
             Err(e) => {
-                eprintln!("error: cannot read policy file {}: {e}", p.display());
+                super::report_error(&format!("cannot read policy file {}: {e}", p.display()));
                 return EXIT_FAILURE;
             }
         },
@@ -48,7 +48,12 @@ fn check(args: PolicyCheckArgs) -> u8 {
         }
         Format::Text => {
             for p in &outcome.problems {
-                eprintln!("{origin}:{}:{}: {}", p.line, p.column, p.message);
+                let line = format!("{origin}:{}:{}: {}", p.line, p.column, p.message);
+                if crate::logging::json() {
+                    crate::logging::error(line);
+                } else {
+                    eprintln!("{line}");
+                }
             }
             if ok {
                 let effective = outcome
@@ -60,7 +65,10 @@ fn check(args: PolicyCheckArgs) -> u8 {
                     "# {origin}: OK. Effective policy (defaults filled in):\n{effective}"
                 ));
             } else {
-                eprintln!("{origin}: {} problem(s)", outcome.problems.len());
+                crate::logging::info(format_args!(
+                    "{origin}: {} problem(s)",
+                    outcome.problems.len()
+                ));
             }
         }
     }

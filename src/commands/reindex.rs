@@ -82,7 +82,7 @@ async fn run_inner(args: ReindexArgs) -> anyhow::Result<u8> {
     let _ = maintenance::unlock(&conn).await;
     let outcome = outcome?;
     for w in &outcome.warnings {
-        eprintln!("warning: {w}");
+        crate::logging::warn(w);
     }
     if json {
         print(&render_json(&dbname, &args, &plan, Some(&outcome))?);

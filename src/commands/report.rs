@@ -10,10 +10,11 @@ use crate::report::{pool, render, size, Check, Metric, State};
 pub async fn run(args: ReportArgs) -> u8 {
     match args.report {
         ReportKind::Pool(a) => {
-            let (settings, policy) = match setup(&a.connect, &a.policy, &a.output) {
-                Ok(sp) => sp,
-                Err(code) => return code,
-            };
+            let (settings, policy) =
+                match setup("opsctl report pool", &a.connect, &a.policy, &a.output) {
+                    Ok(sp) => sp,
+                    Err(code) => return code,
+                };
             match pool::run(&settings, &policy).await {
                 Ok(r) => emit(
                     "opsctl report pool",
@@ -29,10 +30,11 @@ pub async fn run(args: ReportArgs) -> u8 {
             }
         }
         ReportKind::Size(a) => {
-            let (settings, policy) = match setup(&a.connect, &a.policy, &a.output) {
-                Ok(sp) => sp,
-                Err(code) => return code,
-            };
+            let (settings, policy) =
+                match setup("opsctl report size", &a.connect, &a.policy, &a.output) {
+                    Ok(sp) => sp,
+                    Err(code) => return code,
+                };
             match size::run(&settings, &policy, a.limit, a.snapshot).await {
                 Ok(r) => emit(
                     "opsctl report size",
@@ -51,31 +53,33 @@ pub async fn run(args: ReportArgs) -> u8 {
 }
 
 fn setup(
+    title: &str,
     connect: &crate::cli::ConnectArgs,
     policy: &crate::cli::PolicyArgs,
     out: &ReportOutputArgs,
 ) -> Result<(crate::db::ConnSettings, crate::policy::Policy), u8> {
     if out.textfile.is_some() && out.format != ReportFormat::Prometheus {
-        eprintln!("error: --textfile works only with --format prometheus");
-        return Err(State::Unknown.exit_code());
+        let e =
+            crate::error::Error::Config("--textfile works only with --format prometheus".into());
+        return Err(failed(title, &e, out));
     }
     conn_settings(connect)
         .and_then(|s| load_policy(policy).map(|p| (s, p)))
         .and_then(|sp| crate::report::validate_thresholds(&sp.1.reports).map(|_| sp))
-        .map_err(|e| {
-            eprintln!("error: {e}");
-            State::Unknown.exit_code()
-        })
+        .map_err(|e| failed(title, &e, out))
 }
 
-/// A report that could not run: CRITICAL when the database cannot be reached, UNKNOWN otherwise.
-fn failed(title: &str, e: &crate::error::Error, out: &ReportOutputArgs) -> u8 {
+/// A report that could not run: CRITICAL when the database cannot be reached, UNKNOWN
+/// otherwise (a configuration error). The reason goes to stderr and, in the asked-for
+/// form, to stdout: `TITLE UNKNOWN: reason` for Nagios (the monitoring-plugin rule), a
+/// JSON object for JSON.
+pub(super) fn failed(title: &str, e: &crate::error::Error, out: &ReportOutputArgs) -> u8 {
     let state = if e.is_connect() {
         State::Critical
     } else {
         State::Unknown
     };
-    eprintln!("error: {e}");
+    crate::logging::error(e);
     match out.format {
         ReportFormat::Nagios => print(&format!(
             "{} {}: {}\n",
@@ -113,7 +117,7 @@ fn emit<T: Serialize>(
         ReportFormat::Json => match serde_json::to_string_pretty(report) {
             Ok(s) => s + "\n",
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::logging::error(e);
                 return State::Unknown.exit_code();
             }
         },
@@ -123,7 +127,7 @@ fn emit<T: Serialize>(
     match (&out.textfile, out.format) {
         (Some(path), ReportFormat::Prometheus) => {
             if let Err(e) = crate::fsutil::write_atomic(path, text.as_bytes(), 0o644) {
-                eprintln!("error: {e}");
+                crate::logging::error(e);
                 return State::Unknown.exit_code();
             }
         }

@@ -43,12 +43,12 @@ async fn run_inner(a: RestoreArgs) -> anyhow::Result<u8> {
         r => r?,
     };
     if r.skipped_ownership {
-        eprintln!(
-            "note: roles {} do not exist in the target cluster: restored with --no-owner \
+        crate::logging::note(format_args!(
+            "roles {} do not exist in the target cluster: restored with --no-owner \
              --no-privileges (objects are owned by the restoring user, grants skipped); create \
              the roles first to keep ownership and grants",
             r.missing_roles.join(", ")
-        );
+        ));
     }
     if a.output.format == Format::Json {
         print(&(serde_json::to_string_pretty(&r)? + "\n"));

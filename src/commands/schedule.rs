@@ -181,15 +181,15 @@ async fn daemon(args: ScheduleRunArgs) -> anyhow::Result<u8> {
         let outcome = exec.run(job, Utc::now(), 1, &mut shutdown).await;
         return Ok(match outcome {
             Outcome::Success => {
-                eprintln!("job {} succeeded", job.name());
+                crate::logging::info(format_args!("job {} succeeded", job.name()));
                 EXIT_OK
             }
             Outcome::Failure(e) | Outcome::LostLeadership(e) => {
-                eprintln!("error: job {} failed: {e}", job.name());
+                super::report_error(&format!("job {} failed: {e}", job.name()));
                 EXIT_FAILURE
             }
             Outcome::Cancelled => {
-                eprintln!("job {} cancelled", job.name());
+                crate::logging::info(format_args!("job {} cancelled", job.name()));
                 EXIT_FAILURE
             }
         });

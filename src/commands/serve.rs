@@ -24,17 +24,17 @@ pub async fn run(args: ServeArgs) -> u8 {
     let (settings, policy) = match setup {
         Ok(sp) => sp,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::logging::error(e);
             return EXIT_USAGE;
         }
     };
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "error: cannot listen on {}: {e} (give --listen HOST:PORT, e.g. 127.0.0.1:8080)",
+            crate::logging::error(format_args!(
+                "cannot listen on {}: {e} (give --listen HOST:PORT, e.g. 127.0.0.1:8080)",
                 args.listen
-            );
+            ));
             return EXIT_FAILURE;
         }
     };
@@ -43,15 +43,17 @@ pub async fn run(args: ServeArgs) -> u8 {
         .map(|a| a.to_string())
         .unwrap_or(args.listen.clone());
     if args.details && listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
-        eprintln!("warning: listening on {addr}, which is not a loopback address, with --details: sessions and query text are visible to anyone who can reach it");
+        crate::logging::warn(format_args!("listening on {addr}, which is not a loopback address, with --details: sessions and query text are visible to anyone who can reach it"));
     }
-    eprintln!("opsctl serve: listening on http://{addr} (GET /db/health, GET /metrics)");
+    crate::logging::info(format_args!(
+        "opsctl serve: listening on http://{addr} (GET /db/health, GET /metrics)"
+    ));
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = match signal(SignalKind::terminate()) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("warning: cannot watch SIGTERM: {e}");
+                crate::logging::warn(format_args!("cannot watch SIGTERM: {e}"));
                 std::future::pending::<()>().await;
                 unreachable!()
             }
@@ -60,7 +62,7 @@ pub async fn run(args: ServeArgs) -> u8 {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
-        eprintln!("opsctl serve: shutting down");
+        crate::logging::info("opsctl serve: shutting down");
     };
     let cfg = Config {
         settings,
@@ -74,7 +76,7 @@ pub async fn run(args: ServeArgs) -> u8 {
     match serve::serve(listener, cfg, shutdown).await {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::logging::error(e);
             EXIT_FAILURE
         }
     }

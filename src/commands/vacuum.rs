@@ -84,7 +84,7 @@ async fn run_inner(args: VacuumArgs) -> anyhow::Result<u8> {
     let _ = maintenance::unlock(&conn).await;
     let outcome = outcome?;
     for w in &outcome.warnings {
-        eprintln!("warning: {w}");
+        crate::logging::warn(w);
     }
     if json {
         print(&render_json(&dbname, &args, &plan, Some(&outcome))?);
@@ -335,7 +335,7 @@ impl<R> Observer<R> for LiveView<R> {
         );
         match &self.bar {
             Some(b) => b.suspend(|| eprintln!("{msg}")),
-            None => eprintln!("{msg}"),
+            None => crate::logging::info(msg),
         }
     }
 

@@ -176,14 +176,14 @@ fn warn_weak_tls(s: &ConnSettings) {
     let msg = match s.sslmode() {
         _ if s.is_unix_socket() => return,
         SslMode::Disable => {
-            "warning: sslmode=disable: the connection is not encrypted; passwords and data cross the network in clear"
+            "sslmode=disable: the connection is not encrypted; passwords and data cross the network in clear"
         }
         SslMode::Require => {
-            "warning: sslmode=require: the server certificate is not verified; anyone on the path can impersonate the server (use verify-full with sslrootcert)"
+            "sslmode=require: the server certificate is not verified; anyone on the path can impersonate the server (use verify-full with sslrootcert)"
         }
         _ => return,
     };
-    ONCE.call_once(|| eprintln!("{msg}"));
+    ONCE.call_once(|| crate::logging::warn(msg));
 }
 
 /// Connects with the settings: TLS per sslmode (none over a Unix socket).
@@ -330,7 +330,7 @@ pub async fn acquire_advisory_lock(
         }
         if !announced {
             tracing::info!("waiting for another {what} to finish (advisory lock {key})");
-            eprintln!("waiting for another {what} to finish…");
+            crate::logging::info(format_args!("waiting for another {what} to finish…"));
             announced = true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -951,20 +951,12 @@ async fn verify_and_finish(
 // ---------------------------------------------------------------------------------------
 // DATE
 
-/// Parses `--before`: `YYYY-MM-DD` (midnight UTC) or RFC 3339 (converted to UTC).
+/// Parses `--before`: `YYYY-MM-DD` (midnight UTC) or RFC 3339 with or without a zone (no
+/// zone = UTC; converted to UTC), through [`crate::datetime::parse_utc`].
 pub fn parse_cutoff(s: &str) -> Result<NaiveDateTime, Error> {
-    let s = s.trim();
-    if s.len() == 10 {
-        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-            return Ok(super::midnight(d));
-        }
-    } else if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc).naive_utc());
-    }
-    Err(Error::Config(format!(
-        "invalid date {s:?}: give YYYY-MM-DD (midnight UTC) or an RFC 3339 time such as \
-         2026-01-15T12:00:00Z"
-    )))
+    crate::datetime::parse_utc(s)
+        .map(|t| t.naive_utc())
+        .map_err(|why| Error::Config(format!("invalid date {:?}: {why}", s.trim())))
 }
 
 /// Refuses a cutoff in the future unless forced.
@@ -1011,10 +1003,13 @@ mod tests {
             "yesterday",
             "2026-1-5",
             "2026-01-15T25:00:00Z",
-            "2026-01-15T12:00:00",
         ] {
             assert!(parse_cutoff(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_cutoff("2026-01-15T12:00:00").unwrap().to_string(),
+            "2026-01-15 12:00:00"
+        );
         let now = parse_cutoff("2026-01-15").unwrap();
         assert!(check_not_future(parse_cutoff("2026-01-16").unwrap(), now, false).is_err());
         assert!(check_not_future(parse_cutoff("2026-01-16").unwrap(), now, true).is_ok());

@@ -4,6 +4,7 @@ mod archive_export;
 mod audit;
 mod backup;
 mod bench;
+mod cli;
 mod common;
 mod connect;
 mod health;

@@ -467,7 +467,6 @@ fn malformed_dates_are_refused_before_connecting() {
         "31/01/2025",
         "yesterday",
         "2025-1-5",
-        "2025-01-15T12:00:00",
         "2025-01-15T25:00:00Z",
         "",
     ] {
