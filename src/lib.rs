@@ -22,5 +22,6 @@ pub mod policy_check;
 pub mod report;
 pub mod schedule;
 pub mod serve;
+pub mod text;
 
 pub use error::{Error, Result};

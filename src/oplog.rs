@@ -28,7 +28,19 @@ const INSERT_FINISHED: &str = "INSERT INTO opsctl.operations \
      (command, command_line, os_user, host, pid, started_at, finished_at, outcome, error) \
      VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp(), $7, $8)";
 
-const TABLE_PRESENT: &str = "SELECT to_regclass('opsctl.operations') IS NOT NULL";
+const FINISH_OPERATION_DETAILS: &str = "UPDATE opsctl.operations \
+     SET finished_at = clock_timestamp(), outcome = $2, error = $3, details = $4, result = $5 \
+     WHERE id = $1";
+
+const INSERT_FINISHED_DETAILS: &str = "INSERT INTO opsctl.operations \
+     (command, command_line, os_user, host, pid, started_at, finished_at, outcome, error, \
+      details, result) \
+     VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp(), $7, $8, $9, $10)";
+
+/// Whether the table exists, and whether it has the `details`/`result` columns (V65).
+const TABLE_PRESENT: &str = "SELECT to_regclass('opsctl.operations') IS NOT NULL, \
+     EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass('opsctl.operations') \
+             AND attname = 'details' AND NOT attisdropped)";
 
 /// How a recorded operation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +100,7 @@ pub async fn start_named(
         line: redact_argv(argv),
         started_at: chrono::Utc::now(),
     };
-    if !table_present(client).await? {
+    if !table_present(client).await?.0 {
         return Ok(guard);
     }
     let row = client
@@ -104,12 +116,32 @@ pub async fn start_named(
     Ok(guard)
 }
 
-async fn table_present(client: &Client) -> Result<bool, Error> {
-    Ok(client
+/// (the table exists, it has the `details` and `result` columns).
+async fn table_present(client: &Client) -> Result<(bool, bool), Error> {
+    let row = client
         .query_one(TABLE_PRESENT, &[])
         .await
-        .map_err(Error::db)?
-        .get(0))
+        .map_err(Error::db)?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Splits an error for the log: the first line is the summary (without a leading
+/// `error: `, which the renderers add), the other lines (detail, hint, causes) the details.
+/// Secrets are removed.
+pub fn split_error(e: &str) -> (String, Option<String>) {
+    let e = db::redact(e);
+    let mut t = e.trim();
+    while let Some(rest) = t.strip_prefix("error:") {
+        t = rest.trim_start();
+    }
+    match t.split_once('\n') {
+        Some((first, rest)) if !rest.trim().is_empty() => (
+            first.trim_end().to_string(),
+            Some(rest.trim_end().to_string()),
+        ),
+        Some((first, _)) => (first.trim_end().to_string(), None),
+        None => (t.to_string(), None),
+    }
 }
 
 fn host() -> Option<String> {
@@ -131,16 +163,66 @@ impl OpGuard {
         outcome: Outcome,
         error: Option<&dyn Display>,
     ) -> Result<(), Error> {
-        let error = error.map(|e| db::redact(&e.to_string()));
+        self.finish_with(client, outcome, error, None).await
+    }
+
+    /// As [`OpGuard::finish`], with what the command did (`result`, e.g. the rows an
+    /// import inserted). A multi-line error is kept whole: its first line in `error`, the
+    /// rest in `details` (on a database without those columns, all of it in `error`).
+    pub async fn finish_with(
+        self,
+        client: &Client,
+        outcome: Outcome,
+        error: Option<&dyn Display>,
+        result: Option<&str>,
+    ) -> Result<(), Error> {
+        let (present, has_details) = table_present(client).await?;
+        if !present {
+            tracing::debug!("opsctl.operations does not exist: operation not recorded");
+            return Ok(());
+        }
+        let (error, details) = match error.map(|e| split_error(&e.to_string())) {
+            Some((first, details)) => (Some(first), details),
+            None => (None, None),
+        };
+        let result = result.map(db::redact);
         let ctx = "cannot record the end of the operation in opsctl.operations";
-        match self.id {
-            Some(id) => {
+        let state = outcome.as_str();
+        match (self.id, has_details) {
+            (Some(id), true) => client
+                .execute(
+                    FINISH_OPERATION_DETAILS,
+                    &[&id, &state, &error, &details, &result],
+                )
+                .await
+                .map_err(Error::db_ctx(ctx))?,
+            (Some(id), false) => {
+                let whole = join_error(error, details);
                 client
-                    .execute(FINISH_OPERATION, &[&id, &outcome.as_str(), &error])
+                    .execute(FINISH_OPERATION, &[&id, &state, &whole])
                     .await
-                    .map_err(Error::db_ctx(ctx))?;
+                    .map_err(Error::db_ctx(ctx))?
             }
-            None if table_present(client).await? => {
+            (None, true) => client
+                .execute(
+                    INSERT_FINISHED_DETAILS,
+                    &[
+                        &self.command,
+                        &self.line,
+                        &os_user(),
+                        &host(),
+                        &pid(),
+                        &self.started_at,
+                        &state,
+                        &error,
+                        &details,
+                        &result,
+                    ],
+                )
+                .await
+                .map_err(Error::db_ctx(ctx))?,
+            (None, false) => {
+                let whole = join_error(error, details);
                 client
                     .execute(
                         INSERT_FINISHED,
@@ -151,16 +233,22 @@ impl OpGuard {
                             &host(),
                             &pid(),
                             &self.started_at,
-                            &outcome.as_str(),
-                            &error,
+                            &state,
+                            &whole,
                         ],
                     )
                     .await
-                    .map_err(Error::db_ctx(ctx))?;
+                    .map_err(Error::db_ctx(ctx))?
             }
-            None => tracing::debug!("opsctl.operations does not exist: operation not recorded"),
-        }
+        };
         Ok(())
+    }
+}
+
+fn join_error(error: Option<String>, details: Option<String>) -> Option<String> {
+    match (error, details) {
+        (Some(e), Some(d)) => Some(format!("{e}\n{d}")),
+        (e, _) => e,
     }
 }
 
@@ -313,6 +401,21 @@ mod tests {
             "--format=json",
         ]));
         assert_eq!(line, "opsctl backup prune --keep 3 --format=json");
+    }
+
+    #[test]
+    fn errors_split_into_summary_and_details() {
+        assert_eq!(
+            split_error("error: error: vacuum failed: ERROR: boom\n  detail: d\n  hint: h\n"),
+            (
+                "vacuum failed: ERROR: boom".to_string(),
+                Some("  detail: d\n  hint: h".to_string())
+            )
+        );
+        assert_eq!(split_error("one line"), ("one line".to_string(), None));
+        assert!(!split_error("cannot connect to postgres://u:pw@h/d")
+            .0
+            .contains(":pw@"));
     }
 
     #[test]

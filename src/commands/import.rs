@@ -11,7 +11,7 @@ pub async fn run(args: ImportArgs) -> u8 {
     let settings = match conn_settings(&args.connect) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            super::eprint_error(e);
             return EXIT_USAGE;
         }
     };
@@ -31,14 +31,14 @@ pub async fn run(args: ImportArgs) -> u8 {
                 (Box::new(f), args.file.display().to_string(), size)
             }
             Err(e) => {
-                eprintln!("error: cannot open {}: {e}", args.file.display());
+                super::eprint_error(format!("cannot open {}: {e}", args.file.display()));
                 return EXIT_FAILURE;
             }
         }
     };
     if let Some(r) = &args.reject_file {
         if !stdin && same_file(r, &args.file) {
-            eprintln!("error: --reject-file must not be the input file");
+            super::eprint_error("--reject-file must not be the input file");
             return EXIT_USAGE;
         }
     }
@@ -74,6 +74,15 @@ pub async fn run(args: ImportArgs) -> u8 {
     }
     match result {
         Ok(s) => {
+            super::note_result(format!(
+                "{} into {}: {} inserted, {} updated, {} duplicate, {} rejected",
+                s.source,
+                s.table,
+                crate::text::count(s.inserted),
+                crate::text::count(s.updated),
+                crate::text::count(s.duplicate),
+                crate::text::count(s.rejected)
+            ));
             render(&s, args.output.format);
             EXIT_OK
         }
@@ -85,7 +94,7 @@ pub async fn run(args: ImportArgs) -> u8 {
                         + "\n"),
                 );
             }
-            eprintln!("error: {e}");
+            super::eprint_error(e);
             EXIT_FAILURE
         }
     }
@@ -104,16 +113,16 @@ fn render(s: &Summary, format: Format) {
         Format::Text => {
             let mut out = format!(
                 "imported {} into {}: {} inserted, {} duplicate, {} updated, {} rejected \
-                 ({} rows in {:.1}s, {} rows/s)\n",
+                 ({} in {}, {})\n",
                 s.source,
                 s.table,
-                s.inserted,
-                s.duplicate,
-                s.updated,
-                s.rejected,
-                s.rows,
-                s.elapsed_ms as f64 / 1000.0,
-                s.rows_per_second
+                crate::text::count(s.inserted),
+                crate::text::count(s.duplicate),
+                crate::text::count(s.updated),
+                crate::text::count(s.rejected),
+                crate::text::plural(s.rows, "row"),
+                crate::text::duration_short(s.elapsed_ms as f64 / 1000.0),
+                crate::text::rate(s.rows as f64, s.elapsed_ms as f64 / 1000.0, "rows")
             );
             if let (Some(p), true) = (&s.reject_file, s.rejected > 0) {
                 out.push_str(&format!("rejected rows are in {p}\n"));

@@ -70,8 +70,14 @@ pub async fn run(args: MigrateArgs) -> u8 {
                                 + "\n"),
                         ),
                         Format::Text => print(&format!(
-                            "ok: the {n} applied migration(s) of {} match their files\n",
-                            st.database
+                            "ok: {} of {} {} their files\n",
+                            if n == 1 {
+                                "the 1 applied migration".to_string()
+                            } else {
+                                format!("the {} applied migrations", crate::text::count(n))
+                            },
+                            st.database,
+                            if n == 1 { "matches" } else { "match" }
                         )),
                     }
                     EXIT_OK
@@ -206,10 +212,10 @@ fn render_up(r: &UpReport, format: Format) {
             let verb = if r.dry_run { "would apply" } else { "applied" };
             for s in &r.applied {
                 out.push_str(&format!(
-                    "{verb} V{} {} ({} statement(s){}{})\n",
+                    "{verb} V{} {} ({}{}{})\n",
                     s.version,
                     s.name,
-                    s.statements,
+                    crate::text::plural(s.statements, "statement"),
                     if s.no_transaction {
                         ", no transaction"
                     } else {
@@ -231,8 +237,8 @@ fn render_up(r: &UpReport, format: Format) {
                 ));
             } else if r.dry_run {
                 out.push_str(&format!(
-                    "dry run: {} migration(s) pending on {} (now at {cur}); nothing changed\n",
-                    r.applied.len(),
+                    "dry run: {} pending on {} (now at {cur}); nothing changed\n",
+                    crate::text::plural(r.applied.len(), "migration"),
                     r.database
                 ));
             } else {
