@@ -178,7 +178,7 @@ fn emit_plan(p: &Plan, format: Format) {
              {} of {} rows moved)\n",
             fmt_ts(u.cutoff),
             u.journal_id,
-            u.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            crate::text::ts(&u.started_at),
             u.rows_moved,
             u.source_rows
         ));

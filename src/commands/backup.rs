@@ -506,7 +506,7 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
             "{verb} {}/{} ({}): {}\n",
             d.database,
             d.id,
-            d.started_at.format("%Y-%m-%d %H:%M"),
+            text::ts(&d.started_at),
             d.reasons.join("; ")
         ));
     }

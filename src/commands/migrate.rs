@@ -277,7 +277,7 @@ fn render_status(st: &Status, format: Format) {
                     e.applied_at
                         .map(|t| format!(
                             "{} by {} ({} ms)",
-                            t.format("%Y-%m-%d %H:%M:%S UTC"),
+                            crate::text::ts(&t),
                             e.applied_by.as_deref().unwrap_or("?"),
                             e.execution_ms.unwrap_or(0)
                         ))

@@ -392,8 +392,8 @@ pub async fn acquire_advisory_lock(
                 .await
                 .unwrap_or_else(|| "a session that has just ended".to_string());
             return Err(Error::Busy(format!(
-                "another {what} holds the lock: {holder}; waited {}s. Wait for it to finish \
-                 or raise --lock-wait",
+                "another {what} is running and holds the lock: {holder}; waited {}s. Wait for \
+                 it to finish or raise --lock-wait",
                 wait.as_secs()
             )));
         }

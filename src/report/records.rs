@@ -252,7 +252,7 @@ async fn audit(ctx: &Ctx<'_>) -> Check {
             c.state = State::Critical;
             parts.push(format!(
                 "audit chain BROKEN at the verify of {}: {}",
-                at.format("%Y-%m-%d %H:%M UTC"),
+                crate::text::ts(at),
                 super::shorten(err.as_deref().unwrap_or("no detail recorded"), 160)
             ));
         }

@@ -779,12 +779,12 @@ fn one_maintenance_job_at_a_time() {
         .success();
 
     // A real second run: the first holds the maintenance lock while it retries a table
-    // lock another session keeps for ~8 s (long enough on a loaded machine); the second
-    // refuses.
+    // lock another session keeps until the second has refused (ended then, so the test
+    // does not depend on how fast a loaded machine starts processes).
     db.sql("UPDATE busy SET v = v + 1");
     let mut holder = psql_child(
         &db,
-        "BEGIN; LOCK TABLE busy IN SHARE UPDATE EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT;",
+        "BEGIN; LOCK TABLE busy IN SHARE UPDATE EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;",
     );
     wait_for(
         &db,
@@ -816,6 +816,11 @@ fn one_maintenance_job_at_a_time() {
         second.stderr.contains("another maintenance job"),
         "{}",
         second.stderr
+    );
+    db.sql(
+        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = 'busy' AND l.mode = 'ShareUpdateExclusiveLock' AND l.granted \
+         AND l.pid <> pg_backend_pid()",
     );
     let out = first.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

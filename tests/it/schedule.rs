@@ -128,6 +128,14 @@ fn schedule_list_shows_next_fire_times_and_last_runs() {
         .run()
         .success();
     assert!(text.stdout.contains("audit-seal"), "{}", text.stdout);
+    // Text shows times one way; JSON (above) in RFC 3339.
+    let vac = text.stdout.lines().find(|l| l.contains("vacuum")).unwrap();
+    assert!(vac.contains(" 03:30 UTC"), "{vac}");
+    assert!(!vac.contains("T03:30:00"), "{vac}");
+    assert!(
+        vac.contains("last: success at 20") && vac.ends_with(" UTC"),
+        "{vac}"
+    );
 }
 
 #[test]
