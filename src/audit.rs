@@ -1003,7 +1003,12 @@ pub struct Operation {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: String,
+    /// The error's first line.
     pub error: Option<String>,
+    /// The rest of a multi-line error (detail, hint, causes).
+    pub details: Option<String>,
+    /// What the command did (e.g. rows an import inserted, updated, skipped, rejected).
+    pub result: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1062,8 +1067,12 @@ fn q_big_transactions() -> String {
     )
 }
 
+/// The operations in the window. `details` and `result` are read through jsonb so the
+/// query also works on a database without those columns (before V65): they are NULL there.
 const Q_OPERATIONS: &str = "SELECT id, command, command_line, os_user, db_role, host, \
-     started_at, finished_at, outcome, error FROM opsctl.operations \
+     started_at, finished_at, outcome, error, \
+     to_jsonb(o) ->> 'details', to_jsonb(o) ->> 'result' \
+     FROM opsctl.operations o \
      WHERE started_at >= $1 AND started_at < $2 \
      AND ($3::text IS NULL OR os_user = $3 OR db_role = $3) \
      ORDER BY started_at, id LIMIT $4";
@@ -1121,6 +1130,8 @@ pub async fn report(client: &Client, f: &ReportFilter) -> Result<Report, Error> 
             finished_at: r.get(7),
             outcome: r.get(8),
             error: r.get(9),
+            details: r.get(10),
+            result: r.get(11),
         })
         .collect();
     let largest_transactions = client

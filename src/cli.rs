@@ -468,6 +468,10 @@ pub struct BackupListArgs {
     pub dir: BackupDirArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Every column in full (end, duration, dump and compressed sizes, key ids, when
+    /// verified and drilled); by default the table fits 120 columns.
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Args)]
@@ -786,6 +790,9 @@ pub enum ScheduleCommand {
     /// The scheduler daemon (foreground, for systemd or a container), or one job with --once.
     #[command(after_long_help = crate::help::SCHEDULE_RUN)]
     Run(ScheduleRunArgs),
+    /// What ran while nobody watched: each run with start, duration, outcome, exit code,
+    /// attempt, and the error or the last lines of the job's output (newest first).
+    History(ScheduleHistoryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -808,6 +815,24 @@ pub struct ScheduleRunArgs {
     /// reindex, partitions, archive, size-snapshot, audit-seal).
     #[arg(long, value_name = "JOB")]
     pub once: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleHistoryArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Only this job (backup, prune, drill, vacuum, reindex, partitions, archive,
+    /// size-snapshot, audit-seal).
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+    /// How far back: 90m, 24h, 7d, 2w.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub since: String,
+    /// Show at most this many runs.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub limit: i64,
 }
 
 /// `opsctl audit …`

@@ -49,7 +49,19 @@ const INSERT_FINISHED: &str = "INSERT INTO opsctl.operations \
      (command, command_line, os_user, host, pid, started_at, finished_at, outcome, error) \
      VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp(), $7, $8)";
 
-const TABLE_PRESENT: &str = "SELECT to_regclass('opsctl.operations') IS NOT NULL";
+const FINISH_OPERATION_DETAILS: &str = "UPDATE opsctl.operations \
+     SET finished_at = clock_timestamp(), outcome = $2, error = $3, details = $4, result = $5 \
+     WHERE id = $1 AND started_at = $6 AND outcome = 'running'";
+
+const INSERT_FINISHED_DETAILS: &str = "INSERT INTO opsctl.operations \
+     (command, command_line, os_user, host, pid, started_at, finished_at, outcome, error, \
+      details, result) \
+     VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp(), $7, $8, $9, $10)";
+
+/// Whether the table exists, and whether it has the `details`/`result` columns (V65).
+const TABLE_PRESENT: &str = "SELECT to_regclass('opsctl.operations') IS NOT NULL, \
+     EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass('opsctl.operations') \
+             AND attname = 'details' AND NOT attisdropped)";
 
 /// How a recorded operation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +122,7 @@ pub async fn start_named(
         line: redact_argv(argv),
         started_at: chrono::Utc::now(),
     };
-    if !table_present(client).await? {
+    if !table_present(client).await?.0 {
         return Ok(guard);
     }
     let row = client
@@ -127,12 +139,32 @@ pub async fn start_named(
     Ok(guard)
 }
 
-async fn table_present(client: &Client) -> Result<bool, Error> {
-    Ok(client
+/// (the table exists, it has the `details` and `result` columns).
+async fn table_present(client: &Client) -> Result<(bool, bool), Error> {
+    let row = client
         .query_one(TABLE_PRESENT, &[])
         .await
-        .map_err(Error::db)?
-        .get(0))
+        .map_err(Error::db)?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Splits an error for the log: the first line is the summary (without a leading
+/// `error: `, which the renderers add), the other lines (detail, hint, causes) the details.
+/// Secrets are removed.
+pub fn split_error(e: &str) -> (String, Option<String>) {
+    let e = db::redact(e);
+    let mut t = e.trim();
+    while let Some(rest) = t.strip_prefix("error:") {
+        t = rest.trim_start();
+    }
+    match t.split_once('\n') {
+        Some((first, rest)) if !rest.trim().is_empty() => (
+            first.trim_end().to_string(),
+            Some(rest.trim_end().to_string()),
+        ),
+        Some((first, _)) => (first.trim_end().to_string(), None),
+        None => (t.to_string(), None),
+    }
 }
 
 /// This machine's host name ("unknown" when the system cannot say): the one helper every
@@ -156,39 +188,89 @@ impl OpGuard {
         outcome: Outcome,
         error: Option<&dyn Display>,
     ) -> Result<(), Error> {
-        let error = error.map(|e| db::redact(&e.to_string()));
+        self.finish_with(client, outcome, error, None).await
+    }
+
+    /// As [`OpGuard::finish`], with what the command did (`result`, e.g. the rows an
+    /// import inserted). A multi-line error is kept whole: its first line in `error`, the
+    /// rest in `details` (on a database without those columns, all of it in `error`).
+    pub async fn finish_with(
+        self,
+        client: &Client,
+        outcome: Outcome,
+        error: Option<&dyn Display>,
+        result: Option<&str>,
+    ) -> Result<(), Error> {
+        let (present, has_details) = table_present(client).await?;
+        if !present {
+            tracing::debug!("opsctl.operations does not exist: operation not recorded");
+            return Ok(());
+        }
+        let (error, details) = match error.map(|e| split_error(&e.to_string())) {
+            Some((first, details)) => (Some(first), details),
+            None => (None, None),
+        };
+        let result = result.map(db::redact);
         let ctx = "cannot record the end of the operation in opsctl.operations";
-        let updated = match self.id {
-            Some(id) => client
+        let state = outcome.as_str();
+        let updated = match (self.id, has_details) {
+            (Some(id), true) => client
                 .execute(
-                    FINISH_OPERATION,
-                    &[&id, &outcome.as_str(), &error, &self.started_at],
+                    FINISH_OPERATION_DETAILS,
+                    &[&id, &state, &error, &details, &result, &self.started_at],
                 )
                 .await
                 .map_err(Error::db_ctx(ctx))?,
-            None => 0,
+            (Some(id), false) => client
+                .execute(
+                    FINISH_OPERATION,
+                    &[&id, &state, &join_error(error.clone(), details.clone()), &self.started_at],
+                )
+                .await
+                .map_err(Error::db_ctx(ctx))?,
+            (None, _) => 0,
         };
-        match updated {
-            0 if table_present(client).await? => {
-                client
-                    .execute(
-                        INSERT_FINISHED,
-                        &[
-                            &self.command,
-                            &self.line,
-                            &os_user(),
-                            &hostname(),
-                            &pid(),
-                            &self.started_at,
-                            &outcome.as_str(),
-                            &error,
-                        ],
-                    )
-                    .await
-                    .map_err(Error::db_ctx(ctx))?;
-            }
-            0 => tracing::debug!("opsctl.operations does not exist: operation not recorded"),
-            _ => {}
+        if updated > 0 {
+            return Ok(());
+        }
+        // No row of ours to finish (none was written at the start, or the database was
+        // replaced by `restore --clean --force`): record the whole operation now.
+        if has_details {
+            client
+                .execute(
+                    INSERT_FINISHED_DETAILS,
+                    &[
+                        &self.command,
+                        &self.line,
+                        &os_user(),
+                        &hostname(),
+                        &pid(),
+                        &self.started_at,
+                        &state,
+                        &error,
+                        &details,
+                        &result,
+                    ],
+                )
+                .await
+                .map_err(Error::db_ctx(ctx))?;
+        } else {
+            client
+                .execute(
+                    INSERT_FINISHED,
+                    &[
+                        &self.command,
+                        &self.line,
+                        &os_user(),
+                        &hostname(),
+                        &pid(),
+                        &self.started_at,
+                        &state,
+                        &join_error(error, details),
+                    ],
+                )
+                .await
+                .map_err(Error::db_ctx(ctx))?;
         }
         Ok(())
     }
@@ -204,7 +286,7 @@ pub async fn close_vanished(
     own_pid: i32,
     alive: impl Fn(i32) -> bool,
 ) -> Result<u64, Error> {
-    if !table_present(client).await? {
+    if !table_present(client).await?.0 {
         return Ok(0);
     }
     let rows = client
@@ -232,7 +314,7 @@ pub async fn close_vanished(
 /// Of `pids`, those whose newest `command` operation in the log has ended (success or
 /// failure). Empty when the log does not exist.
 pub async fn ended_runs(client: &Client, command: &str, pids: &[i32]) -> Result<Vec<i32>, Error> {
-    if !table_present(client).await? {
+    if !table_present(client).await?.0 {
         return Ok(Vec::new());
     }
     Ok(client
@@ -242,6 +324,13 @@ pub async fn ended_runs(client: &Client, command: &str, pids: &[i32]) -> Result<
         .iter()
         .map(|r| r.get(0))
         .collect())
+}
+
+fn join_error(error: Option<String>, details: Option<String>) -> Option<String> {
+    match (error, details) {
+        (Some(e), Some(d)) => Some(format!("{e}\n{d}")),
+        (e, _) => e,
+    }
 }
 
 /// The operating-system user running opsctl.
@@ -393,6 +482,21 @@ mod tests {
             "--format=json",
         ]));
         assert_eq!(line, "opsctl backup prune --keep 3 --format=json");
+    }
+
+    #[test]
+    fn errors_split_into_summary_and_details() {
+        assert_eq!(
+            split_error("error: error: vacuum failed: ERROR: boom\n  detail: d\n  hint: h\n"),
+            (
+                "vacuum failed: ERROR: boom".to_string(),
+                Some("  detail: d\n  hint: h".to_string())
+            )
+        );
+        assert_eq!(split_error("one line"), ("one line".to_string(), None));
+        assert!(!split_error("cannot connect to postgres://u:pw@h/d")
+            .0
+            .contains(":pw@"));
     }
 
     #[test]

@@ -179,7 +179,7 @@ fn emit_plan(p: &Plan, format: Format) {
              {} of {} rows moved)\n",
             fmt_ts(u.cutoff),
             u.journal_id,
-            u.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            crate::text::ts(&u.started_at),
             u.rows_moved,
             u.source_rows
         ));
@@ -199,10 +199,9 @@ fn emit_plan(p: &Plan, format: Format) {
         ));
     }
     out.push_str(&format!(
-        "  rows in batches: {} in {} batch{} of up to {} ({})\n",
+        "  rows in batches: {} in {} of up to {} ({})\n",
         p.batch_rows,
-        p.batches,
-        if p.batches == 1 { "" } else { "es" },
+        crate::text::plural(p.batches, "batch"),
         p.batch_size,
         human_bytes(p.batch_bytes)
     ));
@@ -359,7 +358,7 @@ fn render_summary(s: &Summary) -> String {
     format!(
         "archive of {table} before {cutoff} UTC into {arch}{resumed}: {state}\n\
          \x20 partitions moved: {np}{names}\n\
-         \x20 rows moved: {rows} ({byp} by partition moves, {byb} in {batches} batches)\n\
+         \x20 rows moved: {rows} ({byp} by partition moves, {byb} in {batches})\n\
          \x20 bytes moved: {bytes}\n\
          \x20 verification: {verification}\n\
          \x20 live table lock per month moved: at most {lock:.1} ms (wait + hold)\n\
@@ -382,7 +381,7 @@ fn render_summary(s: &Summary) -> String {
         rows = s.rows_moved,
         byp = s.rows_moved_by_partitions,
         byb = s.rows_moved_by_batches,
-        batches = s.batches,
+        batches = crate::text::plural(s.batches, "batch"),
         bytes = human_bytes(s.bytes_moved),
         verification = s.verification,
         lock = s.max_live_lock_ms,

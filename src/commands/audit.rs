@@ -10,6 +10,7 @@ use crate::audit::{self, Report, ReportFilter, SealOutcome, VerifyOutcome};
 use crate::cli::{AuditCommand, AuditReportArgs, AuditSealArgs, AuditVerifyArgs, Format};
 use crate::db;
 use crate::oplog;
+use crate::text;
 
 pub async fn run(cmd: AuditCommand) -> u8 {
     match cmd {
@@ -85,8 +86,8 @@ fn seal_text(o: &SealOutcome) -> String {
         };
         let _ = writeln!(
             t,
-            "audit seal: sealed {} row(s) ({seals}, audit ids {}–{})",
-            o.rows_sealed,
+            "audit seal: sealed {} ({seals}, audit ids {}–{})",
+            text::plural(o.rows_sealed, "row"),
             first.map_or("-".into(), |v| v.to_string()),
             last.map_or("-".into(), |v| v.to_string()),
         );
@@ -97,8 +98,9 @@ fn seal_text(o: &SealOutcome) -> String {
     if o.rows_waiting > 0 {
         let _ = writeln!(
             t,
-            "{} row(s) wait for transactions still running (xid ≥ {}); the next seal takes them",
-            o.rows_waiting, o.xid_horizon
+            "{} wait for transactions still running (xid ≥ {}); the next seal takes them",
+            text::plural(o.rows_waiting, "row"),
+            o.xid_horizon
         );
     }
     t
@@ -220,8 +222,9 @@ fn verify_text(o: &VerifyOutcome) -> String {
     if o.intact {
         let _ = writeln!(
             t,
-            "audit verify: OK: {} seal(s), {} sealed row(s) intact",
-            o.seals, o.rows_verified
+            "audit verify: OK: {}, {} intact",
+            text::plural(o.seals, "seal"),
+            text::plural(o.rows_verified, "sealed row")
         );
     } else {
         let first = o.first_problem.as_ref().expect("not intact has a problem");
@@ -232,7 +235,7 @@ fn verify_text(o: &VerifyOutcome) -> String {
             } else {
                 o.problems.len().to_string()
             };
-            let _ = writeln!(t, "{more} problem(s) in all:");
+            let _ = writeln!(t, "{more} problems in all:");
             for p in &o.problems {
                 let _ = writeln!(t, "  - {p}");
             }
@@ -241,8 +244,13 @@ fn verify_text(o: &VerifyOutcome) -> String {
     if o.recorded_seals_checked > 0 && o.intact {
         let _ = writeln!(
             t,
-            "{} seal(s) recorded by backups are in the chain unchanged",
-            o.recorded_seals_checked
+            "{} recorded by backups {} in the chain unchanged",
+            text::plural(o.recorded_seals_checked, "seal"),
+            if o.recorded_seals_checked == 1 {
+                "is"
+            } else {
+                "are"
+            }
         );
     }
     if o.anchored_seals_checked > 0 && o.intact {
@@ -263,8 +271,8 @@ fn verify_text(o: &VerifyOutcome) -> String {
     if o.unsealed_rows > 0 {
         let _ = writeln!(
             t,
-            "{} row(s) not yet sealed (not covered by this verification)",
-            o.unsealed_rows
+            "{} not yet sealed (not covered by this verification)",
+            text::plural(o.unsealed_rows, "row")
         );
     }
     t
@@ -362,17 +370,12 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 fn ts(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
+    text::ts(t)
 }
 
 fn report_text(r: &Report) -> String {
     let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "opsctl audit report: {} – {} UTC",
-        ts(&r.from),
-        ts(&r.to)
-    );
+    let _ = writeln!(t, "opsctl audit report: {} – {}", ts(&r.from), ts(&r.to));
     if let Some(tb) = &r.table {
         let _ = writeln!(t, "table: {tb}");
     }
@@ -425,12 +428,7 @@ fn report_text(r: &Report) -> String {
     for o in &r.operations {
         let dur = o
             .finished_at
-            .map(|f| {
-                format!(
-                    "{:.1}s",
-                    (f - o.started_at).num_milliseconds() as f64 / 1000.0
-                )
-            })
+            .map(|f| text::duration_short((f - o.started_at).num_milliseconds() as f64 / 1000.0))
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             t,
@@ -443,8 +441,16 @@ fn report_text(r: &Report) -> String {
             o.db_role,
             o.command_line
         );
+        if let Some(res) = &o.result {
+            let _ = writeln!(t, "      result: {res}");
+        }
         if let Some(e) = &o.error {
-            let _ = writeln!(t, "      error: {}", e.lines().next().unwrap_or(""));
+            // Older rows may still carry a prefix or several lines in `error`.
+            let (first, rest) = oplog::split_error(e);
+            let _ = writeln!(t, "      error: {first}");
+            for l in rest.iter().chain(&o.details).flat_map(|d| d.lines()) {
+                let _ = writeln!(t, "        {}", l.trim_start());
+            }
         }
     }
     let _ = writeln!(t, "\nlargest transactions");
@@ -454,9 +460,9 @@ fn report_text(r: &Report) -> String {
     for b in &r.largest_transactions {
         let _ = writeln!(
             t,
-            "  xid {:<12} {:>10} row(s)  {}  {:<20} {}",
+            "  xid {:<12} {:>10}  {}  {:<20} {}",
             b.transaction_id,
-            b.rows,
+            text::plural(b.rows, "row"),
             ts(&b.started_at),
             b.actor,
             b.tables
@@ -467,9 +473,9 @@ fn report_text(r: &Report) -> String {
         Some(c) => {
             let _ = writeln!(
                 t,
-                "  {} seal(s) over {} row(s); last sealed {}",
-                c.seals,
-                c.sealed_rows,
+                "  {} over {}; last sealed {}",
+                text::plural(c.seals, "seal"),
+                text::plural(c.sealed_rows, "row"),
                 c.last_sealed_at.as_ref().map_or("never".into(), ts)
             );
             let _ = writeln!(

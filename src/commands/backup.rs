@@ -20,6 +20,7 @@ use crate::cli::{
     BackupRekeyArgs, BackupVerifyArgs, ConnectArgs, Format, KeyArgs,
 };
 use crate::policy::Policy;
+use crate::text;
 
 pub async fn run(args: BackupArgs) -> u8 {
     let r = match args.command {
@@ -144,6 +145,14 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
         _ = term.recv() => return Err(stopped("terminated")),
     };
     drop(pb);
+    super::note_result(format!(
+        "backup {} of {} ({}, {}) written to {}",
+        created.summary.id,
+        created.summary.database,
+        crate::text::plural(created.summary.tables, "table"),
+        crate::text::plural(created.summary.rows, "row"),
+        created.path.display()
+    ));
     if a.output.format == Format::Json {
         print(&(serde_json::to_string_pretty(&created)? + "\n"));
     } else {
@@ -178,18 +187,88 @@ fn seal_short(s: Option<&crate::backup::manifest::SealRef>) -> String {
     }
 }
 
+/// (verified, drilled) in full, with when: for `backup list --wide`.
 fn status_word(s: &repo::Status) -> (String, String) {
     let verified = match (s.verify_ok, s.verified_at) {
-        (Some(true), Some(t)) => format!("ok {}", t.format("%Y-%m-%d %H:%M")),
+        (Some(true), Some(t)) => format!("ok {}", text::ts(&t)),
         (Some(false), _) => "FAILED".into(),
         _ => "-".into(),
     };
     let drilled = match (s.drill_ok, s.drilled_at, s.drill_rto_secs) {
-        (Some(true), Some(t), Some(r)) => format!("ok {} rto {r:.1}s", t.format("%Y-%m-%d %H:%M")),
-        (Some(false), _, _) => format!("FAILED ({} differences)", s.drill_mismatches.len()),
+        (Some(true), Some(t), Some(r)) => {
+            format!("ok {} rto {}", text::ts(&t), text::duration_short(r))
+        }
+        (Some(false), _, _) => format!(
+            "FAILED ({})",
+            text::plural(s.drill_mismatches.len(), "difference")
+        ),
         _ => "-".into(),
     };
     (verified, drilled)
+}
+
+/// (verified, drilled) in short, for the default `backup list`.
+fn status_short(s: &repo::Status) -> (String, String) {
+    let verified = match s.verify_ok {
+        Some(true) => "ok".into(),
+        Some(false) => "FAILED".into(),
+        None => "-".into(),
+    };
+    let drilled = match (s.drill_ok, s.drill_rto_secs) {
+        (Some(true), Some(r)) => format!("ok, rto {}", text::duration_short(r)),
+        (Some(true), None) => "ok".into(),
+        (Some(false), _) => format!(
+            "FAILED ({})",
+            text::plural(s.drill_mismatches.len(), "difference")
+        ),
+        (None, _) => "-".into(),
+    };
+    (verified, drilled)
+}
+
+/// The width `backup list` fits by default (`--wide` shows every column in full).
+const LIST_WIDTH: usize = 120;
+
+/// Lays out a table with two spaces between columns. With `fit`, the columns named in
+/// `shrink` (most expendable first) are cut with `…` until every line fits `fit`.
+fn table(mut rows: Vec<Vec<String>>, fit: Option<(usize, &[usize])>) -> String {
+    let ncols = rows.first().map_or(0, Vec::len);
+    let width = |rows: &Vec<Vec<String>>, i: usize| {
+        rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)
+    };
+    let mut widths: Vec<usize> = (0..ncols).map(|i| width(&rows, i)).collect();
+    if let Some((max, shrink)) = fit {
+        let total = |w: &Vec<usize>| w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1);
+        for &i in shrink {
+            let over = total(&widths).saturating_sub(max);
+            if over == 0 {
+                break;
+            }
+            // Keep the header word and a few characters of the value.
+            let floor = rows[0][i].chars().count().max(6);
+            let new = widths[i].saturating_sub(over).max(floor);
+            if new < widths[i] {
+                for r in rows.iter_mut().skip(1) {
+                    if r[i].chars().count() > new {
+                        let cut: String = r[i].chars().take(new - 1).collect();
+                        r[i] = cut + "…";
+                    }
+                }
+                widths[i] = new;
+            }
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn list(a: BackupListArgs) -> anyhow::Result<u8> {
@@ -212,52 +291,70 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
         ));
         return Ok(EXIT_OK);
     }
+    if a.wide {
+        let mut rows = vec![[
+            "id",
+            "database",
+            "start",
+            "end",
+            "duration",
+            "dump",
+            "compressed",
+            "on disk",
+            "key id",
+            "audit seal",
+            "verified",
+            "drilled",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for e in &entries {
+            let s = &e.summary;
+            let (v, d) = status_word(&e.status);
+            rows.push(vec![
+                s.id.clone(),
+                s.database.clone(),
+                text::ts(&s.started_at),
+                text::ts(&s.finished_at),
+                text::duration_short(s.duration_secs),
+                human_bytes(s.dump_bytes),
+                human_bytes(s.compressed_bytes),
+                human_bytes(s.file_bytes),
+                s.key_ids.join(","),
+                seal_short(s.audit_seal.as_ref()),
+                v,
+                d,
+            ]);
+        }
+        print(&table(rows, None));
+        return Ok(EXIT_OK);
+    }
     let mut rows = vec![[
         "id",
         "database",
         "start",
-        "end",
-        "duration",
-        "dump",
-        "compressed",
         "on disk",
-        "key id",
         "audit seal",
         "verified",
         "drilled",
     ]
-    .map(String::from)];
+    .map(String::from)
+    .to_vec()];
     for e in &entries {
         let s = &e.summary;
-        let (v, d) = status_word(&e.status);
-        rows.push([
+        let (v, d) = status_short(&e.status);
+        rows.push(vec![
             s.id.clone(),
             s.database.clone(),
-            s.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-            s.finished_at.format("%H:%M:%S").to_string(),
-            format!("{:.1}s", s.duration_secs),
-            human_bytes(s.dump_bytes),
-            human_bytes(s.compressed_bytes),
+            text::ts(&s.started_at),
             human_bytes(s.file_bytes),
-            s.key_ids.join(","),
             seal_short(s.audit_seal.as_ref()),
             v,
             d,
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    // Cut the database name first, then the drill, the seal and the start if need be.
+    let mut out = table(rows, Some((LIST_WIDTH, &[1, 6, 4, 2])));
     if let Some(t) = temps {
         out.push_str(&t);
         out.push('\n');
@@ -502,7 +599,7 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
             "{verb} {}/{} ({}): {}\n",
             d.database,
             d.id,
-            d.started_at.format("%Y-%m-%d %H:%M"),
+            text::ts(&d.started_at),
             d.reasons.join("; ")
         ));
     }
@@ -560,8 +657,9 @@ fn rekey(a: BackupRekeyArgs) -> anyhow::Result<u8> {
         );
     } else {
         print(&format!(
-            "{}: now opens with key id(s) {} ({})\n",
+            "{}: now opens with {} {} ({})\n",
             path.display(),
+            if ids.len() == 1 { "key id" } else { "key ids" },
             ids.join(", "),
             if a.reencrypt {
                 "fresh data key, body re-encrypted and read back before it replaced the old \

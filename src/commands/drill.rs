@@ -88,10 +88,10 @@ async fn run_inner(a: DrillArgs) -> anyhow::Result<u8> {
         ));
     } else {
         let mut out = format!(
-            "drill FAILED for backup {} of {}: {} difference(s) after restoring in {:.1}s:\n",
+            "drill FAILED for backup {} of {}: {} after restoring in {:.1}s:\n",
             r.id,
             r.database,
-            r.mismatches.len(),
+            crate::text::plural(r.mismatches.len(), "difference"),
             r.rto_secs
         );
         for m in &r.mismatches {

@@ -74,6 +74,15 @@ pub async fn run(args: ImportArgs) -> u8 {
     }
     match result {
         Ok(s) => {
+            super::note_result(format!(
+                "{} into {}: {} inserted, {} updated, {} duplicate, {} rejected",
+                s.source,
+                s.table,
+                crate::text::count(s.inserted),
+                crate::text::count(s.updated),
+                crate::text::count(s.duplicate),
+                crate::text::count(s.rejected)
+            ));
             render(&s, args.output.format);
             EXIT_OK
         }
@@ -104,16 +113,16 @@ fn render(s: &Summary, format: Format) {
         Format::Text => {
             let mut out = format!(
                 "imported {} into {}: {} inserted, {} duplicate, {} updated, {} rejected \
-                 ({} rows in {:.1}s, {} rows/s)\n",
+                 ({} in {}, {})\n",
                 s.source,
                 s.table,
-                s.inserted,
-                s.duplicate,
-                s.updated,
-                s.rejected,
-                s.rows,
-                s.elapsed_ms as f64 / 1000.0,
-                s.rows_per_second
+                crate::text::count(s.inserted),
+                crate::text::count(s.duplicate),
+                crate::text::count(s.updated),
+                crate::text::count(s.rejected),
+                crate::text::plural(s.rows, "row"),
+                crate::text::duration_short(s.elapsed_ms as f64 / 1000.0),
+                crate::text::rate(s.rows as f64, s.elapsed_ms as f64 / 1000.0, "rows")
             );
             if let (Some(p), true) = (&s.reject_file, s.rejected > 0) {
                 out.push_str(&format!("rejected rows are in {p}\n"));

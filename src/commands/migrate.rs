@@ -66,8 +66,14 @@ pub async fn run(args: MigrateArgs) -> u8 {
                                 + "\n"),
                         ),
                         Format::Text => print(&format!(
-                            "ok: the {n} applied migration(s) of {} match their files\n",
-                            st.database
+                            "ok: {} of {} {} their files\n",
+                            if n == 1 {
+                                "the 1 applied migration".to_string()
+                            } else {
+                                format!("the {} applied migrations", crate::text::count(n))
+                            },
+                            st.database,
+                            if n == 1 { "matches" } else { "match" }
                         )),
                     }
                     EXIT_OK
@@ -197,10 +203,10 @@ fn render_up(r: &UpReport, format: Format) {
             let verb = if r.dry_run { "would apply" } else { "applied" };
             for s in &r.applied {
                 out.push_str(&format!(
-                    "{verb} V{} {} ({} statement(s){}{})\n",
+                    "{verb} V{} {} ({}{}{})\n",
                     s.version,
                     s.name,
-                    s.statements,
+                    crate::text::plural(s.statements, "statement"),
                     if s.no_transaction {
                         ", no transaction"
                     } else {
@@ -222,8 +228,8 @@ fn render_up(r: &UpReport, format: Format) {
                 ));
             } else if r.dry_run {
                 out.push_str(&format!(
-                    "dry run: {} migration(s) pending on {} (now at {cur}); nothing changed\n",
-                    r.applied.len(),
+                    "dry run: {} pending on {} (now at {cur}); nothing changed\n",
+                    crate::text::plural(r.applied.len(), "migration"),
                     r.database
                 ));
             } else {
@@ -262,7 +268,7 @@ fn render_status(st: &Status, format: Format) {
                     e.applied_at
                         .map(|t| format!(
                             "{} by {} ({} ms)",
-                            t.format("%Y-%m-%d %H:%M:%S UTC"),
+                            crate::text::ts(&t),
                             e.applied_by.as_deref().unwrap_or("?"),
                             e.execution_ms.unwrap_or(0)
                         ))

@@ -75,7 +75,11 @@ pub async fn run(cli: Cli) -> u8 {
             last.unwrap_or_else(|| format!("exit code {code}"))
         });
         let error = error.as_ref().map(|e| e as &dyn std::fmt::Display);
-        if let Err(e) = guard.finish(&conn, outcome, error).await {
+        let result = LAST_RESULT.lock().ok().and_then(|r| r.clone());
+        if let Err(e) = guard
+            .finish_with(&conn, outcome, error, result.as_deref())
+            .await
+        {
             tracing::warn!("cannot record the operation: {e}");
         }
     }
@@ -93,17 +97,51 @@ pub fn output_format() -> Option<String> {
 /// The last error a command printed, for the operations log.
 static LAST_ERROR: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
-/// Remembers an error message for the operations log (secrets are removed there).
+/// What the last command did, for the operations log (`result`).
+static LAST_RESULT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Remembers an error message for the operations log (secrets are removed there; a
+/// leading `error: ` is not part of the message).
 pub fn note_error(msg: &str) {
+    let mut m = msg.trim_start();
+    while let Some(rest) = m.strip_prefix("error:") {
+        m = rest.trim_start();
+    }
     if let Ok(mut e) = LAST_ERROR.lock() {
-        *e = Some(msg.to_string());
+        *e = Some(m.to_string());
+    }
+}
+
+/// Remembers what the command did (e.g. rows inserted) for the operations log.
+pub fn note_result(msg: impl Into<String>) {
+    if let Ok(mut r) = LAST_RESULT.lock() {
+        *r = Some(msg.into());
     }
 }
 
 /// The commands recorded in the operations log, and where they connect. Dry runs change
-/// nothing and are not recorded.
+/// nothing and are not recorded. Every command a scheduled job runs is recorded (the
+/// scheduler sets `OPSCTL_SCHEDULED_JOB` for its children), except `audit seal`, which
+/// records itself.
 fn sensitive(cmd: &Command) -> Option<&ConnectArgs> {
-    use crate::cli::{BackupCommand, MigrateCommand};
+    use crate::cli::{BackupCommand, MigrateCommand, PartitionCommand, ScheduleCommand};
+    let scheduled = std::env::var_os("OPSCTL_SCHEDULED_JOB").is_some();
+    match cmd {
+        Command::Backup(b) => {
+            if let BackupCommand::Create(a) = &b.command {
+                return Some(&a.connect);
+            }
+        }
+        Command::Import(a) => return Some(&a.connect),
+        Command::Partition(PartitionCommand::Ensure(a)) if !a.dry_run => return Some(&a.connect),
+        Command::Schedule(ScheduleCommand::Run(a)) => return Some(&a.connect),
+        Command::Report(r) if scheduled => {
+            if let crate::cli::ReportKind::Size(a) = &r.report {
+                return Some(&a.connect);
+            }
+        }
+        _ => {}
+    }
     match cmd {
         Command::Migrate(m) => match &m.command {
             MigrateCommand::Up(a) if !a.dry_run => Some(&a.connect),

@@ -104,6 +104,23 @@ async fn ensure_cmd(args: PartitionEnsureArgs) -> u8 {
             Err(e) => return fail(e),
         }
     }
+    let done: Vec<String> = outcomes
+        .iter()
+        .map(|o| {
+            format!(
+                "{}: created {}{}, moved {} out of the default partition",
+                o.table,
+                crate::text::plural(o.created.len(), "partition"),
+                if o.default_created {
+                    " and the default partition"
+                } else {
+                    ""
+                },
+                crate::text::plural(o.rows_moved_from_default, "row")
+            )
+        })
+        .collect();
+    super::note_result(done.join("; "));
     if args.output.format == Format::Json {
         print(
             &(pretty(&json!({ "dry_run": args.dry_run, "tables": outcomes, "skipped": skipped }))
@@ -135,10 +152,9 @@ async fn ensure_cmd(args: PartitionEnsureArgs) -> u8 {
                 names = vec![names[0], "…", names[total - 1]];
             }
             out.push_str(&format!(
-                "{}: {verb} {} partition{}{}{}",
+                "{}: {verb} {}{}{}",
                 o.table,
-                total,
-                if total == 1 { "" } else { "s" },
+                crate::text::plural(total, "partition"),
                 if names.is_empty() {
                     String::new()
                 } else {
@@ -152,16 +168,15 @@ async fn ensure_cmd(args: PartitionEnsureArgs) -> u8 {
             ));
             if o.rows_moved_from_default > 0 {
                 out.push_str(&format!(
-                    "; {} {} rows from the default partition",
+                    "; {} {} from the default partition",
                     if o.dry_run { "would move" } else { "moved" },
-                    o.rows_moved_from_default
+                    crate::text::plural(o.rows_moved_from_default, "row")
                 ));
             }
         }
         out.push_str(&format!(
-            "\n  runway: {} future month{}{}\n",
-            o.runway.future_months,
-            if o.runway.future_months == 1 { "" } else { "s" },
+            "\n  runway: {}{}\n",
+            crate::text::plural(o.runway.future_months, "future month"),
             if o.runway.current_month {
                 String::new()
             } else {

@@ -1,5 +1,5 @@
-//! `opsctl schedule list|run`: the scheduler daemon with one active instance per
-//! database (standbys take over when it dies), or one job with `--once`.
+//! `opsctl schedule list|run|history`: the scheduler daemon with one active instance per
+//! database (standbys take over when it dies), one job with `--once`, and what ran.
 
 use std::time::Duration;
 
@@ -8,19 +8,23 @@ use tokio::sync::watch;
 
 use super::{conn_settings, load_policy, print, EXIT_FAILURE, EXIT_OK};
 use crate::cli::{
-    ConnectArgs, Format, PolicyArgs, ScheduleCommand, ScheduleListArgs, ScheduleRunArgs,
+    ConnectArgs, Format, PolicyArgs, ScheduleCommand, ScheduleHistoryArgs, ScheduleListArgs,
+    ScheduleRunArgs,
 };
 use crate::db::{self, locks};
 use crate::duration::parse_duration;
 use crate::policy::Policy;
-use crate::schedule::exec::{self, ChildSetup, ProcessExecutor};
+use crate::schedule::exec::{ChildSetup, ProcessExecutor};
+use crate::schedule::history::{self, JobRun};
 use crate::schedule::runner::{self, Executor, LoopConfig, Outcome, SystemClock};
 use crate::schedule::{JobKind, Plan};
+use crate::text;
 
 pub async fn run(cmd: ScheduleCommand) -> u8 {
     let result = match cmd {
         ScheduleCommand::List(a) => list(a).await,
         ScheduleCommand::Run(a) => daemon(a).await,
+        ScheduleCommand::History(a) => history_cmd(a).await,
     };
     match result {
         Ok(code) => code,
@@ -37,29 +41,33 @@ async fn list(args: ScheduleListArgs) -> anyhow::Result<u8> {
     let settings = conn_settings(&args.connect)?;
     let now = Utc::now();
     let (last, last_error) = match db::connect(&settings).await {
-        Ok(conn) => match exec::last_runs(&conn).await {
+        Ok(conn) => match history::last_runs(&conn).await {
             Ok(r) => (r, None),
             Err(e) => (Vec::new(), Some(e.to_string())),
         },
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
     let mut rows = Vec::new();
+    let mut texts = Vec::new();
     for kind in JobKind::ALL {
         let job = plan.jobs.iter().find(|j| j.kind == kind);
         let next: Vec<DateTime<Utc>> = job.map(|j| plan.upcoming(j, now, 3)).unwrap_or_default();
-        let last_run = last.iter().find(|r| r.0 == kind.name());
+        let last_run = last.iter().find(|r| r.job == kind.name());
         rows.push(serde_json::json!({
             "job": kind.name(),
             "policy_key": kind.schedule_key(),
             "expression": job.map(|j| j.expr.source().to_string()),
-            "next": next.iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
+            "next": next.iter().map(text::ts_json).collect::<Vec<_>>(),
             "last_run": last_run.map(|r| serde_json::json!({
-                "started_at": r.1.to_rfc3339(),
-                "finished_at": r.2.map(|t| t.to_rfc3339()),
-                "outcome": r.3,
-                "error": r.4,
+                "started_at": text::ts_json(&r.started_at),
+                "finished_at": r.finished_at.as_ref().map(text::ts_json),
+                "outcome": r.outcome,
+                "attempt": r.attempt,
+                "exit_code": r.exit_code,
+                "error": r.error,
             })),
         }));
+        texts.push((next, last_run));
     }
     match args.output.format {
         Format::Json => {
@@ -75,21 +83,23 @@ async fn list(args: ScheduleListArgs) -> anyhow::Result<u8> {
                 "scheduled jobs (cron times in {}; shown in UTC)\n",
                 plan.tz.name()
             );
-            for r in &rows {
+            for (r, (next, last)) in rows.iter().zip(&texts) {
                 let expr = r["expression"].as_str().unwrap_or("-");
-                let next: Vec<&str> = r["next"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|t| t.as_str())
-                    .collect();
-                let last = match &r["last_run"] {
-                    serde_json::Value::Null => "never".to_string(),
-                    l => format!(
-                        "{} at {}",
-                        l["outcome"].as_str().unwrap_or("?"),
-                        l["started_at"].as_str().unwrap_or("?")
-                    ),
+                let next: Vec<String> = next.iter().map(text::ts).collect();
+                let last = match last {
+                    None => "never".to_string(),
+                    Some(l) => {
+                        let mut s = format!("{} at {}", l.outcome, text::ts(&l.started_at));
+                        if let Some(c) = l.exit_code.filter(|c| *c != 0) {
+                            s.push_str(&format!(" (exit code {c})"));
+                        }
+                        if l.outcome != "success" {
+                            if let Some(e) = l.error.as_deref().and_then(|e| e.lines().next()) {
+                                s.push_str(&format!(": {e}"));
+                            }
+                        }
+                        s
+                    }
                 };
                 out.push_str(&format!(
                     "  {:<14} {:<16} next: {}  last: {}\n",
@@ -110,6 +120,114 @@ async fn list(args: ScheduleListArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// Lines of a job's output shown for a failed run without an error message.
+const TEXT_OUTPUT_LINES: usize = 5;
+
+async fn history_cmd(args: ScheduleHistoryArgs) -> anyhow::Result<u8> {
+    if let Some(j) = &args.job {
+        JobKind::from_name(j)?;
+    }
+    let since =
+        super::audit::parse_duration(&args.since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    let from = Utc::now() - since;
+    let settings = conn_settings(&args.connect)?;
+    let conn = db::connect(&settings).await?;
+    let Some(runs) = history::runs(&conn, args.job.as_deref(), from, args.limit).await? else {
+        anyhow::bail!(
+            "this database has no opsctl.job_runs: the scheduler has not run here \
+             (run `opsctl migrate up`, then `opsctl schedule run`)"
+        );
+    };
+    match args.output.format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "since": text::ts_json(&from),
+                "job": args.job,
+                "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
+            });
+            print(&format!("{}\n", serde_json::to_string_pretty(&v)?));
+        }
+        Format::Text => print(&history_text(&runs, &from, args.job.as_deref())),
+    }
+    Ok(EXIT_OK)
+}
+
+fn run_json(r: &JobRun) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id,
+        "job": r.job,
+        "scheduled_for": r.scheduled_for.as_ref().map(text::ts_json),
+        "started_at": text::ts_json(&r.started_at),
+        "finished_at": r.finished_at.as_ref().map(text::ts_json),
+        "duration_seconds": r.duration_seconds,
+        "outcome": r.outcome,
+        "exit_code": r.exit_code,
+        "attempt": r.attempt,
+        "error": r.error,
+        "output": r.output,
+        "host": r.host,
+        "pid": r.pid,
+        "runner": r.runner,
+    })
+}
+
+fn history_text(runs: &[JobRun], from: &DateTime<Utc>, job: Option<&str>) -> String {
+    let mut out = format!(
+        "{} of {} since {} (newest first)\n",
+        text::plural(runs.len(), "run"),
+        job.map_or("scheduled jobs".to_string(), |j| format!("job {j}")),
+        text::ts(from)
+    );
+    if runs.is_empty() {
+        out.push_str("  none\n");
+    }
+    for r in runs {
+        let duration = match r.duration_seconds {
+            Some(s) => text::duration_short(s),
+            None if r.outcome == "running" => "running".to_string(),
+            None => "-".to_string(),
+        };
+        let exit = r
+            .exit_code
+            .map_or(String::new(), |c| format!("  exit code {c}"));
+        out.push_str(&format!(
+            "  {}  {:<14} {:<9} {:>8}  attempt {}{exit}\n",
+            text::ts(&r.started_at),
+            r.job,
+            r.outcome,
+            duration,
+            r.attempt,
+        ));
+        if r.outcome == "success" || r.outcome == "running" {
+            continue;
+        }
+        if let Some(e) = r.error.as_deref() {
+            let mut lines = e.lines();
+            let label = if r.outcome == "skipped" {
+                "reason"
+            } else {
+                "error"
+            };
+            out.push_str(&format!("      {label}: {}\n", lines.next().unwrap_or("")));
+            for l in lines {
+                out.push_str(&format!("      {l}\n"));
+            }
+        }
+        let tail = r.output_tail(TEXT_OUTPUT_LINES);
+        let error_says_it = r
+            .error
+            .as_deref()
+            .is_some_and(|e| !e.contains("without an error message") && !e.trim().is_empty());
+        if !tail.is_empty() && !error_says_it {
+            out.push_str("      last lines of output:\n");
+            for l in tail {
+                out.push_str(&format!("        | {l}\n"));
+            }
+        }
+    }
+    out
 }
 
 fn child_setup(

@@ -159,14 +159,7 @@ fn plan_text(db: &str, plan: &VacuumPlan, dry_run: bool) -> String {
     out
 }
 
-/// `1 table`, `2 tables`.
-pub fn plural(n: usize, what: &str) -> String {
-    match (n, what.ends_with('x')) {
-        (1, _) => format!("1 {what}"),
-        (_, true) => format!("{n} {what}es"),
-        _ => format!("{n} {what}s"),
-    }
-}
+pub use crate::text::plural;
 
 /// A duration for people: 850ms, 12.3s, 4m05s.
 pub fn fmt_dur(ms: u64) -> String {

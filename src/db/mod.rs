@@ -301,9 +301,121 @@ pub mod locks {
     pub const SCHEDULER: i64 = 0x6f70_7363_746c_0003;
 }
 
+/// The sessions holding an advisory lock (a bigint key is classid = high half, objid =
+/// low half, objsubid 1), with what pg_stat_activity says about them.
+const SQL_LOCK_HOLDER: &str = "SELECT a.pid, coalesce(a.application_name, ''), \
+     coalesce(a.usename::text, ''), host(a.client_addr), a.backend_start \
+     FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+     AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
+     AND l.classid = (($1::bigint >> 32) & 4294967295)::oid \
+     AND l.objid = ($1::bigint & 4294967295)::oid \
+     ORDER BY a.backend_start LIMIT 1";
+
+/// The running operation of an opsctl process, from the operations log.
+const SQL_HOLDER_OPERATION: &str = "SELECT o.command_line, o.host, o.os_user, o.started_at \
+     FROM opsctl.operations o WHERE o.outcome = 'running' AND o.pid = $1 \
+     ORDER BY o.started_at DESC LIMIT 1";
+
+const SQL_HAS_OPERATIONS: &str = "SELECT CASE WHEN to_regclass('opsctl.operations') IS NULL \
+     THEN false ELSE has_table_privilege('opsctl.operations', 'SELECT') END";
+
+const SQL_SET_LABEL: &str = "SELECT pg_catalog.set_config('application_name', $1, false)";
+
+/// The application_name an opsctl session holding a lock shows in pg_stat_activity:
+/// `opsctl[<pid>] <command>` (at most 63 bytes), so a waiter can name the holder.
+pub fn session_label(command: &str) -> String {
+    let mut label = format!("opsctl[{}] {command}", std::process::id());
+    while label.len() > 63 {
+        label.pop();
+    }
+    label
+}
+
+/// The operating-system pid and command in a [`session_label`].
+fn parse_label(app: &str) -> Option<(i32, &str)> {
+    let rest = app.strip_prefix("opsctl[")?;
+    let (pid, command) = rest.split_once(']')?;
+    Some((pid.parse().ok()?, command.trim()))
+}
+
+/// Who holds an advisory lock, said so an operator can find it: the opsctl command with
+/// its pid, host, user and start (from the operations log), or the database session
+/// (role, application, client, backend pid) when it is not an opsctl operation.
+pub async fn lock_holder(client: &Client, key: i64) -> Option<String> {
+    let row = match client.query_opt(SQL_LOCK_HOLDER, &[&key]).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::debug!("cannot read pg_locks: {}", describe(&e));
+            return None;
+        }
+    };
+    let backend: i32 = row.get(0);
+    let app: String = row.get(1);
+    let role: String = row.get(2);
+    let client_addr: Option<String> = row.get(3);
+    let backend_start: Option<chrono::DateTime<chrono::Utc>> = row.get(4);
+    if let Some((pid, command)) = parse_label(&app) {
+        // Only when the log exists: a failed query would abort a surrounding transaction.
+        let logged = matches!(
+            client
+                .query_one(SQL_HAS_OPERATIONS, &[])
+                .await
+                .map(|r| r.get::<_, bool>(0)),
+            Ok(true)
+        );
+        let op = if logged {
+            client
+                .query_opt(SQL_HOLDER_OPERATION, &[&pid])
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        return Some(match op {
+            Some(o) => {
+                let line: String = o.get(0);
+                // The program as people type it, not the path it was started from.
+                let line = match line.split_once(' ') {
+                    Some((prog, rest)) if prog.ends_with("/opsctl") => format!("opsctl {rest}"),
+                    _ => line,
+                };
+                let host: Option<String> = o.get(1);
+                let user: Option<String> = o.get(2);
+                let since: chrono::DateTime<chrono::Utc> = o.get(3);
+                format!(
+                    "`{line}` (pid {pid} on {}, run by {}, since {})",
+                    host.as_deref().unwrap_or("an unknown host"),
+                    user.as_deref().unwrap_or("an unknown user"),
+                    crate::text::ts(&since)
+                )
+            }
+            None => format!(
+                "`opsctl {command}` (pid {pid}, from {}, connected since {})",
+                client_addr.as_deref().unwrap_or("a local socket"),
+                backend_start.as_ref().map_or("?".into(), crate::text::ts)
+            ),
+        });
+    }
+    Some(format!(
+        "a session of role {role} (application {}, from {}, connected since {}, server pid \
+         {backend}; if it is stuck, `SELECT pg_terminate_backend({backend})` ends it)",
+        if app.is_empty() {
+            "unnamed".to_string()
+        } else {
+            format!("{app:?}")
+        },
+        client_addr.as_deref().unwrap_or("a local socket"),
+        backend_start.as_ref().map_or("?".into(), crate::text::ts)
+    ))
+}
+
 /// Polls `pg_try_advisory_lock` (session level) until it is granted or `wait` passes.
 /// Polling, not blocking, so a waiter holds no snapshot that a concurrent
-/// `CREATE INDEX CONCURRENTLY` would wait on. Returns how long it waited.
+/// `CREATE INDEX CONCURRENTLY` would wait on. Returns how long it waited. Once granted,
+/// the session is labelled with [`session_label`] so that others waiting can name it.
 pub async fn acquire_advisory_lock(
     client: &Client,
     key: i64,
@@ -319,18 +431,29 @@ pub async fn acquire_advisory_lock(
             .map_err(Error::db)?
             .get(0);
         if got {
+            let argv: Vec<String> = std::env::args().collect();
+            let label = session_label(&crate::oplog::command_name(&argv));
+            if let Err(e) = client.execute(SQL_SET_LABEL, &[&label]).await {
+                tracing::debug!("cannot label the session: {}", describe(&e));
+            }
             return Ok(start.elapsed());
         }
         if start.elapsed() >= wait {
+            let holder = lock_holder(client, key)
+                .await
+                .unwrap_or_else(|| "a session that has just ended".to_string());
             return Err(Error::Busy(format!(
-                "another {what} is running on this database (advisory lock {key} held); \
-                 waited {}s. Wait for it to finish or raise --lock-wait",
+                "another {what} is running and holds the lock: {holder}; waited {}s. Wait for \
+                 it to finish or raise --lock-wait",
                 wait.as_secs()
             )));
         }
         if !announced {
-            tracing::info!("waiting for another {what} to finish (advisory lock {key})");
-            crate::logging::info(format_args!("waiting for another {what} to finish…"));
+            let holder = lock_holder(client, key)
+                .await
+                .unwrap_or_else(|| "another session".to_string());
+            tracing::info!("waiting for another {what} to finish: {holder}");
+            crate::logging::info(format_args!("waiting for another {what} to finish: {holder}…"));
             announced = true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -374,6 +497,14 @@ mod tests {
         // Root itself follows the owner rule.
         assert!(key_mode_refusal(true, 0, 0, 0o100640).is_some());
         assert!(key_mode_refusal(false, user, user, 0o40700).is_some());
+    }
+
+    #[test]
+    fn labels() {
+        let l = session_label("vacuum");
+        assert_eq!(parse_label(&l), Some((std::process::id() as i32, "vacuum")));
+        assert!(session_label(&"x".repeat(100)).len() <= 63);
+        assert_eq!(parse_label("psql"), None);
     }
 
     #[test]

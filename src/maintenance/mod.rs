@@ -357,8 +357,9 @@ pub async fn prepare_session(
 ) -> Result<i32, Error> {
     let sql = format!(
         "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
-         SET lock_timeout = '{}ms'; SET application_name = 'opsctl {job}'",
-        retry.lock_timeout.as_millis().max(1)
+         SET lock_timeout = '{}ms'; SET application_name = '{}'",
+        retry.lock_timeout.as_millis().max(1),
+        db::session_label(job)
     );
     client
         .batch_execute(&sql)

@@ -155,21 +155,7 @@ fn reloption<'a>(opts: &'a [String], key: &str) -> Option<&'a str> {
 }
 
 /// A count with thousands separators: 1,234,567.
-pub fn fmt_n(n: i64) -> String {
-    let s = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
+pub use crate::text::count as fmt_n;
 
 /// Decides whether a table needs vacuuming, and why.
 pub fn assess(

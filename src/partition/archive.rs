@@ -513,7 +513,7 @@ async fn run_locked(
                 t.qualified(),
                 j.cutoff,
                 j.id,
-                j.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                crate::text::ts(&j.started_at),
                 j.moved_rows,
                 j.source_rows
             ));
@@ -526,7 +526,7 @@ async fn run_locked(
                 t.qualified(),
                 j.cutoff,
                 j.id,
-                j.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                crate::text::ts(&j.started_at),
                 req.cutoff
             ));
             finished_first = Some(execute(client, t, &arch, j, req.batch_size, true, obs).await?);

@@ -239,7 +239,7 @@ fn freshness(seen: &Seen, ctx: &Ctx<'_>) -> Check {
                 format!(
                     "newest verified backup {} ago ({})",
                     human_duration(age),
-                    end.format("%Y-%m-%d %H:%M UTC")
+                    crate::text::ts(&end)
                 ),
                 hint,
             )

@@ -374,17 +374,5 @@ async fn tls_check(conn: &db::Connection, settings: &ConnSettings) -> (Option<Tl
     (Some(info), check)
 }
 
-/// "3d 4h", "5m 2s": durations as on-call people read them.
-pub fn human_duration(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    let (d, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {sec}s")
-    } else {
-        format!("{sec}s")
-    }
-}
+/// "3d 4h", "5m 2s": durations as on-call people read them (one helper: crate::text).
+pub use crate::text::duration as human_duration;

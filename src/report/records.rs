@@ -252,7 +252,7 @@ async fn audit(ctx: &Ctx<'_>) -> Check {
             c.state = State::Critical;
             parts.push(format!(
                 "audit chain BROKEN at the verify of {}: {}",
-                at.format("%Y-%m-%d %H:%M UTC"),
+                crate::text::ts(at),
                 super::shorten(err.as_deref().unwrap_or("no detail recorded"), 160)
             ));
         }
@@ -314,19 +314,31 @@ async fn jobs(ctx: &Ctx<'_>) -> Check {
         Ok(r) => r,
         Err(e) => return unknown(ID, &e, "cannot read opsctl.job_runs"),
     };
-    let failed: Vec<String> = rows
+    let failed: Vec<(String, String)> = rows
         .iter()
         .filter(|r| r.get::<_, &str>(1) == "failure")
         .map(|r| {
             let job: &str = r.get(0);
             let at: DateTime<Utc> = r.get(3);
-            let when = at.format("%Y-%m-%d %H:%M UTC");
-            match r.get::<_, Option<&str>>(2) {
-                Some(e) => format!("{job} at {when} ({})", super::shorten(e, 60)),
+            let when = crate::text::ts(&at);
+            // The error's first line (the job's own message), not the command line.
+            let what = match r.get::<_, Option<&str>>(2).and_then(|e| e.lines().next()) {
+                Some(e) => format!("{job} at {when}: {}", super::shorten(e, 120)),
                 None => format!("{job} at {when}"),
-            }
+            };
+            (job.to_string(), what)
         })
         .collect();
+    let hint = match failed.as_slice() {
+        [] => "see `opsctl schedule history` for each run's error and output".to_string(),
+        [(job, _)] => format!(
+            "see `opsctl schedule history --job {job}` for the error and the job's output; \
+             fix it, then run it once by hand: `opsctl schedule run --once {job}`"
+        ),
+        _ => "see `opsctl schedule history --job NAME` for each error and the job's output; \
+             fix it, then run the job once by hand: `opsctl schedule run --once NAME`"
+            .to_string(),
+    };
     Check::new(
         ID,
         if failed.is_empty() {
@@ -337,9 +349,16 @@ async fn jobs(ctx: &Ctx<'_>) -> Check {
         if failed.is_empty() {
             format!("{} jobs, no last run failed", rows.len())
         } else {
-            format!("last run failed: {}", failed.join(", "))
+            format!(
+                "last run failed: {}",
+                failed
+                    .iter()
+                    .map(|f| f.1.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
         },
-        "see opsctl schedule status / the job's log, fix, and run it by hand once",
+        hint,
     )
     .threshold("a failed last run")
     .metric(Metric::new(

@@ -396,7 +396,7 @@ pub fn text_details(r: &SizeReport) -> String {
         let _ = writeln!(
             o,
             "Snapshot recorded at {} ({} older than the retention pruned)",
-            s.taken_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            crate::text::ts(&s.taken_at),
             s.pruned
         );
     }

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,6 @@ use tokio::sync::watch;
 use super::runner::{Executor, Outcome};
 use super::JobKind;
 use crate::db::Connection;
-use crate::error::Error;
 use crate::policy::Policy;
 
 const SQL_START: &str =
@@ -27,12 +27,19 @@ const SQL_ORPHANS: &str = "UPDATE opsctl.job_runs SET outcome = 'failure', finis
      WHERE outcome = 'running' AND runner = 'daemon'";
 const SQL_FINISH: &str =
     "UPDATE opsctl.job_runs SET finished_at = now(), outcome = $2, error = $3 WHERE id = $1";
+/// As SQL_FINISH, on a database with the exit_code and output columns (V65).
+const SQL_FINISH_OUTPUT: &str = "UPDATE opsctl.job_runs SET finished_at = now(), outcome = $2, \
+     error = $3, exit_code = $4, output = $5 WHERE id = $1";
 const SQL_SKIP: &str =
     "INSERT INTO opsctl.job_runs (job, scheduled_for, finished_at, outcome, error, host, pid) \
      VALUES ($1, $2, now(), 'skipped', $3, $4, $5)";
-const SQL_LAST: &str = "SELECT DISTINCT ON (job) job, started_at, finished_at, outcome, error \
-     FROM opsctl.job_runs WHERE outcome <> 'skipped' ORDER BY job, started_at DESC";
-const SQL_HAS_TABLE: &str = "SELECT to_regclass('opsctl.job_runs') IS NOT NULL";
+/// Whether opsctl.job_runs exists, and whether it has the exit_code/output columns (V65).
+pub(crate) const SQL_HAS_TABLE: &str = "SELECT to_regclass('opsctl.job_runs') IS NOT NULL, \
+     EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass('opsctl.job_runs') \
+             AND attname = 'exit_code' AND NOT attisdropped)";
+
+/// Lines of a job's output kept for `schedule history`.
+pub const OUTPUT_LINES: usize = 20;
 
 /// How to start a child opsctl.
 #[derive(Debug, Clone)]
@@ -52,6 +59,17 @@ pub struct ProcessExecutor<'a> {
     /// 'daemon' or 'once'.
     pub runner: &'static str,
     recording: bool,
+    /// The table has the exit_code and output columns.
+    with_output: bool,
+}
+
+/// How one child opsctl ended: the outcome, its exit code and its last lines of output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildRun {
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    /// The last [`OUTPUT_LINES`] lines of stdout and stderr, in the order they came.
+    pub output: String,
 }
 
 impl<'a> ProcessExecutor<'a> {
@@ -61,9 +79,9 @@ impl<'a> ProcessExecutor<'a> {
         child: ChildSetup,
         runner: &'static str,
     ) -> Self {
-        let recording = match conn.query_one(SQL_HAS_TABLE, &[]).await {
-            Ok(r) => r.get(0),
-            Err(_) => false,
+        let (recording, with_output) = match conn.query_one(SQL_HAS_TABLE, &[]).await {
+            Ok(r) => (r.get(0), r.get(1)),
+            Err(_) => (false, false),
         };
         if !recording {
             tracing::warn!(
@@ -87,6 +105,7 @@ impl<'a> ProcessExecutor<'a> {
             child,
             runner,
             recording,
+            with_output,
         }
     }
 
@@ -123,10 +142,21 @@ impl<'a> ProcessExecutor<'a> {
         }
     }
 
-    async fn record_finish(&self, id: Option<i64>, outcome: &Outcome) {
+    async fn record_finish(&self, id: Option<i64>, run: &ChildRun) {
         let Some(id) = id else { return };
-        let (state, error) = outcome_columns(outcome);
-        if let Err(e) = self.conn.execute(SQL_FINISH, &[&id, &state, &error]).await {
+        let (state, error) = outcome_columns(&run.outcome);
+        let output = (!run.output.is_empty()).then(|| crate::db::redact(&run.output));
+        let done = if self.with_output {
+            self.conn
+                .execute(
+                    SQL_FINISH_OUTPUT,
+                    &[&id, &state, &error, &run.exit_code, &output],
+                )
+                .await
+        } else {
+            self.conn.execute(SQL_FINISH, &[&id, &state, &error]).await
+        };
+        if let Err(e) = done {
             tracing::warn!(
                 "cannot record the end of run {id}: {}",
                 crate::db::describe(&e)
@@ -160,21 +190,29 @@ impl Executor for ProcessExecutor<'_> {
             ));
         }
         let id = self.record_start(job, fire, attempt).await;
-        let outcome = match job.commands(self.policy, Utc::now()) {
-            Err(e) => Outcome::Failure(e.to_string()),
+        let run = match job.commands(self.policy, Utc::now()) {
+            Err(e) => ChildRun {
+                outcome: Outcome::Failure(e.to_string()),
+                exit_code: None,
+                output: String::new(),
+            },
             Ok(cmds) => {
-                let mut outcome = Outcome::Success;
+                let mut run = ChildRun {
+                    outcome: Outcome::Success,
+                    exit_code: Some(0),
+                    output: String::new(),
+                };
                 for args in cmds {
-                    outcome = run_child(&self.child, job, &args, shutdown).await;
-                    if outcome != Outcome::Success {
+                    run = run_child(&self.child, job, &args, shutdown).await;
+                    if run.outcome != Outcome::Success {
                         break;
                     }
                 }
-                outcome
+                run
             }
         };
-        self.record_finish(id, &outcome).await;
-        outcome
+        self.record_finish(id, &run).await;
+        run.outcome
     }
 
     async fn skipped(&mut self, job: JobKind, fire: DateTime<Utc>, reason: &str) {
@@ -194,14 +232,15 @@ impl Executor for ProcessExecutor<'_> {
     }
 }
 
-/// Runs one child opsctl; its stdout and stderr are forwarded to ours, the last lines
-/// of stderr become the recorded error.
+/// Runs one child opsctl; its stdout and stderr are forwarded to ours. On failure the
+/// child's `error: …` message (with its detail lines) becomes the error; the last lines
+/// of its output and its exit code are kept for `schedule history`.
 pub async fn run_child(
     setup: &ChildSetup,
     job: JobKind,
     args: &[String],
     shutdown: &mut watch::Receiver<bool>,
-) -> Outcome {
+) -> ChildRun {
     let mut cmd = crate::childenv::opsctl_command(&setup.exe);
     cmd.args(args)
         .args(&setup.extra_args)
@@ -210,55 +249,94 @@ pub async fn run_child(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let failed = |msg: String| ChildRun {
+        outcome: Outcome::Failure(msg),
+        exit_code: None,
+        output: String::new(),
+    };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Outcome::Failure(format!("cannot start {}: {e}", setup.exe.display())),
+        Err(e) => return failed(format!("cannot start {}: {e}", setup.exe.display())),
+    };
+    let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+    let keep = |tail: &Arc<Mutex<VecDeque<String>>>, l: &str| {
+        if let Ok(mut t) = tail.lock() {
+            t.push_back(l.to_string());
+            if t.len() > OUTPUT_LINES {
+                t.pop_front();
+            }
+        }
     };
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let name = job.name();
+    let out_tail = tail.clone();
     let out_task = tokio::spawn(async move {
         if let Some(s) = stdout {
             let mut lines = BufReader::new(s).lines();
             while let Ok(Some(l)) = lines.next_line().await {
                 eprintln!("[{name}] {l}");
+                keep(&out_tail, &l);
             }
         }
     });
+    let err_tail = tail.clone();
     let err_task = tokio::spawn(async move {
-        let mut tail = VecDeque::new();
+        // The child's last `error: …` line and the lines after it (detail, hint, causes).
+        let mut error: Vec<String> = Vec::new();
         if let Some(s) = stderr {
             let mut lines = BufReader::new(s).lines();
             while let Ok(Some(l)) = lines.next_line().await {
                 eprintln!("[{name}] {l}");
-                tail.push_back(l);
-                if tail.len() > 20 {
-                    tail.pop_front();
+                keep(&err_tail, &l);
+                if let Some(e) = l.strip_prefix("error: ") {
+                    error = vec![e.to_string()];
+                } else if !error.is_empty() && l.starts_with(' ') && error.len() < OUTPUT_LINES {
+                    error.push(l);
                 }
             }
         }
-        tail.into_iter().collect::<Vec<_>>().join("\n")
+        error.join("\n")
     });
     let status = tokio::select! {
         s = child.wait() => Some(s),
         _ = shutdown.wait_for(|s| *s) => None,
     };
+    let mut exit_code = None;
     let outcome = match status {
-        Some(Ok(s)) if s.success() => Outcome::Success,
+        Some(Ok(s)) if s.success() => {
+            exit_code = Some(0);
+            Outcome::Success
+        }
         Some(Ok(s)) => {
-            let tail = err_task.await.unwrap_or_default();
+            use std::os::unix::process::ExitStatusExt;
+            exit_code = s.code();
+            let error = err_task.await.unwrap_or_default();
             let _ = out_task.await;
-            return Outcome::Failure(format!(
-                "`opsctl {}` exited with {}{}",
-                args.join(" "),
-                s.code()
-                    .map_or("a signal".to_string(), |c| format!("code {c}")),
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {tail}")
-                }
-            ));
+            let how = match (s.code(), s.signal()) {
+                (Some(c), _) => format!("exited with code {c}"),
+                (None, Some(sig)) => format!("was killed by signal {sig}"),
+                (None, None) => "failed".to_string(),
+            };
+            let outcome = Outcome::Failure(if error.is_empty() {
+                format!(
+                    "`opsctl {}` {how} without an error message (see its output)",
+                    crate::oplog::command_name(
+                        &[String::new()]
+                            .iter()
+                            .chain(args)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    )
+                )
+            } else {
+                error
+            });
+            return ChildRun {
+                outcome,
+                exit_code,
+                output: take_tail(&tail),
+            };
         }
         Some(Err(e)) => Outcome::Failure(format!("waiting for the job failed: {e}")),
         None => {
@@ -269,45 +347,27 @@ pub async fn run_child(
                     libc::kill(pid as i32, libc::SIGTERM);
                 }
             }
-            if tokio::time::timeout(setup.stop_grace, child.wait())
-                .await
-                .is_err()
-            {
-                tracing::warn!(job = name, "the job did not stop in time: killing it");
-                let _ = child.kill().await;
+            match tokio::time::timeout(setup.stop_grace, child.wait()).await {
+                Ok(Ok(s)) => exit_code = s.code(),
+                _ => {
+                    tracing::warn!(job = name, "the job did not stop in time: killing it");
+                    let _ = child.kill().await;
+                }
             }
             Outcome::Cancelled
         }
     };
     let _ = out_task.await;
     let _ = err_task.await;
-    outcome
+    ChildRun {
+        outcome,
+        exit_code,
+        output: take_tail(&tail),
+    }
 }
 
-/// The last recorded run of each job: (started, finished, outcome, error).
-pub async fn last_runs(
-    conn: &Connection,
-) -> Result<
-    Vec<(
-        String,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        String,
-        Option<String>,
-    )>,
-    Error,
-> {
-    let has: bool = conn
-        .query_one(SQL_HAS_TABLE, &[])
-        .await
-        .map_err(Error::db)?
-        .get(0);
-    if !has {
-        return Ok(Vec::new());
-    }
-    let rows = conn.query(SQL_LAST, &[]).await.map_err(Error::db)?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-        .collect())
+fn take_tail(tail: &Arc<Mutex<VecDeque<String>>>) -> String {
+    tail.lock()
+        .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
 }

@@ -3,6 +3,7 @@
 
 pub mod cron;
 pub mod exec;
+pub mod history;
 pub mod runner;
 
 use chrono::{DateTime, Utc};

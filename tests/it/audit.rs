@@ -972,7 +972,8 @@ fn a_whole_chain_rewrite_is_caught_against_the_backups() {
         .run()
         .success();
     assert!(
-        ok.stdout.contains("1 seal(s) recorded by backups"),
+        ok.stdout
+            .contains("1 seal recorded by backups is in the chain unchanged"),
         "{}",
         ok.stdout
     );

@@ -204,6 +204,25 @@ fn round_trip_create_list_verify_restore_drill() {
         "{}",
         r.stdout
     );
+    // The default table fits 120 columns; one timestamp style; --wide shows everything.
+    for l in r.stdout.lines() {
+        assert!(
+            l.chars().count() <= 120,
+            "{} columns: {l}",
+            l.chars().count()
+        );
+    }
+    assert!(r.stdout.contains(" UTC"), "{}", r.stdout);
+    let wide = opsctl()
+        .args(["backup", "list", "--wide", "--dir"])
+        .arg(e.repo())
+        .run()
+        .success()
+        .stdout;
+    for col in ["compressed", "key id", "duration", "end"] {
+        assert!(wide.lines().next().unwrap().contains(col), "{col}: {wide}");
+    }
+    assert!(wide.lines().any(|l| l.chars().count() > 120), "{wide}");
     let j = opsctl()
         .args(["backup", "list", "--format", "json", "--dir"])
         .arg(e.repo())

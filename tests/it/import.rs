@@ -534,3 +534,29 @@ fn a_failing_reader_aborts_the_import_and_writes_nothing() {
     import(&db, "trades", &f, &["--batch-size", "2"]).success();
     assert_eq!(db.sql("SELECT count(*) FROM trades"), "10");
 }
+
+#[test]
+fn the_text_summary_counts_in_words() {
+    let db = TestDb::with_schema("imp_words");
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "one.json",
+        r#"[{"id": 1, "username": "ann", "email": "ann@example.com"}]"#,
+    );
+    let r = db
+        .opsctl()
+        .args(["import", "--table", "users"])
+        .arg(&f)
+        .run()
+        .success();
+    // "1 row", not "1 rows"; a whole-number rate.
+    assert!(r.stdout.contains("(1 row in "), "{}", r.stdout);
+    let rate = r.stdout.split(", ").last().unwrap().trim();
+    assert!(rate.ends_with(" rows/s)"), "{rate}");
+    let n = rate.trim_end_matches(" rows/s)");
+    assert!(
+        !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == ','),
+        "{rate}"
+    );
+}

@@ -735,11 +735,12 @@ fn one_maintenance_job_at_a_time() {
     let key = opsctl::db::locks::MAINTENANCE;
     let mut holder = psql_child(
         &db,
-        &format!("SELECT pg_advisory_lock({key}); SELECT pg_sleep(10);"),
+        &format!("SELECT pg_advisory_lock({key}); SELECT pg_sleep(60);"),
     );
     wait_for(
         &db,
-        "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     );
     for job in ["vacuum", "reindex"] {
         let t = Instant::now();
@@ -750,6 +751,15 @@ fn one_maintenance_job_at_a_time() {
             r.stderr
         );
         assert!(r.stderr.contains("--lock-wait"), "{}", r.stderr);
+        // The holder is not opsctl: its session, named, with how to end it; no lock number.
+        assert!(
+            r.stderr.contains("a session of role postgres"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("\"psql\""), "{}", r.stderr);
+        assert!(r.stderr.contains("pg_terminate_backend("), "{}", r.stderr);
+        assert!(!r.stderr.contains(&key.to_string()), "{}", r.stderr);
         assert!(t.elapsed() < Duration::from_secs(8));
         // A dry run needs no lock.
         db.opsctl().args([job, "--dry-run"]).run().success();
@@ -769,11 +779,12 @@ fn one_maintenance_job_at_a_time() {
         .success();
 
     // A real second run: the first holds the maintenance lock while it retries a table
-    // lock another session keeps for ~3 s; the second refuses.
+    // lock another session keeps until the second has refused (ended then, so the test
+    // does not depend on how fast a loaded machine starts processes).
     db.sql("UPDATE busy SET v = v + 1");
     let mut holder = psql_child(
         &db,
-        "BEGIN; LOCK TABLE busy IN SHARE UPDATE EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;",
+        "BEGIN; LOCK TABLE busy IN SHARE UPDATE EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;",
     );
     wait_for(
         &db,
@@ -783,7 +794,7 @@ fn one_maintenance_job_at_a_time() {
     let policy = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         policy.path(),
-        "[maintenance]\nlock_timeout = \"200ms\"\nretry_backoff = \"200ms\"\nlock_retries = 30\n",
+        "[maintenance]\nlock_timeout = \"200ms\"\nretry_backoff = \"200ms\"\nlock_retries = 60\n",
     )
     .unwrap();
     let first = db
@@ -793,7 +804,8 @@ fn one_maintenance_job_at_a_time() {
         .spawn();
     wait_for(
         &db,
-        "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     );
     let second = db
         .opsctl()
@@ -804,6 +816,11 @@ fn one_maintenance_job_at_a_time() {
         second.stderr.contains("another maintenance job"),
         "{}",
         second.stderr
+    );
+    db.sql(
+        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = 'busy' AND l.mode = 'ShareUpdateExclusiveLock' AND l.granted \
+         AND l.pid <> pg_backend_pid()",
     );
     let out = first.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -929,3 +929,28 @@ fn a_second_archive_with_lock_wait_waits_then_resumes_the_first() {
     assert_eq!(fingerprint(&db), fp);
     assert_eq!(live_older(&db, "2025-03-15"), 0);
 }
+
+#[test]
+fn a_refused_lock_names_the_holder() {
+    let db = seeded("aholder", 3600);
+    let args = ["archive", "--before", "2025-03-15", "--batch-size", "50"];
+    let child = spawn_paused(&db, &args, "batch");
+    let pid = child.id();
+    let host = hostname::get().unwrap().to_string_lossy().into_owned();
+    for job in ["vacuum", "reindex"] {
+        let r = db.opsctl().args([job, "--lock-wait", "1s"]).run().code(1);
+        let e = &r.stderr;
+        assert!(e.contains("another maintenance job"), "{e}");
+        // Which job: its command line, pid, host, user and since when.
+        assert!(e.contains("`opsctl archive --before 2025-03-15"), "{e}");
+        assert!(e.contains(&format!("pid {pid} on {host}")), "{e}");
+        assert!(e.contains("since 20") && e.contains(" UTC"), "{e}");
+        assert!(e.contains("--lock-wait"), "{e}");
+        // Not a lock number.
+        assert!(
+            !e.contains(&opsctl::db::locks::MAINTENANCE.to_string()),
+            "{e}"
+        );
+    }
+    kill9(child);
+}

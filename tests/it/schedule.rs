@@ -128,6 +128,14 @@ fn schedule_list_shows_next_fire_times_and_last_runs() {
         .run()
         .success();
     assert!(text.stdout.contains("audit-seal"), "{}", text.stdout);
+    // Text shows times one way; JSON (above) in RFC 3339.
+    let vac = text.stdout.lines().find(|l| l.contains("vacuum")).unwrap();
+    assert!(vac.contains(" 03:30 UTC"), "{vac}");
+    assert!(!vac.contains("T03:30:00"), "{vac}");
+    assert!(
+        vac.contains("last: success at 20") && vac.ends_with(" UTC"),
+        "{vac}"
+    );
 }
 
 #[test]
@@ -343,7 +351,11 @@ fn sigterm_during_a_job_leaves_no_half_state() {
     wait_for("a running backup", Duration::from_secs(30), || {
         db.sql("SELECT count(*) FROM opsctl.job_runs WHERE outcome = 'running'") != "0"
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    // The job has reached its (slow) dump: its directory is there.
+    wait_for("the backup writing", Duration::from_secs(30), || {
+        dir.path().join("repo").join(&db.name).exists()
+    });
+    std::thread::sleep(Duration::from_millis(500));
     unsafe {
         libc::kill(daemon.id() as i32, libc::SIGTERM);
     }
@@ -389,4 +401,141 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A policy whose backup job fails (its key file does not exist) and whose size snapshot
+/// works.
+fn failing_backup_policy(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("policy.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[backup]\ndir = \"{}\"\nkey_file = \"{}\"\n[scheduler]\nretries = 0\n",
+            dir.join("repo").display(),
+            dir.join("missing.key").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn history_shows_each_run_with_duration_exit_code_attempt_and_error() {
+    let db = TestDb::with_schema("schedhist");
+    let dir = tempfile::tempdir().unwrap();
+    let p = failing_backup_policy(dir.path());
+    db.opsctl()
+        .args(["schedule", "run", "--once", "size-snapshot", "--policy"])
+        .arg(&p)
+        .run()
+        .success();
+    db.opsctl()
+        .args(["schedule", "run", "--once", "backup", "--policy"])
+        .arg(&p)
+        .run()
+        .code(1);
+    // An old run, outside the window.
+    db.sql("INSERT INTO opsctl.job_runs (job, started_at, finished_at, outcome) VALUES ('vacuum', now() - interval '3 days', now() - interval '3 days', 'success')");
+
+    let j = db
+        .opsctl()
+        .args(["schedule", "history", "--since", "1d", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    let runs = j["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{j}");
+    // Newest first: the failed backup.
+    let b = &runs[0];
+    assert_eq!(b["job"], "backup");
+    assert_eq!(b["outcome"], "failure");
+    assert_eq!(b["exit_code"], 1);
+    assert_eq!(b["attempt"], 1);
+    assert!(b["duration_seconds"].as_f64().unwrap() >= 0.0, "{b}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(b["started_at"].as_str().unwrap()).is_ok(),
+        "{b}"
+    );
+    let error = b["error"].as_str().unwrap();
+    // The job's own error, not the command line that ran it.
+    assert!(error.contains("missing.key"), "{error}");
+    assert!(
+        !error.starts_with('`') && !error.starts_with("error:"),
+        "{error}"
+    );
+    assert!(b["output"].as_str().unwrap().contains("missing.key"), "{b}");
+    let s = &runs[1];
+    assert_eq!(s["job"], "size-snapshot");
+    assert_eq!(s["outcome"], "success");
+    assert_eq!(s["exit_code"], 0);
+
+    // One job, as text.
+    let t = db
+        .opsctl()
+        .args(["schedule", "history", "--job", "backup"])
+        .run()
+        .success()
+        .stdout;
+    assert!(t.starts_with("1 run of job backup since "), "{t}");
+    assert!(t.contains(" UTC  backup"), "{t}");
+    assert!(t.contains("failure"), "{t}");
+    assert!(t.contains("attempt 1  exit code 1"), "{t}");
+    assert!(t.contains("error: ") && t.contains("missing.key"), "{t}");
+    assert!(!t.contains("size-snapshot"), "{t}");
+    let t = db
+        .opsctl()
+        .args(["schedule", "history", "--since", "7d"])
+        .run()
+        .success()
+        .stdout;
+    assert!(t.starts_with("3 runs of scheduled jobs"), "{t}");
+    db.opsctl()
+        .args(["schedule", "history", "--job", "nonsense"])
+        .run()
+        .code(1);
+
+    // `schedule list` says why the last run failed.
+    let t = db
+        .opsctl()
+        .args(["schedule", "list", "--policy"])
+        .arg(&p)
+        .run()
+        .success()
+        .stdout;
+    let line = t
+        .lines()
+        .find(|l| l.trim_start().starts_with("backup"))
+        .unwrap();
+    assert!(line.contains("last: failure at"), "{line}");
+    assert!(
+        line.contains("(exit code 1)") && line.contains("missing.key"),
+        "{line}"
+    );
+
+    // health's hint names a command that exists and the value shows the error.
+    let h = db
+        .opsctl()
+        .args(["health", "--format", "json", "--check", "scheduled_jobs"])
+        .run()
+        .json();
+    let c = h["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "scheduled_jobs")
+        .unwrap()
+        .clone();
+    let value = c["value"].as_str().unwrap();
+    assert!(value.contains("missing.key"), "{c}");
+    assert!(!value.contains("`opsctl backup create"), "{c}");
+    let hint = c["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("opsctl schedule history --job backup"),
+        "{hint}"
+    );
+    // The command the hint names exists.
+    db.opsctl()
+        .args(["schedule", "history", "--job", "backup"])
+        .run()
+        .success();
 }
