@@ -1315,6 +1315,8 @@ fn sigterm_after_the_backup_is_in_place_says_it_was_written() {
     );
     assert_eq!(out.status.code(), Some(1));
     e.verify(Path::new(path)).success();
+}
+
 #[test]
 #[cfg(feature = "test-hooks")]
 fn drill_fails_when_a_sequence_was_set_back_or_a_materialized_view_differs() {
