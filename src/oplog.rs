@@ -224,7 +224,12 @@ impl OpGuard {
             (Some(id), false) => client
                 .execute(
                     FINISH_OPERATION,
-                    &[&id, &state, &join_error(error.clone(), details.clone()), &self.started_at],
+                    &[
+                        &id,
+                        &state,
+                        &join_error(error.clone(), details.clone()),
+                        &self.started_at,
+                    ],
                 )
                 .await
                 .map_err(Error::db_ctx(ctx))?,

@@ -119,14 +119,7 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
     let keys = load_keys(&a.keys, &policy)?;
     let pb = progress("dumping");
     let written = std::sync::OnceLock::new();
-    let fut = create::create(
-        &settings,
-        &dir,
-        keys,
-        pb.clone(),
-        a.lock_wait,
-        &written,
-    );
+    let fut = create::create(&settings, &dir, keys, pb.clone(), a.lock_wait, &written);
     // On Ctrl-C/SIGTERM the create future is dropped: its guard kills pg_dump and removes
     // the temporary file. A signal after the backup is in place leaves it there.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

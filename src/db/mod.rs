@@ -453,7 +453,9 @@ pub async fn acquire_advisory_lock(
                 .await
                 .unwrap_or_else(|| "another session".to_string());
             tracing::info!("waiting for another {what} to finish: {holder}");
-            crate::logging::info(format_args!("waiting for another {what} to finish: {holder}…"));
+            crate::logging::info(format_args!(
+                "waiting for another {what} to finish: {holder}…"
+            ));
             announced = true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
