@@ -41,12 +41,17 @@ pub async fn run(args: ImportArgs) -> u8 {
             eprintln!("error: --reject-file must not be the input file");
             return EXIT_USAGE;
         }
+        if !args.force && r.symlink_metadata().is_ok() {
+            eprintln!("error: {}", import::reject_file_exists(r));
+            return EXIT_USAGE;
+        }
     }
     let opts = Options {
         table,
         upsert: args.upsert,
         batch_size: args.batch_size as usize,
         reject_file: args.reject_file.clone(),
+        overwrite_reject_file: args.force,
     };
     let bar = stderr_is_terminal().then(|| {
         let bar = match size {
@@ -68,7 +73,22 @@ pub async fn run(args: ImportArgs) -> u8 {
             b.set_message(format!("{rows} rows"));
         }) as Progress
     });
-    let result = import::import(&settings, input, &source, &opts, progress).await;
+    // On Ctrl-C or SIGTERM the import is dropped: its transaction rolls back with the
+    // connection and the unfinished reject file (a temporary file) is removed.
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot install the SIGTERM handler: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let interrupted =
+        |what: &str| format!("{what}: nothing was imported and no reject file was written");
+    let result = tokio::select! {
+        r = import::import(&settings, input, &source, &opts, progress) => r,
+        _ = tokio::signal::ctrl_c() => Err(crate::error::Error::Other(interrupted("interrupted"))),
+        _ = term.recv() => Err(crate::error::Error::Other(interrupted("terminated"))),
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -103,13 +123,14 @@ fn render(s: &Summary, format: Format) {
         Format::Json => print(&(serde_json::to_string_pretty(s).unwrap_or_default() + "\n")),
         Format::Text => {
             let mut out = format!(
-                "imported {} into {}: {} inserted, {} duplicate, {} updated, {} rejected \
-                 ({} rows in {:.1}s, {} rows/s)\n",
+                "imported {} into {}: {} inserted, {} duplicate, {} updated, {} unchanged, \
+                 {} rejected ({} rows in {:.1}s, {} rows/s)\n",
                 s.source,
                 s.table,
                 s.inserted,
                 s.duplicate,
                 s.updated,
+                s.unchanged,
                 s.rejected,
                 s.rows,
                 s.elapsed_ms as f64 / 1000.0,
