@@ -22,6 +22,16 @@ pub async fn run(args: ImportArgs) -> u8 {
         ImportTable::AccountTotals => Table::AccountTotals,
     };
     let stdin = args.file.as_os_str() == "-";
+    if let Some(r) = &args.reject_file {
+        if !stdin && same_file(r, &args.file) {
+            eprintln!("error: --reject-file must not be the input file");
+            return EXIT_USAGE;
+        }
+        if !args.force && r.symlink_metadata().is_ok() {
+            eprintln!("error: {}", import::reject_file_exists(r));
+            return EXIT_USAGE;
+        }
+    }
     let (input, source, size): (Box<dyn Read + Send>, String, Option<u64>) = if stdin {
         (Box::new(std::io::stdin()), "<stdin>".to_string(), None)
     } else {
@@ -36,16 +46,6 @@ pub async fn run(args: ImportArgs) -> u8 {
             }
         }
     };
-    if let Some(r) = &args.reject_file {
-        if !stdin && same_file(r, &args.file) {
-            eprintln!("error: --reject-file must not be the input file");
-            return EXIT_USAGE;
-        }
-        if !args.force && r.symlink_metadata().is_ok() {
-            eprintln!("error: {}", import::reject_file_exists(r));
-            return EXIT_USAGE;
-        }
-    }
     let opts = Options {
         table,
         upsert: args.upsert,

@@ -673,12 +673,14 @@ async fn execute(
     let mut position = j.position.clone();
     let mut sweeps = 0;
     let limit = batch_size.max(1);
+    let mut batch_rows = 0i64;
     loop {
         let (moved, last) = batch(
             client, t, record, &first, &next, j.id, &j.cutoff, limit, &position,
         )
         .await?;
         if moved > 0 {
+            batch_rows += moved;
             obs.advance(moved as u64);
             position = last;
             pause_at("batch").await;
@@ -697,11 +699,43 @@ async fn execute(
             .map_err(Error::db)?;
     }
 
+    if batch_rows > 0 {
+        analyze_touched(client, t, j.cutoff, obs).await;
+    }
+
     // 4. Verification.
     pause_at("verify").await;
     let mut summary = verify_and_finish(client, t, j, resumed, started).await?;
     summary.max_live_lock_ms = max_lock.as_secs_f64() * 1000.0;
     Ok(summary)
+}
+
+/// After batches moved rows out of the live partitions older than the cutoff (the month
+/// it falls in, the default partition), their planner estimates (what `partition list`
+/// shows) are stale: ANALYZE them. Outside any transaction; does not block writers. A
+/// failure is only a notice.
+async fn analyze_touched(client: &Client, t: &Table, cutoff: NaiveDateTime, obs: &dyn Observer) {
+    let touched: Vec<String> = match partitions(client, t.oid).await {
+        Ok(parts) => parts
+            .iter()
+            .filter(|p| p.is_default || p.from.map_or(true, |f| f < cutoff))
+            .map(|p| p.sql_name())
+            .collect(),
+        Err(_) => return,
+    };
+    if touched.is_empty() {
+        return;
+    }
+    if let Err(e) = client
+        .batch_execute(&format!("ANALYZE {}", touched.join(", ")))
+        .await
+    {
+        obs.notice(&format!(
+            "warning: the row estimates of {} stay stale until autovacuum analyzes it: {}",
+            t.qualified(),
+            db::describe(&e)
+        ));
+    }
 }
 
 /// Adds the `<partition>_range` CHECK constraint a partition made elsewhere lacks, so the

@@ -975,4 +975,28 @@ fn list_right_after_ensure_agrees_with_itself() {
         .unwrap();
     assert!(feb_line.contains("~672"), "{text}");
     assert!(text.contains("~ = estimate"), "{text}");
+    // An archive that moves half of February in batches refreshes its estimate too.
+    db.opsctl()
+        .args(["archive", "--before", "2025-02-15"])
+        .run()
+        .success();
+    let j = db
+        .opsctl()
+        .args(["partition", "list", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    let feb = j["tables"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "trades_p2025_02" && p["state"] == "live")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        feb["estimated_rows"],
+        count(&db, "SELECT count(*) FROM public.trades_p2025_02"),
+        "{feb}"
+    );
+    assert_eq!(feb["estimated_rows"], 672 - 14 * 24);
 }
