@@ -1,6 +1,7 @@
 //! The audit log's tamper evidence and reports: sealing audit rows into a hash chain,
 //! verifying the chain, the chain status for health and backup manifests, and the
-//! audit report. The schema lives in migrations V40–V42; the design in docs/audit.md.
+//! audit report. The schema lives in migrations V40–V42 and V61 (MOVE rows, no-op
+//! updates); the design in docs/audit.md.
 //!
 //! Seal n covers every row of `audit.logged_actions` whose `transaction_id` lies in
 //! `[xid_lo, xid_hi)` and whose `id` lies in `(id_lo, id_hi]`. `xid_hi` is the oldest
@@ -961,6 +962,88 @@ async fn ensure_present(client: &Client) -> Result<(), Error> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Row moves made by opsctl (migration V61)
+
+/// The transaction-local setting under which the audit row trigger writes no row images
+/// for the INSERTs and DELETEs of one table: `<schema>.<table>:<transaction id>`. Honoured
+/// only inside that transaction and only for a superuser or a member of the table's owner
+/// (docs/audit.md); the move records itself with [`log_move`] in the same transaction.
+pub const BULK_MOVE_SETTING: &str = "opsctl.bulk_move";
+
+const RECORDS_MOVES: &str = "\
+SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = 'audit' AND p.proname = 'log_move')
+   AND EXISTS (SELECT 1 FROM pg_trigger g
+                 JOIN pg_proc p ON p.oid = g.tgfoid
+                 JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE g.tgrelid = $1 AND n.nspname = 'audit' AND p.proname = 'log_row')";
+
+const BEGIN_MOVE: &str =
+    "SELECT set_config('opsctl.bulk_move', $1 || ':' || txid_current()::text, true)";
+
+const LOG_MOVE: &str = "SELECT audit.log_move($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// True when the audit log records the row changes of `table_oid` (it carries the audit
+/// row trigger) and this database records opsctl's moves as MOVE rows (V61). Without V61
+/// moves are audited row by row, as before.
+pub async fn records_moves(client: &Client, table_oid: u32) -> Result<bool, Error> {
+    Ok(client
+        .query_one(RECORDS_MOVES, &[&table_oid])
+        .await
+        .map_err(Error::db_ctx("cannot check whether the table is audited"))?
+        .get(0))
+}
+
+/// Within the current transaction, the INSERTs and DELETEs of `schema.table` (its
+/// partitions included) write no audit row images: call [`log_move`] before committing.
+pub async fn begin_move(
+    client: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(BEGIN_MOVE, &[&format!("{schema}.{table}")])
+        .await
+        .map(|_| ())
+}
+
+/// One move of rows of a logical table between two relations.
+#[derive(Debug, Clone)]
+pub struct RowMove<'a> {
+    /// The logical (audited) table.
+    pub schema: &'a str,
+    pub table: &'a str,
+    /// Where the rows were (schema, relation).
+    pub from: (&'a str, &'a str),
+    /// Where they went (schema, relation).
+    pub to: (&'a str, &'a str),
+    pub rows: i64,
+    /// [`crate::backup::manifest::content_checksum_sql`] over the moved rows.
+    pub checksum: &'a str,
+}
+
+/// Records a move as one MOVE row of the audit log, in the current transaction (so the
+/// seal chain covers it like any other row).
+pub async fn log_move(client: &Client, m: &RowMove<'_>) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            LOG_MOVE,
+            &[
+                &m.schema,
+                &m.table,
+                &m.from.0,
+                &m.from.1,
+                &m.to.0,
+                &m.to.1,
+                &m.rows,
+                &m.checksum,
+            ],
+        )
+        .await
+        .map(|_| ())
+}
+
+// ---------------------------------------------------------------------------------------
 // Report
 
 /// What the report covers.
@@ -1011,6 +1094,19 @@ pub struct Operation {
     pub result: Option<String>,
 }
 
+/// One MOVE row: rows opsctl moved between partitions or into the archive.
+#[derive(Debug, Clone, Serialize)]
+pub struct MoveEntry {
+    pub audit_id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub table: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub rows: i64,
+    pub checksum: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BigTransaction {
     pub transaction_id: i64,
@@ -1030,6 +1126,10 @@ pub struct Report {
     pub changes: Vec<ChangeCount>,
     pub trade_deletes_total: i64,
     pub trade_deletes: Vec<TradeDelete>,
+    /// Row moves by opsctl (MOVE rows): operations and the rows they moved.
+    pub moves_total: i64,
+    pub rows_moved: i64,
+    pub moves: Vec<MoveEntry>,
     pub operations: Vec<Operation>,
     pub largest_transactions: Vec<BigTransaction>,
     pub chain: Option<ChainStatus>,
@@ -1055,6 +1155,16 @@ fn q_trade_deletes() -> String {
          row_old->>'id', row_old->>'user_id', row_old->>'symbol', relname, count(*) OVER () \
          FROM audit.logged_actions WHERE {FILTER} AND table_name = 'trades' AND action IN ('D', 'T') \
          ORDER BY id LIMIT $5"
+    )
+}
+
+fn q_moves() -> String {
+    format!(
+        "SELECT id, action_tstamp_stm, COALESCE(app_actor, session_user_name), table_name, \
+         row_old->>'relation', row_new->>'relation', COALESCE((row_new->>'rows')::int8, 0), \
+         row_new->>'checksum', count(*) OVER (), \
+         COALESCE(sum((row_new->>'rows')::int8) OVER (), 0)::int8 \
+         FROM audit.logged_actions WHERE {FILTER} AND action = 'M' ORDER BY id LIMIT $5"
     )
 }
 
@@ -1114,6 +1224,28 @@ pub async fn report(client: &Client, f: &ReportFilter) -> Result<Report, Error> 
             relation: r.get(7),
         })
         .collect();
+    let rows = client
+        .query(
+            &q_moves(),
+            &[&f.from, &f.to, &f.table, &f.actor, &REPORT_LIMIT],
+        )
+        .await
+        .map_err(Error::db_ctx(ctx))?;
+    let moves_total = rows.first().map(|r| r.get::<_, i64>(8)).unwrap_or(0);
+    let rows_moved = rows.first().map(|r| r.get::<_, i64>(9)).unwrap_or(0);
+    let moves = rows
+        .iter()
+        .map(|r| MoveEntry {
+            audit_id: r.get(0),
+            at: r.get(1),
+            actor: r.get(2),
+            table: r.get(3),
+            from: r.get(4),
+            to: r.get(5),
+            rows: r.get(6),
+            checksum: r.get(7),
+        })
+        .collect();
     let operations = client
         .query(Q_OPERATIONS, &[&f.from, &f.to, &f.actor, &REPORT_LIMIT])
         .await
@@ -1157,6 +1289,9 @@ pub async fn report(client: &Client, f: &ReportFilter) -> Result<Report, Error> 
         changes,
         trade_deletes_total,
         trade_deletes,
+        moves_total,
+        rows_moved,
+        moves,
         operations,
         largest_transactions,
         chain,
@@ -1169,6 +1304,7 @@ fn op_name(code: String) -> String {
         "U" => "UPDATE",
         "D" => "DELETE",
         "T" => "TRUNCATE",
+        "M" => "MOVE",
         other => other,
     }
     .to_string()

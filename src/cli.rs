@@ -314,8 +314,13 @@ pub struct ImportArgs {
     #[arg(long)]
     pub upsert: bool,
     /// Write rejected rows here (with line number and reason) and import the valid rest.
+    /// Written to a temporary file and put in place when the import ends; an existing
+    /// file is refused unless --force.
     #[arg(long, value_name = "PATH")]
     pub reject_file: Option<PathBuf>,
+    /// Replace an existing --reject-file.
+    #[arg(long, requires = "reject_file")]
+    pub force: bool,
     /// Rows per staging batch.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub batch_size: u64,

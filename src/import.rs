@@ -41,6 +41,9 @@ enum Kind {
     Text(usize),
     Int,
     Numeric,
+    /// A numeric(20,8) that must be greater than zero (trade quantity and entry price:
+    /// the direction is `side`, never a sign).
+    PositiveNumeric,
     Timestamp,
     Side,
 }
@@ -102,8 +105,8 @@ const TRADES: Spec = Spec {
         col("user_id", Int, false),
         col("symbol", Text(10), true),
         col("side", Side, true),
-        col("quantity", Numeric, true),
-        col("entry_price", Numeric, true),
+        col("quantity", PositiveNumeric, true),
+        col("entry_price", PositiveNumeric, true),
         col("exit_price", Numeric, false),
         col("entry_time", Timestamp, true),
         col("exit_time", Timestamp, false),
@@ -172,9 +175,12 @@ pub struct Options {
     pub upsert: bool,
     pub batch_size: usize,
     pub reject_file: Option<PathBuf>,
+    /// Replace an existing reject file (otherwise the import refuses to end by replacing it).
+    pub overwrite_reject_file: bool,
 }
 
-/// The outcome: every row of the file lands in exactly one of the four counters.
+/// The outcome: every row of the file lands in exactly one of the five counters
+/// (inserted, duplicate, updated, unchanged, rejected).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub table: String,
@@ -183,6 +189,8 @@ pub struct Summary {
     pub inserted: u64,
     pub duplicate: u64,
     pub updated: u64,
+    /// `--upsert`: rows whose key exists with exactly these values (nothing written).
+    pub unchanged: u64,
     pub rejected: u64,
     pub batches: u64,
     pub elapsed_ms: u64,
@@ -394,6 +402,16 @@ fn validate(spec: &Spec, fields: Vec<(String, Value)>) -> Result<Vec<Option<Stri
             (Value::String(s) | Value::Number(s), Numeric) => {
                 Some(numeric_20_8(&s).map_err(|e| format!("{k}: {e}"))?)
             }
+            (Value::String(s) | Value::Number(s), PositiveNumeric) => {
+                let v = numeric_20_8(&s).map_err(|e| format!("{k}: {e}"))?;
+                if v == "0" || v.starts_with('-') {
+                    return Err(format!(
+                        "{k} must be greater than 0, not {s} (the trade's direction is its \
+                         side: long/short, buy/sell)"
+                    ));
+                }
+                Some(v)
+            }
             (Value::String(s) | Value::Number(s), Int) => {
                 Some(integer(&s).map_err(|e| format!("{k}: {e}"))?.to_string())
             }
@@ -402,7 +420,7 @@ fn validate(spec: &Spec, fields: Vec<(String, Value)>) -> Result<Vec<Option<Stri
                 let want = match kind {
                     Text(_) | Side => "a string",
                     Int => "an integer",
-                    Numeric => "a number or a numeric string",
+                    Numeric | PositiveNumeric => "a number or a numeric string",
                     Timestamp => "a timestamp string",
                 };
                 return Err(format!("{k} must be {want}, not {}", other.kind()));
@@ -695,6 +713,7 @@ struct Sql {
     checks: Vec<String>,
     delete_rejected: String,
     update: Option<String>,
+    matched: Option<String>,
     insert: String,
     bump_sequence: Option<String>,
 }
@@ -752,7 +771,35 @@ impl Sql {
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            format!("UPDATE {t} t SET {sets} FROM {st} s WHERE {key_match}")
+            // Only rows whose values change are written (and audited): an absent
+            // created_at/last_updated counts as unchanged.
+            let old_vals = non_key
+                .iter()
+                .map(|c| format!("t.{}", quote_ident(c.name)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let new_vals = non_key
+                .iter()
+                .map(|c| {
+                    let q = quote_ident(c.name);
+                    if c.default_now {
+                        format!("coalesce(s.{q}, t.{q})")
+                    } else {
+                        format!("s.{q}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "UPDATE {t} t SET {sets} FROM {st} s WHERE {key_match} \
+                 AND ROW({old_vals}) IS DISTINCT FROM ROW({new_vals})"
+            )
+        });
+        // Under --upsert: staged rows whose key exists (updated or not).
+        let matched = upsert.then(|| {
+            format!(
+                "SELECT count(*) FROM {st} s WHERE EXISTS (SELECT 1 FROM {t} t WHERE {key_match})"
+            )
         });
         let select = spec
             .cols
@@ -799,17 +846,59 @@ impl Sql {
             checks,
             delete_rejected: format!("DELETE FROM {st} WHERE line = ANY($1)"),
             update,
+            matched,
             insert,
             bump_sequence,
         }
     }
 }
 
+/// The reject file: written to a temporary name beside it and put in place only when the
+/// import ends (`finish`), so an interrupted import (Ctrl-C) leaves no half-written file;
+/// dropped unfinished, it removes the temporary file. An existing file is replaced only
+/// when `overwrite` (`--force`).
 struct RejectWriter {
     out: Option<(PathBuf, BufWriter<std::fs::File>)>,
+    tmp: PathBuf,
+    overwrite: bool,
+}
+
+/// Why an existing reject file is not replaced.
+pub fn reject_file_exists(path: &std::path::Path) -> Error {
+    Error::Config(format!(
+        "reject file {} already exists; pass --force to replace it, or choose another \
+         --reject-file",
+        path.display()
+    ))
 }
 
 impl RejectWriter {
+    fn create(path: Option<&PathBuf>, overwrite: bool) -> Result<RejectWriter, Error> {
+        let Some(p) = path else {
+            return Ok(RejectWriter {
+                out: None,
+                tmp: PathBuf::new(),
+                overwrite,
+            });
+        };
+        if !overwrite && p.symlink_metadata().is_ok() {
+            return Err(reject_file_exists(p));
+        }
+        let tmp = crate::fsutil::temp_path(p);
+        let _ = std::fs::remove_file(&tmp);
+        let f = crate::fsutil::create_new(&tmp, 0o644).map_err(|e| {
+            Error::Other(format!(
+                "cannot create the reject file {} (its directory must be writable): {e}",
+                p.display()
+            ))
+        })?;
+        Ok(RejectWriter {
+            out: Some((p.clone(), BufWriter::new(f))),
+            tmp,
+            overwrite,
+        })
+    }
+
     fn write(&mut self, r: &Reject) -> Result<(), Error> {
         if let Some((path, w)) = self.out.as_mut() {
             let row: serde_json::Value = serde_json::from_str(&r.raw)
@@ -820,16 +909,51 @@ impl RejectWriter {
         Ok(())
     }
 
-    fn finish(self) -> Result<(), Error> {
-        if let Some((path, w)) = self.out {
+    /// Flushes, fsyncs and puts the file in place (never over an existing file unless
+    /// `overwrite`).
+    fn finish(mut self) -> Result<(), Error> {
+        let Some((path, w)) = self.out.take() else {
+            return Ok(());
+        };
+        let tmp = std::mem::take(&mut self.tmp);
+        let result = (|| {
             let f = w.into_inner().map_err(|e| Error::Io {
-                context: format!("cannot write {}", path.display()),
+                context: format!("cannot write {}", tmp.display()),
                 source: e.into_error(),
             })?;
             f.sync_all()
-                .map_err(Error::io(format!("cannot sync {}", path.display())))?;
+                .map_err(Error::io(format!("cannot sync {}", tmp.display())))?;
+            if self.overwrite {
+                std::fs::rename(&tmp, &path)
+                    .map_err(Error::io(format!("cannot rename to {}", path.display())))?;
+            } else {
+                // A link fails if the name was taken meanwhile: never replaces a file.
+                std::fs::hard_link(&tmp, &path).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        reject_file_exists(&path)
+                    } else {
+                        Error::Io {
+                            context: format!("cannot create {}", path.display()),
+                            source: e,
+                        }
+                    }
+                })?;
+                let _ = std::fs::remove_file(&tmp);
+            }
+            crate::fsutil::sync_dir(&path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        Ok(())
+        result
+    }
+}
+
+impl Drop for RejectWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -844,18 +968,7 @@ pub async fn import(
     let start = Instant::now();
     let spec = opts.table.spec();
     let conn = db::connect(settings).await?;
-    let mut rejects = RejectWriter {
-        out: match &opts.reject_file {
-            Some(p) => {
-                let f = std::fs::File::create(p).map_err(Error::io(format!(
-                    "cannot create reject file {}",
-                    p.display()
-                )))?;
-                Some((p.clone(), BufWriter::new(f)))
-            }
-            None => None,
-        },
-    };
+    let mut rejects = RejectWriter::create(opts.reject_file.as_ref(), opts.overwrite_reject_file)?;
     conn.batch_execute("BEGIN").await.map_err(Error::db)?;
     // Trades without --upsert: no staging table, rows are COPYed straight into the table.
     let mut fast = if opts.table == Table::Trades && !opts.upsert {
@@ -1230,7 +1343,14 @@ async fn load_batch(
         staged -= bad.len() as u64;
     }
     let mut updated = 0;
-    if let Some(q) = &sql.update {
+    let mut matched = 0;
+    if let (Some(q), Some(m)) = (&sql.update, &sql.matched) {
+        let n: i64 = conn
+            .query_one(m.as_str(), &[])
+            .await
+            .map_err(Error::db)?
+            .get(0);
+        matched = n as u64;
         updated = conn
             .execute(q.as_str(), &[])
             .await
@@ -1242,7 +1362,11 @@ async fn load_batch(
         .map_err(Error::db_ctx("inserting the batch failed"))?;
     summary.inserted += inserted;
     summary.updated += updated;
-    summary.duplicate += staged.saturating_sub(inserted + updated);
+    // Under --upsert a staged row whose key exists is updated or unchanged; otherwise it
+    // is a duplicate. Whatever was neither inserted nor matched (a concurrent writer took
+    // the key) counts as a duplicate too.
+    summary.unchanged += matched.saturating_sub(updated);
+    summary.duplicate += staged.saturating_sub(inserted + matched.max(updated));
     Ok(())
 }
 

@@ -11,9 +11,15 @@ given as the first argument):
 Prices and quantities are written as exchange APIs write them: strings with up to 8
 decimals (some as plain JSON numbers), never rounded through a float.
 
-Usage: scripts/sample-data/generate.py [OUT_DIR] [--trades N]
+Existing files are never overwritten unless --force is given (the checked-in fixtures in
+tests/fixtures/sample/ are what the tests expect).
+
+Usage: scripts/sample-data/generate.py [OUT_DIR] [--trades N] [--force]
+       scripts/sample-data/generate.py --help
+Exit status: 0 written, 1 the output exists (or cannot be written), 2 bad arguments.
 """
 
+import argparse
 import json
 import random
 import sys
@@ -59,15 +65,72 @@ def numeric_fix(obj):
     return {k: (v + "_END_NUM" if isinstance(v, str) and v.startswith("NUM:") else v) for k, v in obj.items()}
 
 
-def main():
-    args = sys.argv[1:]
-    n_trades = 3000
-    if "--trades" in args:
-        i = args.index("--trades")
-        n_trades = int(args[i + 1])
-        del args[i : i + 2]
-    out = Path(args[0]) if args else Path(__file__).resolve().parents[2] / "tests/fixtures/sample"
-    out.mkdir(parents=True, exist_ok=True)
+FILES = ("users.json", "trades.ndjson", "positions.json", "account_totals.json")
+FIXTURES = Path(__file__).resolve().parents[2] / "tests/fixtures/sample"
+
+
+def positive_int(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return n
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="generate.py",
+        description="Generates the deterministic (seeded) sample data set: users.json, "
+        "trades.ndjson, positions.json and account_totals.json in the old application's "
+        "JSON shapes.",
+        epilog="Examples: generate.py /tmp/sample --trades 1000000   (a larger file); "
+        "generate.py --force   (regenerate the checked-in fixtures). Exit status: 0 written, "
+        "1 the output files exist (pass --force) or cannot be written, 2 bad arguments.",
+    )
+    p.add_argument(
+        "out_dir",
+        nargs="?",
+        metavar="OUT_DIR",
+        help=f"directory to write to (created if missing; default: {FIXTURES})",
+    )
+    p.add_argument(
+        "--trades",
+        type=positive_int,
+        default=3000,
+        metavar="N",
+        help="number of trades (default: 3000, the size of the checked-in fixtures)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite data files that already exist in OUT_DIR (needed to regenerate "
+        "tests/fixtures/sample)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    n_trades = args.trades
+    out = Path(args.out_dir) if args.out_dir is not None else FIXTURES
+    if out.exists() and not out.is_dir():
+        print(f"error: {out} exists and is not a directory", file=sys.stderr)
+        return 1
+    existing = [name for name in FILES if (out / name).exists()]
+    if existing and not args.force:
+        print(
+            f"error: {out} already holds {', '.join(existing)}; refusing to overwrite "
+            "(pass --force to regenerate them, or give another OUT_DIR)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: cannot create {out}: {e}", file=sys.stderr)
+        return 1
     rng = random.Random(20250101)
     start = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
@@ -181,7 +244,8 @@ def main():
     (out / "account_totals.json").write_text("[\n" + ",\n".join("  " + dumps(t) for t in totals) + "\n]\n")
     print(f"wrote {len(users)} users, {len(trades)} trades, {len(positions)} positions, "
           f"{len(totals)} account totals to {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

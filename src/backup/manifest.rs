@@ -90,12 +90,17 @@ fn stats_sql(schema: &str, table: &str, version: u32) -> String {
         )
     } else {
         format!(
-            "SELECT count(*)::bigint, \
-               coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text, \
-               ''::text \
-             FROM ONLY {t} t"
+            "SELECT count(*)::bigint, {}, ''::text FROM ONLY {t} t",
+            content_checksum_sql("t")
         )
     }
+}
+
+/// The order-independent content checksum of the rows `alias` ranges over, as SQL text:
+/// the exact numeric sum of `hashtextextended(row::text, 0)` (manifest v2, and the MOVE
+/// rows of the audit log).
+pub fn content_checksum_sql(alias: &str) -> String {
+    format!("coalesce(sum(hashtextextended({alias}::text, 0)::numeric), 0)::text")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

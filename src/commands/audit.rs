@@ -421,6 +421,33 @@ fn report_text(r: &Report) -> String {
             r.trade_deletes_total - r.trade_deletes.len() as i64
         );
     }
+    let _ = writeln!(
+        t,
+        "\nrow moves by opsctl ({} operation(s), {} row(s); not deletes)",
+        r.moves_total, r.rows_moved
+    );
+    if r.moves.is_empty() {
+        let _ = writeln!(t, "  none");
+    }
+    for m in &r.moves {
+        let _ = writeln!(
+            t,
+            "  {}  {:<24} {} → {}  {} row(s)  checksum {}",
+            ts(&m.at),
+            m.actor,
+            m.from.as_deref().unwrap_or("?"),
+            m.to.as_deref().unwrap_or("?"),
+            m.rows,
+            m.checksum.as_deref().unwrap_or("-")
+        );
+    }
+    if (r.moves.len() as i64) < r.moves_total {
+        let _ = writeln!(
+            t,
+            "  … {} more (narrow the window or use --format json)",
+            r.moves_total - r.moves.len() as i64
+        );
+    }
     let _ = writeln!(t, "\nopsctl operations ({})", r.operations.len());
     if r.operations.is_empty() {
         let _ = writeln!(t, "  none");

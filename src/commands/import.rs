@@ -22,6 +22,16 @@ pub async fn run(args: ImportArgs) -> u8 {
         ImportTable::AccountTotals => Table::AccountTotals,
     };
     let stdin = args.file.as_os_str() == "-";
+    if let Some(r) = &args.reject_file {
+        if !stdin && same_file(r, &args.file) {
+            super::report_error("--reject-file must not be the input file");
+            return EXIT_USAGE;
+        }
+        if !args.force && r.symlink_metadata().is_ok() {
+            super::report_error(&import::reject_file_exists(r).to_string());
+            return EXIT_USAGE;
+        }
+    }
     let (input, source, size): (Box<dyn Read + Send>, String, Option<u64>) = if stdin {
         (Box::new(std::io::stdin()), "<stdin>".to_string(), None)
     } else {
@@ -36,17 +46,12 @@ pub async fn run(args: ImportArgs) -> u8 {
             }
         }
     };
-    if let Some(r) = &args.reject_file {
-        if !stdin && same_file(r, &args.file) {
-            super::report_error("--reject-file must not be the input file");
-            return EXIT_USAGE;
-        }
-    }
     let opts = Options {
         table,
         upsert: args.upsert,
         batch_size: args.batch_size as usize,
         reject_file: args.reject_file.clone(),
+        overwrite_reject_file: args.force,
     };
     let bar = stderr_is_terminal().then(|| {
         let bar = match size {
@@ -68,7 +73,22 @@ pub async fn run(args: ImportArgs) -> u8 {
             b.set_message(format!("{rows} rows"));
         }) as Progress
     });
-    let result = import::import(&settings, input, &source, &opts, progress).await;
+    // On Ctrl-C or SIGTERM the import is dropped: its transaction rolls back with the
+    // connection and the unfinished reject file (a temporary file) is removed.
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot install the SIGTERM handler: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let interrupted =
+        |what: &str| format!("{what}: nothing was imported and no reject file was written");
+    let result = tokio::select! {
+        r = import::import(&settings, input, &source, &opts, progress) => r,
+        _ = tokio::signal::ctrl_c() => Err(crate::error::Error::Other(interrupted("interrupted"))),
+        _ = term.recv() => Err(crate::error::Error::Other(interrupted("terminated"))),
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -112,13 +132,14 @@ fn render(s: &Summary, format: Format) {
         Format::Json => print(&(serde_json::to_string_pretty(s).unwrap_or_default() + "\n")),
         Format::Text => {
             let mut out = format!(
-                "imported {} into {}: {} inserted, {} duplicate, {} updated, {} rejected \
-                 ({} in {}, {})\n",
+                "imported {} into {}: {} inserted, {} duplicate, {} updated, {} unchanged, \
+                 {} rejected ({} in {}, {})\n",
                 s.source,
                 s.table,
                 crate::text::count(s.inserted),
                 crate::text::count(s.duplicate),
                 crate::text::count(s.updated),
+                crate::text::count(s.unchanged),
                 crate::text::count(s.rejected),
                 crate::text::plural(s.rows, "row"),
                 crate::text::duration_short(s.elapsed_ms as f64 / 1000.0),

@@ -244,7 +244,7 @@ fn render_listing(l: &Listing) -> String {
         .count();
     let mut out = format!(
         "{} (by {}): {live} live partitions, {archived} archived; runway {} future month{}{}; \
-         {} rows in the default partition\n",
+         {} rows in the default partition (exact count)\n",
         l.table,
         l.column,
         l.runway.future_months,
@@ -268,7 +268,11 @@ fn render_listing(l: &Listing) -> String {
                     fmt_ts,
                 ),
                 q.to.map_or(if q.is_default { "" } else { "MAXVALUE" }.into(), fmt_ts),
-                q.estimated_rows.map_or("?".into(), |n| n.to_string()),
+                match (p.exact_rows, q.estimated_rows) {
+                    (Some(n), _) => n.to_string(),
+                    (None, Some(n)) => format!("~{n}"),
+                    (None, None) => "?".into(),
+                },
                 human_bytes(q.bytes),
                 match p.state {
                     PartitionState::Live => "live",
@@ -280,7 +284,7 @@ fn render_listing(l: &Listing) -> String {
             ]
         })
         .collect();
-    let head = ["PARTITION", "FROM", "TO", "EST.ROWS", "SIZE", "STATE"];
+    let head = ["PARTITION", "FROM", "TO", "ROWS", "SIZE", "STATE"];
     let mut w = head.map(str::len);
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -306,6 +310,13 @@ fn render_listing(l: &Listing) -> String {
     out.push_str(&line(head));
     for r in &rows {
         out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    }
+    if rows.iter().any(|r| r[3].starts_with('~') || r[3] == "?") {
+        out.push_str(
+            "  (~ = estimate from the planner's statistics, refreshed by ANALYZE: partition \
+             ensure analyzes what it fills; ? = never analyzed. The default partition is \
+             counted exactly.)\n",
+        );
     }
     out
 }

@@ -27,6 +27,7 @@ use super::{
     archive_oid, column_shape, default_name, in_tx, partitions, pause_at, ts_literal, Observer,
     Partition, Table,
 };
+use crate::backup::manifest::content_checksum_sql;
 use crate::db::{self, quote_ident, quote_qualified};
 use crate::error::Error;
 
@@ -280,8 +281,10 @@ fn sql_batch(t: &Table, with_position: bool) -> String {
          ins AS (INSERT INTO {arch} ({cols}) SELECT {cols} FROM moved) \
          SELECT (SELECT count(*) FROM moved), \
                 (SELECT coalesce(sum(pg_column_size(m.*)), 0)::int8 FROM moved m), \
-                (SELECT ARRAY[{texts}] FROM moved ORDER BY {desc} LIMIT 1)",
+                (SELECT ARRAY[{texts}] FROM moved ORDER BY {desc} LIMIT 1), \
+                (SELECT {sum} FROM moved m)",
         arch = archive_name(t),
+        sum = content_checksum_sql("m"),
     )
 }
 
@@ -619,6 +622,7 @@ async fn execute(
 ) -> Result<Summary, Error> {
     let started = Instant::now();
     obs.total((j.source_rows - j.moved_rows).max(0) as u64);
+    let record = crate::audit::records_moves(client, t.oid).await?;
 
     // 1. Partitions a killed run detached but did not attach yet.
     let pending = client
@@ -632,7 +636,7 @@ async fn execute(
             "attaching archive.{name}, detached by the interrupted run, to archive.{}",
             t.name
         ));
-        let rows = attach_moved(client, t, arch, j.id, &name, from, to).await?;
+        let rows = attach_moved(client, t, arch, j.id, &name, from, to, record).await?;
         obs.advance(rows.max(0) as u64);
     }
 
@@ -658,7 +662,7 @@ async fn execute(
         let held = detach(client, t, &p, j.id, from, to).await?;
         max_lock = max_lock.max(held);
         pause_at("detached").await;
-        let rows = attach_moved(client, t, arch, j.id, &p.name, from, to).await?;
+        let rows = attach_moved(client, t, arch, j.id, &p.name, from, to, record).await?;
         obs.advance(rows.max(0) as u64);
         pause_at("attached").await;
     }
@@ -669,9 +673,14 @@ async fn execute(
     let mut position = j.position.clone();
     let mut sweeps = 0;
     let limit = batch_size.max(1);
+    let mut batch_rows = 0i64;
     loop {
-        let (moved, last) = batch(client, &first, &next, j.id, &j.cutoff, limit, &position).await?;
+        let (moved, last) = batch(
+            client, t, record, &first, &next, j.id, &j.cutoff, limit, &position,
+        )
+        .await?;
         if moved > 0 {
+            batch_rows += moved;
             obs.advance(moved as u64);
             position = last;
             pause_at("batch").await;
@@ -690,11 +699,43 @@ async fn execute(
             .map_err(Error::db)?;
     }
 
+    if batch_rows > 0 {
+        analyze_touched(client, t, j.cutoff, obs).await;
+    }
+
     // 4. Verification.
     pause_at("verify").await;
     let mut summary = verify_and_finish(client, t, j, resumed, started).await?;
     summary.max_live_lock_ms = max_lock.as_secs_f64() * 1000.0;
     Ok(summary)
+}
+
+/// After batches moved rows out of the live partitions older than the cutoff (the month
+/// it falls in, the default partition), their planner estimates (what `partition list`
+/// shows) are stale: ANALYZE them. Outside any transaction; does not block writers. A
+/// failure is only a notice.
+async fn analyze_touched(client: &Client, t: &Table, cutoff: NaiveDateTime, obs: &dyn Observer) {
+    let touched: Vec<String> = match partitions(client, t.oid).await {
+        Ok(parts) => parts
+            .iter()
+            .filter(|p| p.is_default || p.from.map_or(true, |f| f < cutoff))
+            .map(|p| p.sql_name())
+            .collect(),
+        Err(_) => return,
+    };
+    if touched.is_empty() {
+        return;
+    }
+    if let Err(e) = client
+        .batch_execute(&format!("ANALYZE {}", touched.join(", ")))
+        .await
+    {
+        obs.notice(&format!(
+            "warning: the row estimates of {} stay stale until autovacuum analyzes it: {}",
+            t.qualified(),
+            db::describe(&e)
+        ));
+    }
 }
 
 /// Adds the `<partition>_range` CHECK constraint a partition made elsewhere lacks, so the
@@ -773,6 +814,9 @@ async fn detach(
 
 /// ATTACH a detached month (now in schema archive) to the archive table, after taking
 /// over the archive default partition's rows of its range; journals it. Returns its rows.
+/// For an audited table (`record`) the month's move is one MOVE row of the audit log
+/// (its rows and content checksum), in the same transaction.
+#[allow(clippy::too_many_arguments)]
 async fn attach_moved(
     client: &Client,
     t: &Table,
@@ -781,11 +825,15 @@ async fn attach_moved(
     name: &str,
     from: NaiveDateTime,
     to: NaiveDateTime,
+    record: bool,
 ) -> Result<i64, Error> {
     let part = quote_qualified(ARCHIVE_SCHEMA, name);
     let c = t.sql_column();
     let (lo, hi) = (ts_literal(from), ts_literal(to));
-    let count = format!("SELECT count(*) FROM {part}");
+    let count = format!(
+        "SELECT count(*), {} FROM {part} m",
+        content_checksum_sql("m")
+    );
     let cols = t.sql_columns();
     let take_default = arch.default_partition.as_ref().map(|d| {
         format!(
@@ -802,8 +850,20 @@ async fn attach_moved(
         client,
         &format!("attaching {part} to the archive"),
         || async {
-            let rows: i64 = client.query_one(&count, &[]).await?.get(0);
+            let r = client.query_one(&count, &[]).await?;
+            let (rows, checksum): (i64, String) = (r.get(0), r.get(1));
             let bytes: i64 = client.query_one(SQL_REL_SIZE, &[&part]).await?.get(0);
+            if record && rows > 0 {
+                let mv = crate::audit::RowMove {
+                    schema: &t.schema,
+                    table: &t.name,
+                    from: (&t.schema, name),
+                    to: (ARCHIVE_SCHEMA, &t.name),
+                    rows,
+                    checksum: &checksum,
+                };
+                crate::audit::log_move(client, &mv).await?;
+            }
             if let Some(sql) = &take_default {
                 client.execute(sql.as_str(), &[]).await?;
             }
@@ -820,9 +880,14 @@ async fn attach_moved(
     .await
 }
 
-/// One batch: the move statement and the journal update, one short transaction.
+/// One batch: the move statement and the journal update, one short transaction. For an
+/// audited table (`record`) the batch is one MOVE row of the audit log (rows and content
+/// checksum), not a DELETE row per row.
+#[allow(clippy::too_many_arguments)]
 async fn batch(
     client: &Client,
+    t: &Table,
+    record: bool,
     first: &str,
     next: &str,
     journal_id: i64,
@@ -831,6 +896,9 @@ async fn batch(
     position: &Option<Vec<String>>,
 ) -> Result<(i64, Option<Vec<String>>), Error> {
     in_tx(client, "moving a batch", || async {
+        if record {
+            crate::audit::begin_move(client, &t.schema, &t.name).await?;
+        }
         let row = match position {
             None => client.query_one(first, &[cutoff, &limit]).await?,
             Some(pos) => {
@@ -844,6 +912,18 @@ async fn batch(
         let moved: i64 = row.get(0);
         let bytes: i64 = row.get(1);
         let last: Option<Vec<String>> = row.get(2);
+        if record && moved > 0 {
+            let checksum: String = row.get(3);
+            let mv = crate::audit::RowMove {
+                schema: &t.schema,
+                table: &t.name,
+                from: (&t.schema, &t.name),
+                to: (ARCHIVE_SCHEMA, &t.name),
+                rows: moved,
+                checksum: &checksum,
+            };
+            crate::audit::log_move(client, &mv).await?;
+        }
         if moved > 0 {
             client
                 .execute(SQL_J_ADD_BATCH, &[&journal_id, &moved, &bytes, &last])

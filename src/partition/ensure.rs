@@ -1,7 +1,8 @@
 //! `partition ensure`: creates the monthly partitions from the oldest data month through
 //! now + premake, each as a standalone table with its range as a CHECK constraint, fills it
 //! with the rows of its range that sit in the default partition, and attaches it — all in
-//! one short-lock transaction per month. Idempotent.
+//! one short-lock transaction per month. Idempotent. On an audited table the move is one
+//! MOVE row of the audit log (count and content checksum), not a DELETE row per row.
 
 use chrono::{NaiveDate, NaiveDateTime};
 use serde::Serialize;
@@ -11,6 +12,7 @@ use super::{
     add_months, default_name, in_tx, midnight, month_of, partition_name, partitions, ts_literal,
     Observer, Runway, Table,
 };
+use crate::backup::manifest::content_checksum_sql;
 use crate::db::{quote_ident, quote_qualified};
 use crate::error::Error;
 
@@ -187,8 +189,9 @@ pub async fn apply(
     }
     let def = def.expect("default partition");
     let audit = is_audit_log(client, t).await?;
+    let record = crate::audit::records_moves(client, t.oid).await?;
     for m in &plan.months {
-        let moved = create_month(client, t, &def, m, audit).await?;
+        let moved = create_month(client, t, &def, m, audit, record).await?;
         obs.notice(&format!(
             "created {}.{} [{} .. {}){}",
             t.schema,
@@ -207,6 +210,7 @@ pub async fn apply(
             ..m.clone()
         });
     }
+    refresh_statistics(client, t, &def, &out, obs).await;
     let fresh = super::inspect(
         client,
         &super::TableSpec {
@@ -219,6 +223,45 @@ pub async fn apply(
     out.rows_left_in_default = super::rows_in_default(client, &fresh).await?;
     out.runway = super::runway(client, &fresh).await?;
     Ok(out)
+}
+
+/// After rows moved, the planner's statistics of the partitions touched are stale (the
+/// default partition still "holds" the moved rows, the new months nothing), and they are
+/// what `partition list` shows as estimates: ANALYZE the months created, and VACUUM
+/// ANALYZE the default partition rows moved out of (which also gives the space of a
+/// now-empty default back). Outside any transaction; neither blocks readers or writers.
+/// A failure (e.g. a role that may not analyze the audit log) is only a notice.
+async fn refresh_statistics(
+    client: &Client,
+    t: &Table,
+    def: &str,
+    out: &EnsureOutcome,
+    obs: &dyn Observer,
+) {
+    let mut sql: Vec<String> = Vec::new();
+    if out.rows_moved_from_default > 0 {
+        sql.push(format!(
+            "VACUUM (ANALYZE) {}",
+            quote_qualified(&t.schema, def)
+        ));
+    }
+    if !out.created.is_empty() {
+        let months: Vec<String> = out
+            .created
+            .iter()
+            .map(|m| quote_qualified(&t.schema, &m.partition))
+            .collect();
+        sql.push(format!("ANALYZE {}", months.join(", ")));
+    }
+    for q in sql {
+        if let Err(e) = client.batch_execute(&q).await {
+            obs.notice(&format!(
+                "warning: the row estimates of {} stay stale until autovacuum analyzes it: {}",
+                t.qualified(),
+                crate::db::describe(&e)
+            ));
+        }
+    }
 }
 
 /// Owner of the audit log (migrations/V41__audit_log.sql, docs/audit.md).
@@ -247,12 +290,17 @@ async fn is_audit_log(client: &Client, t: &Table) -> Result<bool, Error> {
 /// transaction only; the moved rows keep ids and content, so the seal chain verifies);
 /// the new month is owned by `opsctl_audit_owner` and gets the BEFORE TRUNCATE guard
 /// (the row guard is cloned to it by the ATTACH).
+///
+/// For an audited table (`record`): the move is one MOVE row of the audit log with the
+/// rows' count and content checksum, written in the same transaction, instead of one
+/// DELETE row per moved row (`crate::audit::begin_move`, `log_move`).
 async fn create_month(
     client: &Client,
     t: &Table,
     def: &str,
     m: &MonthPlan,
     audit: bool,
+    record: bool,
 ) -> Result<i64, Error> {
     let part = quote_qualified(&t.schema, &m.partition);
     let exists: bool = client
@@ -304,8 +352,10 @@ async fn create_month(
     });
     let cols = t.sql_columns();
     let fill = format!(
-        "WITH moved AS (DELETE FROM {defq} WHERE {col} >= {lo} AND {col} < {hi} RETURNING *) \
-         INSERT INTO {part} ({cols}) SELECT {cols} FROM moved"
+        "WITH moved AS (DELETE FROM {defq} WHERE {col} >= {lo} AND {col} < {hi} RETURNING *), \
+         ins AS (INSERT INTO {part} ({cols}) SELECT {cols} FROM moved) \
+         SELECT count(*), {sum} FROM moved m",
+        sum = content_checksum_sql("m")
     );
     let attach = format!(
         "ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})",
@@ -320,9 +370,24 @@ async fn create_month(
             if let Some(sql) = &audit_setup {
                 client.batch_execute(sql).await?;
             }
-            let moved = client.execute(fill.as_str(), &[]).await?;
+            if record {
+                crate::audit::begin_move(client, &t.schema, &t.name).await?;
+            }
+            let row = client.query_one(fill.as_str(), &[]).await?;
+            let (moved, checksum): (i64, String) = (row.get(0), row.get(1));
+            if record && moved > 0 {
+                let mv = crate::audit::RowMove {
+                    schema: &t.schema,
+                    table: &t.name,
+                    from: (&t.schema, def),
+                    to: (&t.schema, &m.partition),
+                    rows: moved,
+                    checksum: &checksum,
+                };
+                crate::audit::log_move(client, &mv).await?;
+            }
             client.batch_execute(&attach).await?;
-            Ok(moved as i64)
+            Ok(moved)
         },
     )
     .await

@@ -585,6 +585,9 @@ pub struct ListedPartition {
     #[serde(flatten)]
     pub partition: Partition,
     pub state: PartitionState,
+    /// An exact count where it is cheap: the default partition (the same count as
+    /// `rows_in_default`). Other partitions show `estimated_rows` only.
+    pub exact_rows: Option<i64>,
 }
 
 /// What `partition list` shows for one table.
@@ -655,7 +658,10 @@ pub async fn pending_detached(client: &Client, table: &Table) -> Result<Vec<Part
 }
 
 /// Lists a table's partitions (live, default, and those archived to `archive.<table>`).
+/// The default partition is counted exactly (it should be small), once, for both its row
+/// and `rows_in_default`; the others carry the planner's estimate.
 pub async fn list(client: &Client, table: &Table) -> Result<Listing, Error> {
+    let in_default = rows_in_default(client, table).await?;
     let live = partitions(client, table.oid).await?;
     let runway = runway_at(&live, now_utc());
     let mut out: Vec<ListedPartition> = Vec::new();
@@ -664,6 +670,7 @@ pub async fn list(client: &Client, table: &Table) -> Result<Listing, Error> {
             out.push(ListedPartition {
                 partition: p,
                 state: PartitionState::Archived,
+                exact_rows: None,
             });
         }
     }
@@ -671,6 +678,7 @@ pub async fn list(client: &Client, table: &Table) -> Result<Listing, Error> {
         out.push(ListedPartition {
             partition: p,
             state: PartitionState::Detached,
+            exact_rows: None,
         });
     }
     for p in live {
@@ -679,15 +687,17 @@ pub async fn list(client: &Client, table: &Table) -> Result<Listing, Error> {
         } else {
             PartitionState::Live
         };
+        let exact_rows = p.is_default.then_some(in_default);
         out.push(ListedPartition {
             partition: p,
             state,
+            exact_rows,
         });
     }
     Ok(Listing {
         table: table.qualified(),
         column: table.column.clone(),
-        rows_in_default: rows_in_default(client, table).await?,
+        rows_in_default: in_default,
         partitions: out,
         runway,
     })

@@ -423,17 +423,19 @@ fn archive_row_moves_are_attributed_to_opsctl_archive() {
         .json();
     let batched = r["summary"]["rows_moved_by_batches"].as_i64().unwrap();
     assert_eq!(batched, 14 * 24);
+    // Each batch is one MOVE row (V61) under the archive's name, not a DELETE per row.
     assert_eq!(
         db.sql(
-            "SELECT count(*) FROM audit.logged_actions \
-             WHERE table_name = 'trades' AND action = 'D' AND app_actor = 'opsctl archive'"
+            "SELECT sum((row_new->>'rows')::int) FROM audit.logged_actions \
+             WHERE table_name = 'trades' AND action = 'M' AND app_actor = 'opsctl archive' \
+             AND row_new->>'relation' = 'archive.trades' AND row_old->>'relation' = 'public.trades'"
         ),
         batched.to_string()
     );
     assert_eq!(
         db.sql(
             "SELECT count(*) FROM audit.logged_actions \
-             WHERE table_name = 'trades' AND action = 'D' AND app_actor IS NULL"
+             WHERE table_name = 'trades' AND (action = 'D' OR (action = 'M' AND app_actor IS NULL))"
         ),
         "0"
     );
@@ -575,19 +577,19 @@ fn ensure_moves_of_default_rows_are_attributed_to_the_ensure_actor() {
     db.opsctl().args(["partition", "ensure"]).run().success();
     assert_eq!(db.sql("SELECT count(*) FROM trades_default"), "0");
     assert_eq!(db.sql("SELECT count(*) FROM trades"), "2");
-    // The move out of the default partition is audited (as deletes there) under the
-    // ensure's name, never as an anonymous change.
+    // The move out of the default partition is audited (one MOVE row, V61) under the
+    // ensure's name, never as an anonymous change nor as a delete per row.
     assert_eq!(
         db.sql(
-            "SELECT count(*) FROM audit.logged_actions WHERE table_name = 'trades' \
-             AND action = 'D' AND relname = 'trades_default' AND app_actor = 'opsctl partition ensure'"
+            "SELECT row_new->>'rows' FROM audit.logged_actions WHERE table_name = 'trades' \
+             AND action = 'M' AND relname = 'trades_default' AND app_actor = 'opsctl partition ensure'"
         ),
         "2"
     );
     assert_eq!(
         db.sql(
             "SELECT count(*) FROM audit.logged_actions WHERE table_name = 'trades' \
-             AND action = 'D' AND app_actor IS NULL"
+             AND (action = 'D' OR (action = 'M' AND app_actor IS NULL))"
         ),
         "0"
     );

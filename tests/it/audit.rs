@@ -1318,3 +1318,225 @@ fn seals_after_the_newest_backup_are_caught_against_the_anchor_file() {
         r.all()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Row moves by opsctl: one sealed MOVE row per moving transaction, not a DELETE per row
+
+/// psql as another login role of the cluster.
+fn psql_as(db: &TestDb, user: &str, pw: &str, sql: &str) -> std::process::Output {
+    std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGHOST", "localhost")
+        .env("PGPORT", cluster().port.to_string())
+        .env("PGUSER", user)
+        .env("PGPASSWORD", pw)
+        .env("PGDATABASE", &db.name)
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", &cluster().ca)
+        .output()
+        .unwrap()
+}
+
+/// Content checksum of a relation as the MOVE rows record it.
+fn content_checksum(db: &TestDb, rel: &str) -> String {
+    db.sql(&format!(
+        "SELECT coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text FROM {rel} t"
+    ))
+}
+
+#[test]
+fn opsctl_row_moves_are_one_sealed_move_row_not_a_delete_per_row() {
+    // Audit months made before the MOVE action existed (V61) must take MOVE rows too.
+    let db = TestDb::new("audit_move");
+    db.opsctl()
+        .args(["migrate", "up", "--to", "60"])
+        .run()
+        .success();
+    db.opsctl()
+        .args(["partition", "ensure", "--table", "audit.logged_actions"])
+        .run()
+        .success();
+    db.opsctl().args(["migrate", "up"]).run().success();
+    // 2160 hourly trades over Jan..Mar 2025, all in the default partition.
+    db.sql(
+        "SET app.actor = 'seeder';
+         INSERT INTO users (id, username, email) VALUES (1, 'ann', 'ann@example.com');
+         INSERT INTO trades (id, user_id, symbol, side, quantity, entry_price, entry_time)
+         SELECT 't' || g, 1, 'BTC', 'buy', 1, 100 + g, timestamp '2025-01-01' + g * interval '1 hour'
+           FROM generate_series(0, 2159) g",
+    );
+    let audit_rows = || db.sql("SELECT count(*) FROM audit.logged_actions");
+    assert_eq!(audit_rows(), "2161");
+    seal_all(&db);
+
+    db.opsctl().args(["partition", "ensure"]).run().success();
+    assert_eq!(db.sql("SELECT count(*) FROM trades_default"), "0");
+    // No DELETE row per moved row: one MOVE row per month, sealed like any other.
+    assert_eq!(
+        db.sql("SELECT count(*) FROM audit.logged_actions WHERE action = 'D'"),
+        "0"
+    );
+    let moves = db.sql(
+        "SELECT table_name, relname, row_old->>'relation', row_new->>'relation', \
+         row_new->>'rows', app_actor FROM audit.logged_actions WHERE action = 'M' ORDER BY id",
+    );
+    assert_eq!(
+        moves,
+        "trades|trades_default|public.trades_default|public.trades_p2025_01|744|opsctl partition ensure\n\
+         trades|trades_default|public.trades_default|public.trades_p2025_02|672|opsctl partition ensure\n\
+         trades|trades_default|public.trades_default|public.trades_p2025_03|744|opsctl partition ensure"
+    );
+    for month in ["trades_p2025_01", "trades_p2025_02", "trades_p2025_03"] {
+        let recorded = db.sql(&format!(
+            "SELECT row_new->>'checksum' FROM audit.logged_actions \
+             WHERE action = 'M' AND row_new->>'relation' = 'public.{month}'"
+        ));
+        assert_eq!(recorded, content_checksum(&db, month), "{month}");
+    }
+    assert_eq!(audit_rows(), "2164");
+    let sealed = seal_all(&db);
+    assert_eq!(sealed["rows_sealed"], 3, "{sealed}");
+    let v = verify_json(&db, 0);
+    assert_eq!(v["rows_verified"], 2164, "{v}");
+    // The report: moves are not deletes of trades.
+    let r = db
+        .opsctl()
+        .args(["audit", "report", "--since", "1h", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(r["trade_deletes_total"], 0, "{r}");
+    assert_eq!(r["moves_total"], 3, "{r}");
+    assert_eq!(r["rows_moved"], 2160, "{r}");
+    let change = r["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["operation"] == "MOVE")
+        .unwrap()
+        .clone();
+    assert_eq!(change["table"], "trades");
+    assert_eq!(change["count"], 3);
+    let text = db
+        .opsctl()
+        .args(["audit", "report", "--since", "1h"])
+        .run()
+        .success()
+        .stdout;
+    assert!(text.contains("deletes of trades (0)"), "{text}");
+    assert!(
+        text.contains("public.trades_default → public.trades_p2025_02") && text.contains("672"),
+        "{text}"
+    );
+
+    // A real delete by anyone else is audited exactly as before.
+    db.sql("SET app.actor = 'jane'; DELETE FROM trades WHERE id = 't5'");
+    assert_eq!(
+        db.sql("SELECT app_actor, row_old->>'id' FROM audit.logged_actions WHERE action = 'D'"),
+        "jane|t5"
+    );
+
+    // Archive: rows moved in batches into archive.trades are MOVE rows as well, and whole
+    // months moved by metadata are recorded the same way.
+    db.opsctl()
+        .args(["archive", "--before", "2025-02-15", "--batch-size", "100"])
+        .run()
+        .success();
+    assert_eq!(
+        db.sql("SELECT count(*) FROM audit.logged_actions WHERE action = 'D'"),
+        "1"
+    );
+    let archived = db.sql(
+        "SELECT row_old->>'relation', row_new->>'relation', sum((row_new->>'rows')::int), count(*) \
+         FROM audit.logged_actions WHERE action = 'M' AND app_actor = 'opsctl archive' \
+         GROUP BY 1, 2 ORDER BY 1",
+    );
+    assert_eq!(
+        archived,
+        "public.trades|archive.trades|336|4\npublic.trades_p2025_01|archive.trades|743|1"
+    );
+    assert_eq!(
+        db.sql("SELECT row_new->>'checksum' FROM audit.logged_actions WHERE row_old->>'relation' = 'public.trades_p2025_01'"),
+        content_checksum(&db, "archive.trades_p2025_01")
+    );
+    seal_all(&db);
+    verify_json(&db, 0);
+    // Editing a sealed MOVE row is caught like any other.
+    db.sql(
+        "SET opsctl.audit_rewrite = 'on'; \
+         UPDATE audit.logged_actions SET row_new = jsonb_set(row_new, '{rows}', '1') \
+         WHERE action = 'M' AND row_new->>'relation' = 'public.trades_p2025_02'",
+    );
+    let v = verify_json(&db, 1);
+    assert_eq!(v["first_problem"]["kind"], "changed", "{v}");
+}
+
+#[test]
+fn the_bulk_move_setting_silences_nobody_but_the_table_owner_in_its_transaction() {
+    let db = TestDb::with_schema("audit_bulk");
+    seed(&db);
+    let who = format!("mallory_{}", std::process::id());
+    let pw = "Mallory-pw-9q";
+    cluster().psql(
+        "postgres",
+        &format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{who}') THEN \
+             CREATE ROLE {who} LOGIN PASSWORD '{pw}' IN ROLE opsctl_app; END IF; END $$"
+        ),
+    );
+    let deleted = |id: &str| {
+        db.sql(&format!(
+            "SELECT count(*) FROM audit.logged_actions WHERE action = 'D' AND row_old->>'id' = '{id}'"
+        ))
+    };
+    // The application role sets the move setting exactly as opsctl does: still audited.
+    let out = psql_as(
+        &db,
+        &who,
+        pw,
+        "SET app.user_id = '1'; BEGIN; \
+         SELECT set_config('opsctl.bulk_move', 'public.trades:' || txid_current(), true); \
+         DELETE FROM trades WHERE id = 't-a1'; COMMIT;",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(db.sql("SELECT count(*) FROM trades WHERE id = 't-a1'"), "0");
+    assert_eq!(deleted("t-a1"), "1");
+    // Nor can it write MOVE rows.
+    let out = psql_as(
+        &db,
+        &who,
+        pw,
+        "SELECT audit.log_move('public', 'trades', 'public', 'trades_default', 'public', 'x', 1, '0')",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("may not record moves"), "{err}");
+    // The owner's setting outside its own transaction (session- or role-wide) silences
+    // nothing either.
+    db.sql(
+        "SET opsctl.bulk_move = 'public.trades'; DELETE FROM trades WHERE id = 't-a2'; COMMIT; \
+         BEGIN; SELECT set_config('opsctl.bulk_move', 'public.trades:' || txid_current(), false); \
+         COMMIT; DELETE FROM trades WHERE id = 't-b1';",
+    );
+    assert_eq!(deleted("t-a2"), "1");
+    assert_eq!(deleted("t-b1"), "1");
+    // Inside the owner's transaction, it covers only the table it names and never UPDATEs.
+    db.sql(
+        "INSERT INTO trades (id, user_id, symbol, side, quantity, entry_price, entry_time)
+           VALUES ('t-c1', 1, 'BTC', 'buy', 1, 1, '2026-01-08 10:00'), ('t-c2', 1, 'BTC', 'buy', 1, 1, '2026-01-08 11:00');
+         BEGIN;
+         SELECT set_config('opsctl.bulk_move', 'public.positions:' || txid_current(), true);
+         DELETE FROM trades WHERE id = 't-c1';
+         UPDATE trades SET exit_price = 2 WHERE id = 't-c2';
+         COMMIT;",
+    );
+    assert_eq!(deleted("t-c1"), "1");
+    assert_eq!(
+        db.sql("SELECT count(*) FROM audit.logged_actions WHERE action = 'U' AND row_new->>'id' = 't-c2'"),
+        "1"
+    );
+}

@@ -133,7 +133,7 @@ fn valid_files_array_and_ndjson() {
         .success();
     assert!(
         r.stdout
-            .contains("0 inserted, 3 duplicate, 0 updated, 0 rejected"),
+            .contains("0 inserted, 3 duplicate, 0 updated, 0 unchanged, 0 rejected"),
         "{}",
         r.all()
     );
@@ -559,4 +559,323 @@ fn the_text_summary_counts_in_words() {
         !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == ','),
         "{rate}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The sample-data generator (scripts/sample-data/generate.py)
+
+fn generate(cwd: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/sample-data/generate.py");
+    std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("python3 not found")
+}
+
+fn fixtures_fingerprint() -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample");
+    let mut out: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let m = std::fs::metadata(&p).unwrap().modified().unwrap();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+                m,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn sample_data_generator_has_help_and_never_overwrites_unasked() {
+    let cwd = tempfile::tempdir().unwrap();
+    let listing = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // --help: usage on stdout, exit 0, and no directory called "--help".
+    let out = generate(cwd.path(), &["--help"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("usage:") && stdout.contains("--trades") && stdout.contains("--force"),
+        "{stdout}"
+    );
+    assert!(listing(cwd.path()).is_empty(), "{:?}", listing(cwd.path()));
+    // A flag it does not know, or --trades without a number, is a usage error (exit 2), never a directory.
+    for args in [
+        &["--bogus"][..],
+        &["--trades"],
+        &["--trades", "0", "x"],
+        &["-x"],
+    ] {
+        let out = generate(cwd.path(), args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("usage:"),
+            "{args:?}"
+        );
+        assert!(
+            listing(cwd.path()).is_empty(),
+            "{args:?}: {:?}",
+            listing(cwd.path())
+        );
+    }
+    // Without OUT_DIR it would write the checked-in fixtures: refused, nothing touched.
+    let before = fixtures_fingerprint();
+    let out = generate(cwd.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tests/fixtures/sample") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fixtures_fingerprint(),
+        before,
+        "the fixtures were rewritten"
+    );
+    // A fresh directory is written; a second run refuses; --force rewrites it.
+    let out = generate(cwd.path(), &["data", "--trades", "20"]);
+    assert_eq!(out.status.code(), Some(0));
+    let data = cwd.path().join("data");
+    assert_eq!(
+        listing(&data),
+        [
+            "account_totals.json",
+            "positions.json",
+            "trades.ndjson",
+            "users.json"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("trades.ndjson"))
+            .unwrap()
+            .lines()
+            .count(),
+        20
+    );
+    std::fs::write(data.join("trades.ndjson"), "mine\n").unwrap();
+    let out = generate(cwd.path(), &["data", "--trades", "20"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
+    assert_eq!(
+        std::fs::read_to_string(data.join("trades.ndjson")).unwrap(),
+        "mine\n"
+    );
+    let out = generate(cwd.path(), &["data", "--trades", "20", "--force"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(data.join("trades.ndjson"))
+            .unwrap()
+            .lines()
+            .count(),
+        20
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// No-op updates, positive quantities and prices, the reject file
+
+#[test]
+fn upsert_of_an_identical_file_changes_and_audits_nothing() {
+    let (db, dir) = db_with_users("imp_noop");
+    let audit = |table: &str, action: &str| -> String {
+        db.sql(&format!(
+            "SELECT count(*) FROM audit.logged_actions WHERE table_name = '{table}' AND action = '{action}'"
+        ))
+    };
+    let text = [
+        trade("t1", ""),
+        trade("t2", r#", "quantity": 2"#),
+        trade("t3", r#", "exit_price": "70000.1""#),
+    ]
+    .join("\n");
+    let f = write(&dir, "a.ndjson", &text);
+    import(&db, "trades", &f, &[]).success();
+    assert_eq!(audit("trades", "I"), "3");
+    let rows = || db.sql("SELECT string_agg(id || ':' || xmin::text, ',' ORDER BY id) FROM trades");
+    let before = rows();
+    // The same file again with --upsert: nothing changes, nothing is written or audited.
+    let j = import(&db, "trades", &f, &["--upsert"]).success().json();
+    assert_eq!(
+        (
+            j["inserted"].as_u64(),
+            j["updated"].as_u64(),
+            j["unchanged"].as_u64(),
+            j["duplicate"].as_u64()
+        ),
+        (Some(0), Some(0), Some(3), Some(0)),
+        "{j}"
+    );
+    assert_eq!(rows(), before, "rows were rewritten");
+    assert_eq!(audit("trades", "U"), "0");
+    let r = db
+        .opsctl()
+        .args(["import", "--table", "trades", "--upsert"])
+        .arg(&f)
+        .run()
+        .success();
+    assert!(
+        r.stdout.contains("0 updated") && r.stdout.contains("3 unchanged"),
+        "{}",
+        r.stdout
+    );
+    // One row really differs: one update, one audit row; the others stay unchanged.
+    let text = [
+        trade("t1", ""),
+        trade("t2", r#", "quantity": 5"#),
+        trade("t3", r#", "exit_price": "70000.1""#),
+    ]
+    .join("\n");
+    let f = write(&dir, "b.ndjson", &text);
+    let j = import(&db, "trades", &f, &["--upsert"]).success().json();
+    assert_eq!(
+        (j["updated"].as_u64(), j["unchanged"].as_u64()),
+        (Some(1), Some(2)),
+        "{j}"
+    );
+    assert_eq!(audit("trades", "U"), "1");
+    assert_eq!(
+        db.sql("SELECT row_old->>'quantity', row_new->>'quantity' FROM audit.logged_actions WHERE action = 'U'"),
+        "2.00000000|5.00000000"
+    );
+    // Users through the staging path too.
+    let u = write(&dir, "users.json", USERS);
+    let j = import(&db, "users", &u, &["--upsert"]).success().json();
+    assert_eq!(
+        (j["updated"].as_u64(), j["unchanged"].as_u64()),
+        (Some(0), Some(2)),
+        "{j}"
+    );
+    assert_eq!(audit("users", "U"), "0");
+    // The audit trigger itself ignores an UPDATE that changes no value, by anyone.
+    db.sql("UPDATE trades SET symbol = symbol; UPDATE users SET email = email");
+    assert_eq!(audit("trades", "U"), "1");
+    assert_eq!(audit("users", "U"), "0");
+    db.sql("UPDATE users SET email = 'ann3@example.com' WHERE username = 'ann'");
+    assert_eq!(audit("users", "U"), "1");
+}
+
+#[test]
+fn non_positive_quantity_or_entry_price_rejected() {
+    rejected_alone(
+        "imp_qty0",
+        &trade("bad", r#", "quantity": 0"#),
+        &["quantity must be greater than 0", "side"],
+    );
+    rejected_alone(
+        "imp_price_neg",
+        &trade("bad", r#", "entry_price": "-64000.5""#),
+        &["entry_price must be greater than 0"],
+    );
+}
+
+#[test]
+fn an_existing_reject_file_is_kept_unless_forced() {
+    let (db, dir) = db_with_users("imp_rejkeep");
+    let text = format!(
+        "{}\n{}\n",
+        trade("ok1", ""),
+        trade("bad", r#", "side": "up""#)
+    );
+    let f = write(&dir, "t.ndjson", &text);
+    let rej = write(&dir, "rej.ndjson", "yesterday's rejects\n");
+    let r = import(&db, "trades", &f, &["--reject-file", rej.to_str().unwrap()]).code(2);
+    assert!(
+        r.stderr.contains("already exists") && r.stderr.contains("--force"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&rej).unwrap(),
+        "yesterday's rejects\n"
+    );
+    assert_eq!(db.sql("SELECT count(*) FROM trades"), "0");
+    let j = import(
+        &db,
+        "trades",
+        &f,
+        &["--reject-file", rej.to_str().unwrap(), "--force"],
+    )
+    .success()
+    .json();
+    assert_eq!(
+        (j["inserted"].as_u64(), j["rejected"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let text = std::fs::read_to_string(&rej).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("\"line\":2"), "{text}");
+    // Nothing else is left in the directory (no temporary file).
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["rej.ndjson", "t.ndjson", "users.json"]);
+}
+
+#[test]
+fn ctrl_c_leaves_no_half_written_reject_file() {
+    use std::io::Write;
+    let (db, dir) = db_with_users("imp_sigint");
+    let fifo = dir.path().join("in.ndjson");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let rej = dir.path().join("rej.ndjson");
+    let mut child = db
+        .opsctl()
+        .args(["import", "--table", "trades", "--batch-size", "1"])
+        .arg("--reject-file")
+        .arg(&rej)
+        .arg(&fifo)
+        .spawn();
+    // Opens once opsctl has opened the FIFO for reading.
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    for i in 0..200 {
+        writeln!(w, "{}", trade(&format!("ok{i}"), "")).unwrap();
+        writeln!(w, "{}", trade(&format!("bad{i}"), r#", "side": "up""#)).unwrap();
+    }
+    w.flush().unwrap();
+    // Let it import (and reject) for a while, with the input still open, then Ctrl-C.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "opsctl ended before the signal"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    drop(w);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        !rej.exists(),
+        "a reject file was left behind: {:?}",
+        std::fs::read_to_string(&rej)
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("rej"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(db.sql("SELECT count(*) FROM trades"), "0");
 }

@@ -954,3 +954,81 @@ fn a_refused_lock_names_the_holder() {
     }
     kill9(child);
 }
+
+// ---------------------------------------------------------------------------------------
+// partition list after a move: one source for the row counts
+
+#[test]
+fn list_right_after_ensure_agrees_with_itself() {
+    let db = TestDb::with_schema("plistsame");
+    seed(&db, 3600);
+    // The planner's statistics say the default partition holds the 3600 rows.
+    db.sql("ANALYZE trades");
+    db.opsctl().args(["partition", "ensure"]).run().success();
+    let j = db
+        .opsctl()
+        .args(["partition", "list", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    let t = &j["tables"][0];
+    assert_eq!(t["rows_in_default"], 0);
+    let parts = t["partitions"].as_array().unwrap();
+    let def = parts
+        .iter()
+        .find(|p| p["name"] == "trades_default")
+        .unwrap();
+    // The default partition's row is the same exact count as the header.
+    assert_eq!(def["exact_rows"], 0, "{def}");
+    assert_eq!(def["estimated_rows"], 0, "{def}");
+    // The months' estimates were refreshed by ensure (ANALYZE of what it filled).
+    for p in parts.iter().filter(|p| p["state"] == "live") {
+        let name = p["name"].as_str().unwrap();
+        let n = count(&db, &format!("SELECT count(*) FROM {name}"));
+        assert_eq!(p["estimated_rows"], n, "{name}: {p}");
+    }
+    // The text says the same in the header and in the table, and labels estimates.
+    let text = db
+        .opsctl()
+        .args(["partition", "list"])
+        .run()
+        .success()
+        .stdout;
+    assert!(text.contains("0 rows in the default partition"), "{text}");
+    let def_line = text
+        .lines()
+        .find(|l| l.contains("public.trades_default"))
+        .unwrap();
+    let cols: Vec<&str> = def_line.split_whitespace().collect();
+    assert_eq!(cols[2], "0", "{text}");
+    let feb_line = text
+        .lines()
+        .find(|l| l.contains("public.trades_p2025_02"))
+        .unwrap();
+    assert!(feb_line.contains("~672"), "{text}");
+    assert!(text.contains("~ = estimate"), "{text}");
+    // An archive that moves half of February in batches refreshes its estimate too.
+    db.opsctl()
+        .args(["archive", "--before", "2025-02-15"])
+        .run()
+        .success();
+    let j = db
+        .opsctl()
+        .args(["partition", "list", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    let feb = j["tables"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "trades_p2025_02" && p["state"] == "live")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        feb["estimated_rows"],
+        count(&db, "SELECT count(*) FROM public.trades_p2025_02"),
+        "{feb}"
+    );
+    assert_eq!(feb["estimated_rows"], 672 - 14 * 24);
+}
