@@ -931,6 +931,7 @@ fn a_second_archive_with_lock_wait_waits_then_resumes_the_first() {
 }
 
 #[test]
+#[cfg(feature = "test-hooks")] // OPSCTL_TEST_PAUSE_AT
 fn a_refused_lock_names_the_holder() {
     let db = seeded("aholder", 3600);
     let args = ["archive", "--before", "2025-03-15", "--batch-size", "50"];
