@@ -797,6 +797,7 @@ pub enum ScheduleCommand {
     Run(ScheduleRunArgs),
     /// What ran while nobody watched: each run with start, duration, outcome, exit code,
     /// attempt, and the error or the last lines of the job's output (newest first).
+    #[command(after_long_help = crate::help::SCHEDULE_HISTORY)]
     History(ScheduleHistoryArgs),
 }
 
@@ -833,8 +834,8 @@ pub struct ScheduleHistoryArgs {
     #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
     /// How far back: 90m, 24h, 7d, 2w.
-    #[arg(long, value_name = "DURATION", default_value = "24h")]
-    pub since: String,
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = duration_arg)]
+    pub since: std::time::Duration,
     /// Show at most this many runs.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
     pub limit: i64,

@@ -189,6 +189,12 @@ Examples:
   opsctl schedule run --once backup
   opsctl schedule run --once drill";
 
+pub const SCHEDULE_HISTORY: &str = "\
+Examples:
+  opsctl schedule history --since 12h
+  opsctl schedule history --job backup --since 7d
+  opsctl schedule history --format json";
+
 pub const AUDIT: &str = "\
 Examples:
   opsctl audit verify --backups /backups

@@ -129,8 +129,8 @@ async fn history_cmd(args: ScheduleHistoryArgs) -> anyhow::Result<u8> {
     if let Some(j) = &args.job {
         JobKind::from_name(j)?;
     }
-    let since =
-        super::audit::parse_duration(&args.since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+    let since = chrono::Duration::from_std(args.since)
+        .map_err(|_| anyhow::anyhow!("--since: {:?} is too long", args.since))?;
     let from = Utc::now() - since;
     let settings = conn_settings(&args.connect)?;
     let conn = db::connect(&settings).await?;

@@ -1597,7 +1597,7 @@ fn sizes_are_in_iec_units_in_text_output() {
     assert_eq!(sizes_in(line).len(), 3, "{line}");
     let r = repo
         .cmd(&db)
-        .args(["backup", "list", "--dir"])
+        .args(["backup", "list", "--wide", "--dir"])
         .arg(repo.path())
         .run()
         .success();

@@ -434,6 +434,13 @@ fn history_shows_each_run_with_duration_exit_code_attempt_and_error() {
         .arg(&p)
         .run()
         .code(1);
+    // A malformed window is a usage error, said before anything runs.
+    let r = db
+        .opsctl()
+        .args(["schedule", "history", "--since", "yesterday"])
+        .run()
+        .code(2);
+    assert!(r.stderr.contains("--since"), "{}", r.stderr);
     // An old run, outside the window.
     db.sql("INSERT INTO opsctl.job_runs (job, started_at, finished_at, outcome) VALUES ('vacuum', now() - interval '3 days', now() - interval '3 days', 'success')");
 
