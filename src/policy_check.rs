@@ -137,24 +137,10 @@ fn walk_table(text: &str, table: &Table, schema: &Json, path: &str, out: &mut Ve
 /// The closest key by edit distance, if close enough to be a likely typo.
 fn nearest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
-        .map(|c| (edit_distance(key, c), c))
+        .map(|c| (crate::text::edit_distance(key, c), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 fn str_at<'a>(table: &'a Table, path: &[&'a str]) -> Option<(&'a Table, &'a str, &'a str)> {

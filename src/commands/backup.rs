@@ -151,12 +151,12 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
     } else {
         let s = &created.summary;
         print(&format!(
-            "backup {} of {} written to {}\n  {} tables, {} rows; dump {} → compressed {} → file {} in {:.1}s; key id(s) {}\n  audit chain head: {}\n  {}\n",
+            "backup {} of {} written to {}\n  {}, {}; dump {} → compressed {} → file {} in {:.1}s; key id(s) {}\n  audit chain head: {}\n  {}\n",
             s.id,
             s.database,
             created.path.display(),
-            s.tables,
-            s.rows,
+            text::plural(s.tables, "table"),
+            text::plural(s.rows, "row"),
             human_bytes(s.dump_bytes),
             human_bytes(s.compressed_bytes),
             human_bytes(s.file_bytes),
@@ -319,7 +319,7 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
                 d,
             ]);
         }
-        print(&table(rows, None));
+        print(&with_temps(table(rows, None), temps));
         return Ok(EXIT_OK);
     }
     let mut rows = vec![[
@@ -347,13 +347,20 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
         ]);
     }
     // Cut the database name first, then the drill, the seal and the start if need be.
-    let mut out = table(rows, Some((LIST_WIDTH, &[1, 6, 4, 2])));
+    print(&with_temps(
+        table(rows, Some((LIST_WIDTH, &[1, 6, 4, 2]))),
+        temps,
+    ));
+    Ok(EXIT_OK)
+}
+
+/// The listing followed by the line about temporary files, when there are any.
+fn with_temps(mut out: String, temps: Option<String>) -> String {
     if let Some(t) = temps {
         out.push_str(&t);
         out.push('\n');
     }
-    print(&out);
-    Ok(EXIT_OK)
+    out
 }
 
 /// "N temporary files: …", counted by whether their writer is still there; None if none.
@@ -430,16 +437,16 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
     } else if report.ok {
         print(&format!(
             "backup {} is good: every chunk authenticated, dump SHA-256 and sizes match the \
-             sealed manifest, {}, pg_restore reads {} archive entries ({} tables, {} rows)\n",
+             sealed manifest, {}, pg_restore reads {} ({}, {})\n",
             path.display(),
             if report.summary_checked {
                 "summary agrees"
             } else {
                 "no summary beside the file (not compared)"
             },
-            report.archive_entries,
-            report.tables,
-            report.rows
+            text::plural(report.archive_entries, "archive entry"),
+            text::plural(report.tables, "table"),
+            text::plural(report.rows, "row")
         ));
     } else if let Some(f) = report.failure.as_ref().filter(|f| !f.is_defect()) {
         let name = report

@@ -71,7 +71,8 @@ fn setup(
 
 /// A report that could not run: CRITICAL when the database cannot be reached, UNKNOWN
 /// otherwise (a configuration error). The reason goes to stderr and, in the asked-for
-/// form, to stdout: `TITLE UNKNOWN: reason` for Nagios (the monitoring-plugin rule), a
+/// form, to stdout: `OPSCTL UNKNOWN: reason` for Nagios (the monitoring-plugin rule for a
+/// check that could not run; `TITLE CRITICAL: reason` when the database is unreachable), a
 /// JSON object for JSON.
 pub(super) fn failed(title: &str, e: &crate::error::Error, out: &ReportOutputArgs) -> u8 {
     let state = if e.is_connect() {
@@ -81,12 +82,18 @@ pub(super) fn failed(title: &str, e: &crate::error::Error, out: &ReportOutputArg
     };
     crate::logging::error(e);
     match out.format {
-        ReportFormat::Nagios => print(&format!(
-            "{} {}: {}\n",
-            title.to_uppercase(),
-            state.as_str(),
-            e.to_string().replace(['\n', '|'], " ")
-        )),
+        ReportFormat::Nagios => {
+            let reason = crate::db::redact(&e.to_string()).replace(['\n', '|'], " ");
+            if state == State::Unknown {
+                print(&format!("OPSCTL UNKNOWN: {reason}\n"));
+            } else {
+                print(&format!(
+                    "{} {}: {reason}\n",
+                    title.to_uppercase(),
+                    state.as_str()
+                ));
+            }
+        }
         ReportFormat::Json => {
             print(&(serde_json::json!({"state": state, "error": e.to_string()}).to_string() + "\n"))
         }

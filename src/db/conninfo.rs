@@ -393,7 +393,7 @@ fn unknown_option(key: &str) -> Error {
     }
     let near = SUPPORTED
         .iter()
-        .map(|s| (edit_distance(key, s), *s))
+        .map(|s| (crate::text::edit_distance(key, s), *s))
         .filter(|(d, _)| *d <= 2)
         .min();
     let hint = match near {
@@ -404,20 +404,6 @@ fn unknown_option(key: &str) -> Error {
         "unknown connection option (name not shown: it may be part of a password){hint}; \
          supported: {list}. {ENCODE_HINT}"
     ))
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Looks the password up in a libpq password file (`host:port:database:user:password`

@@ -272,8 +272,8 @@ async fn audit(ctx: &Ctx<'_>) -> Check {
         Some(at) => {
             let age = (Utc::now() - at).num_seconds().max(0) as f64;
             parts.push(format!(
-                "{} seals, newest {} ago",
-                chain.seals,
+                "{}, newest {} ago",
+                crate::text::plural(chain.seals, "seal"),
                 human_duration(age)
             ));
             if age > t.audit_seal_max_age_hours * 3600.0 {
