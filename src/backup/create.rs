@@ -1,6 +1,7 @@
 //! `backup create`: pg_dump (custom format, its compression off, in an exported
-//! REPEATABLE READ snapshot) → zstd, gzip or nothing (`[backup] compression`) on its own thread → chunked AES-256-GCM → a 0600
-//! temporary file in the target directory → fsync → rename. The manifest is computed
+//! REPEATABLE READ snapshot) → zstd, gzip or nothing (`[backup] compression`) on its own
+//! thread → chunked AES-256-GCM → a 0600 temporary file in the target directory → fsync
+//! → rename. The manifest is computed
 //! in the same snapshot while pg_dump runs (the sequences just before it starts) and
 //! sealed as the container's trailer.
 

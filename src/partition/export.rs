@@ -2,7 +2,7 @@
 //! restore FILE`).
 //!
 //! A month file is the backup container (`backup::format`, see docs/backup-format.md)
-//! holding gzip of the month's rows as `COPY … TO STDOUT (FORMAT binary)`, sealed with a
+//! holding zstd/gzip of the month's rows as `COPY … TO STDOUT (FORMAT binary)`, sealed with a
 //! JSON manifest in the authenticated trailer: table, range, columns, row count and an
 //! order-independent checksum (the sum mod 2^128 of the first 16 bytes of SHA-256 of each
 //! row's binary COPY tuple). Each file is written to a temporary name, fsynced, read back
@@ -568,7 +568,7 @@ async fn export_month(
         }
     }
 
-    // 1. COPY out in one snapshot → digest, gzip, encrypt on a thread → temporary file.
+    // 1. COPY out in one snapshot → digest, compress, encrypt on a thread → temporary file.
     let tmp = fsutil::temp_path(&path);
     let _ = std::fs::remove_file(&tmp);
     let file = fsutil::create_new(&tmp, 0o600)?;
