@@ -117,7 +117,7 @@ impl Codec {
     pub fn decoder<'a, R: BufRead + 'a>(self, input: R) -> io::Result<Decoder<'a, R>> {
         Ok(match self {
             Codec::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(input)?),
-            Codec::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(input)),
+            Codec::Gzip => Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(input))),
             Codec::None => Decoder::None(input),
         })
     }
@@ -200,7 +200,7 @@ impl<W: Write> Write for Encoder<W> {
 /// The reading side of a [`Codec`].
 pub enum Decoder<'a, R: BufRead> {
     Zstd(zstd::stream::read::Decoder<'a, R>),
-    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
     None(R),
 }
 

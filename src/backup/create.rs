@@ -190,6 +190,7 @@ pub async fn create(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn create_locked(
     conn: &db::Connection,
     settings: &ConnSettings,

@@ -413,6 +413,7 @@ fn test_corrupt(_path: &Path) {}
 /// recorded, verified export still matches), and with `drop_after` drops each month whose
 /// file verified. Stops at the first failure and reports it in `failed`. Holds the
 /// maintenance advisory lock (waiting up to `lock_wait`), like the archive itself.
+#[allow(clippy::too_many_arguments)]
 pub async fn export_archived(
     client: &Client,
     t: &Table,
