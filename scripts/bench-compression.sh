@@ -5,7 +5,8 @@
 # audit.logged_actions holds one JSON row image per trade, as in production.
 #   scripts/bench-compression.sh [ROWS] [REPS]     (defaults 300000 and 3)
 # Needs a release build (target/release/opsctl). Starts a throwaway TLS cluster in a
-# temp dir, removed at the end. Prints one line per run and the medians.
+# temp dir, removed at the end. Prints one line per run and the medians (with an even
+# REPS, the lower middle value). CPU = user+sys of opsctl and its waited pg_dump.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -57,19 +58,21 @@ RES="$WORK/res.tsv"; : > "$RES"
 for i in $(seq 1 "$REPS"); do
   for c in zstd gzip; do
     l=$(cut -d' ' -f1 /proc/loadavg)
-    /usr/bin/time -f "%e %M" -o "$WORK/t" env OPSCTL_POLICY="$WORK/$c.toml" \
+    /usr/bin/time -f "%e %M %U %S" -o "$WORK/t" env OPSCTL_POLICY="$WORK/$c.toml" \
       "$OPSCTL" backup create --dir "$WORK/repo-$c-$i" --format json > "$WORK/c.json"
-    read -r cs crss < "$WORK/t"
+    read -r cs crss cu csy < "$WORK/t"
+    ccpu=$(awk -v a="$cu" -v b="$csy" 'BEGIN {printf "%.2f", a+b}')
     read -r file dump comp < <(python3 -c "import json,sys;j=json.load(open(sys.argv[1]));print(j['path'],j['dump_bytes'],j['file_bytes'])" "$WORK/c.json")
     q postgres "CREATE DATABASE r_${c}_$i" >/dev/null
-    /usr/bin/time -f "%e %M" -o "$WORK/t" "$OPSCTL" restore "$file" --target-db "r_${c}_$i" >/dev/null
-    read -r rs rrss < "$WORK/t"
+    /usr/bin/time -f "%e %M %U %S" -o "$WORK/t" "$OPSCTL" restore "$file" --target-db "r_${c}_$i" >/dev/null
+    read -r rs rrss ru rsy < "$WORK/t"
+    rcpu=$(awk -v a="$ru" -v b="$rsy" 'BEGIN {printf "%.2f", a+b}')
     q postgres "DROP DATABASE r_${c}_$i" >/dev/null
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$cs" "$comp" "$dump" "$rs" "$crss" "$rrss" >> "$RES"
-    echo "$c run=$i create=${cs}s file=${comp}B dump=${dump}B restore=${rs}s rss_create=${crss}KiB rss_restore=${rrss}KiB load1=$l"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$cs" "$comp" "$dump" "$rs" "$crss" "$rrss" "$ccpu" "$rcpu" >> "$RES"
+    echo "$c run=$i create=${cs}s (cpu ${ccpu}s incl. pg_dump) file=${comp}B dump=${dump}B restore=${rs}s (opsctl cpu ${rcpu}s) rss_create=${crss}KiB rss_restore=${rrss}KiB load1=$l"
   done
 done
 for c in zstd gzip; do
   med() { awk -F'\t' -v c="$c" -v k="$1" '$1==c {print $k}' "$RES" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-  echo "median $c: create $(med 2) s, file $(med 3) B (dump $(med 4) B), restore $(med 5) s"
+  echo "median $c: create $(med 2) s (cpu $(med 8) s), file $(med 3) B (dump $(med 4) B), restore $(med 5) s (opsctl cpu $(med 9) s)"
 done
