@@ -424,7 +424,7 @@ pub enum BackupCommand {
     /// Writes a new random 256-bit key file (mode 0600); never overwrites.
     #[command(after_long_help = crate::help::BACKUP_KEYGEN)]
     Keygen(BackupKeygenArgs),
-    /// Backs up the database: pg_dump → gzip → AES-256-GCM into DIR/<database>/<id>.opsbak.
+    /// Backs up the database: pg_dump → zstd/gzip → AES-256-GCM into DIR/<database>/<id>.opsbak.
     #[command(after_long_help = crate::help::BACKUP_CREATE)]
     Create(BackupCreateArgs),
     /// Lists backups with sizes, key ids and verified/drilled status (no key needed).

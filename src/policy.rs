@@ -38,6 +38,18 @@ pub struct BackupPolicy {
     pub retention: Retention,
     /// Warn when the newest verified backup is older than this many hours.
     pub max_age_hours: Option<f64>,
+    /// Payload compression of backups and archive exports: "zstd" (default), "gzip", "none".
+    pub compression: crate::backup::compress::Codec,
+    /// zstd 1–19 (default 3), gzip 1–9 (default 3); not with "none".
+    pub compression_level: Option<i32>,
+}
+
+impl BackupPolicy {
+    /// The checked compression setting (a level out of range is a configuration error).
+    pub fn compression(&self) -> Result<crate::backup::compress::Compression, Error> {
+        crate::backup::compress::Compression::new(self.compression, self.compression_level)
+            .map_err(|e| Error::Config(format!("[backup] {e}")))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -201,6 +201,21 @@ fn semantic_checks(text: &str, root: &Table, out: &mut Vec<Problem>) {
             push(t, k, "scheduler.timezone", format!("unknown time zone {v:?}: use an IANA name such as \"UTC\" or \"Europe/Berlin\""));
         }
     }
+    if let Some(b) = root.get("backup").and_then(Item::as_table) {
+        if let Some(level) = b.get("compression_level").and_then(Item::as_integer) {
+            let codec = b
+                .get("compression")
+                .and_then(Item::as_str)
+                .and_then(|c| {
+                    serde_json::from_value::<crate::backup::compress::Codec>(Json::from(c)).ok()
+                })
+                .unwrap_or_default();
+            let level = i32::try_from(level).unwrap_or(i32::MAX);
+            if let Err(e) = crate::backup::compress::Compression::new(codec, Some(level)) {
+                push(b, "compression_level", "backup.compression_level", e);
+            }
+        }
+    }
     if let Some((t, k, v)) = str_at(root, &["backup", "key_file"]) {
         match std::fs::metadata(v) {
             Err(e) => push(t, k, "backup.key_file", format!("key file {v}: {e}")),

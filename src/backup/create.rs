@@ -1,6 +1,7 @@
 //! `backup create`: pg_dump (custom format, its compression off, in an exported
-//! REPEATABLE READ snapshot) → gzip on its own thread → chunked AES-256-GCM → a 0600
-//! temporary file in the target directory → fsync → rename. The manifest is computed
+//! REPEATABLE READ snapshot) → zstd, gzip or nothing (`[backup] compression`) on its own
+//! thread → chunked AES-256-GCM → a 0600 temporary file in the target directory → fsync
+//! → rename. The manifest is computed
 //! in the same snapshot while pg_dump runs (the sequences just before it starts) and
 //! sealed as the container's trailer.
 
@@ -13,18 +14,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
+use super::compress::Compression;
 use super::format::{self, Writer};
 use super::keys::KeyMaterial;
 use super::manifest::{self, Manifest, Summary};
-use super::{bookkeeping, pgdump, repo, Progress, CONTENT};
+use super::{bookkeeping, pgdump, repo, Progress};
 use crate::db::{self, ConnSettings};
 use crate::error::Error;
 
-/// gzip level: fast (zlib-rs), a few percent larger than pg_dump's default level.
-pub const GZIP_LEVEL: u32 = 3;
 const BUF: usize = 256 * 1024;
 
 /// The outcome of a successful create.
@@ -90,14 +89,12 @@ fn compress(
     mut src: impl Read,
     tx: SyncSender<Vec<u8>>,
     progress: Arc<dyn Progress>,
+    compression: Compression,
 ) -> std::io::Result<(u64, String)> {
-    let mut enc = GzEncoder::new(
-        ChannelWriter {
-            tx,
-            buf: Vec::with_capacity(BUF + 64 * 1024),
-        },
-        flate2::Compression::new(GZIP_LEVEL),
-    );
+    let mut enc = compression.encoder(ChannelWriter {
+        tx,
+        buf: Vec::with_capacity(BUF + 64 * 1024),
+    })?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; BUF];
     let mut n_total = 0u64;
@@ -132,11 +129,12 @@ fn pipeline(
     stdout: std::process::ChildStdout,
     mut writer: Writer<BufWriter<File>>,
     progress: Arc<dyn Progress>,
+    compression: Compression,
 ) -> Result<Piped, Error> {
     let (tx, rx) = sync_channel::<Vec<u8>>(4);
     let t = std::thread::Builder::new()
-        .name("opsctl-gzip".into())
-        .spawn(move || compress(stdout, tx, progress))
+        .name("opsctl-compress".into())
+        .spawn(move || compress(stdout, tx, progress, compression))
         .map_err(Error::io("cannot start the compression thread"))?;
     let enc = encrypt(rx, &mut writer);
     let comp = t
@@ -171,16 +169,28 @@ pub async fn create(
     progress: Arc<dyn Progress>,
     lock_wait: Duration,
     written: &OnceLock<(String, PathBuf)>,
+    compression: Compression,
 ) -> Result<Created, Error> {
     let conn = db::connect(settings).await?;
     let major = pgdump::server_major(&conn).await?;
     let tools = pgdump::find(major)?;
     db::acquire_advisory_lock(&conn, db::locks::MAINTENANCE, lock_wait, "maintenance job").await?;
-    let result = create_locked(&conn, settings, dir, keys, progress, &tools, written).await;
+    let result = create_locked(
+        &conn,
+        settings,
+        dir,
+        keys,
+        progress,
+        &tools,
+        written,
+        compression,
+    )
+    .await;
     let _ = db::release_advisory_lock(&conn, db::locks::MAINTENANCE).await;
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn create_locked(
     conn: &db::Connection,
     settings: &ConnSettings,
@@ -189,6 +199,7 @@ async fn create_locked(
     progress: Arc<dyn Progress>,
     tools: &pgdump::PgTools,
     written: &OnceLock<(String, PathBuf)>,
+    compression: Compression,
 ) -> Result<Created, Error> {
     let started = Instant::now();
     let started_at = Utc::now();
@@ -232,7 +243,11 @@ async fn create_locked(
     let tmp = crate::fsutil::TempFile::create(&path, 0o600)?;
     let mut cleanup = Cleanup { pid: None };
     let file = tmp.try_clone()?;
-    let writer = Writer::new(BufWriter::with_capacity(1 << 20, file), &keys, CONTENT)?;
+    let writer = Writer::new(
+        BufWriter::with_capacity(1 << 20, file),
+        &keys,
+        compression.codec.backup_content(),
+    )?;
     drop(keys);
     let key_ids = writer.header().key_ids();
 
@@ -247,7 +262,7 @@ async fn create_locked(
     let stdout = child.stdout.take().expect("piped");
     let stderr = collect_stderr(child.stderr.take().expect("piped"));
     let piped = tokio::task::spawn_blocking(move || {
-        let r = pipeline(stdout, writer, progress);
+        let r = pipeline(stdout, writer, progress, compression);
         let status = child.wait();
         (r, status)
     });
@@ -338,6 +353,8 @@ async fn create_locked(
         rows: m.total_rows(),
         dump_sha256: m.dump_sha256.clone(),
         audit_seal: m.audit_seal.clone(),
+        compression: compression.codec,
+        compression_level: compression.recorded_level(),
     };
     if let Err(e) = repo::write_summary(&path, &summary) {
         // Without its summary the file is not a listed backup: remove it.

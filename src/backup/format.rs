@@ -173,7 +173,7 @@ pub struct Header {
     pub chunk_size: u32,
     pub nonce_prefix: [u8; 7],
     pub file_id: [u8; 16],
-    /// What the body holds, e.g. "pg_dump-custom+gzip".
+    /// What the body holds, e.g. "pg_dump-custom+zstd".
     pub content: String,
     pub slots: Vec<Slot>,
 }

@@ -495,6 +495,20 @@ pub struct Summary {
     /// The audit chain head sealed in the manifest (copied here: a hash is not a secret).
     #[serde(default)]
     pub audit_seal: Option<SealRef>,
+    /// How the payload is compressed (absent in summaries written before: gzip).
+    #[serde(default = "gzip")]
+    pub compression: super::compress::Codec,
+    /// The level it was written with (absent before: gzip's then fixed 3; none: null).
+    #[serde(default = "gzip_level")]
+    pub compression_level: Option<i32>,
+}
+
+fn gzip() -> super::compress::Codec {
+    super::compress::Codec::Gzip
+}
+
+fn gzip_level() -> Option<i32> {
+    Some(3)
 }
 
 impl Summary {

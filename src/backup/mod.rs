@@ -3,6 +3,7 @@
 //! restore drills. See docs/backup-format.md.
 
 pub mod bookkeeping;
+pub mod compress;
 pub mod create;
 pub mod drill;
 pub mod format;
@@ -12,9 +13,6 @@ pub mod pgdump;
 pub mod repo;
 pub mod restore;
 pub mod verify;
-
-/// Content label of backups in the container header.
-pub const CONTENT: &str = "pg_dump-custom+gzip";
 
 /// Progress reporting for long byte streams; a no-op unless the caller installs a bar.
 pub trait Progress: Send + Sync {

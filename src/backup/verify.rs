@@ -9,10 +9,11 @@ use std::process::Stdio;
 
 use sha2::{Digest, Sha256};
 
+use super::compress::Codec;
 use super::format::{FormatError, Header, Reader};
 use super::keys::KeyMaterial;
 use super::manifest::{Manifest, Summary};
-use super::{pgdump, repo, Counting, Progress, CONTENT};
+use super::{pgdump, repo, Counting, Progress};
 use crate::error::Error;
 
 /// Why a backup is bad (or could not be checked). `kind`: wrong_key, header_corrupted,
@@ -111,13 +112,16 @@ fn open_reader<'a>(
         progress,
     };
     let reader = Reader::open(counting, keys)?;
-    if reader.header.content != CONTENT {
+    if Codec::from_backup_content(&reader.header.content).is_none() {
         return Err(Failure {
             kind: "unsupported",
             message: format!(
-                "{} holds {:?}, not an opsctl database backup ({CONTENT})",
+                "{} holds {:?}, not an opsctl database backup ({:?}, {:?} or {:?})",
                 path.display(),
-                reader.header.content
+                reader.header.content,
+                Codec::Zstd.backup_content(),
+                Codec::Gzip.backup_content(),
+                Codec::None.backup_content(),
             ),
         });
     }
@@ -168,11 +172,17 @@ pub fn stream_file(
     let reader = open_reader(f, path, keys, progress)?;
     let header = reader.header.clone();
     let slot = reader.slot;
+    let codec = Codec::from_backup_content(&header.content).unwrap_or(Codec::Gzip);
     // A larger input buffer than flate2's 32 KiB default: one decrypted chunk per fill.
-    let mut gz = flate2::bufread::MultiGzDecoder::new(BufReader::with_capacity(
-        super::format::DEFAULT_CHUNK as usize,
-        reader,
-    ));
+    let mut gz = codec
+        .decoder(BufReader::with_capacity(
+            super::format::DEFAULT_CHUNK as usize,
+            reader,
+        ))
+        .map_err(|e| Failure {
+            kind: "error",
+            message: format!("cannot start the {} decoder: {e}", codec.name()),
+        })?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut dump_bytes = 0u64;

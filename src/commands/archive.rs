@@ -91,6 +91,11 @@ pub async fn run(args: ArchiveArgs) -> u8 {
         },
         _ => Vec::new(),
     };
+    // Exports use the backups' compression setting.
+    let compression = match policy.backup.compression() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let batch_size = args
         .batch_size
         .or(policy.archive.batch_size)
@@ -138,6 +143,7 @@ pub async fn run(args: ArchiveArgs) -> u8 {
                     args.drop_after_export,
                     args.lock_wait,
                     &progress,
+                    compression,
                 )
                 .await?,
             ),

@@ -113,13 +113,26 @@ fn keygen(out: &Path) -> anyhow::Result<u8> {
 }
 
 async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
-    let policy = load_policy(&a.policy)?;
+    // A bad policy (a wrong compression value included) is a usage error: exit 2.
+    let (policy, compression) =
+        match load_policy(&a.policy).and_then(|p| p.backup.compression().map(|c| (p, c))) {
+            Ok(x) => x,
+            Err(e) => return Ok(super::partition::fail(e)),
+        };
     let settings = conn_settings(&a.connect)?;
     let dir = backup_dir(&a.dir, &policy)?;
     let keys = load_keys(&a.keys, &policy)?;
     let pb = progress("dumping");
     let written = std::sync::OnceLock::new();
-    let fut = create::create(&settings, &dir, keys, pb.clone(), a.lock_wait, &written);
+    let fut = create::create(
+        &settings,
+        &dir,
+        keys,
+        pb.clone(),
+        a.lock_wait,
+        &written,
+        compression,
+    );
     // On Ctrl-C/SIGTERM the create future is dropped: its guard kills pg_dump and removes
     // the temporary file. A signal after the backup is in place leaves it there.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -2,7 +2,7 @@
 //! restore FILE`).
 //!
 //! A month file is the backup container (`backup::format`, see docs/backup-format.md)
-//! holding gzip of the month's rows as `COPY … TO STDOUT (FORMAT binary)`, sealed with a
+//! holding zstd/gzip of the month's rows as `COPY … TO STDOUT (FORMAT binary)`, sealed with a
 //! JSON manifest in the authenticated trailer: table, range, columns, row count and an
 //! order-independent checksum (the sum mod 2^128 of the first 16 bytes of SHA-256 of each
 //! row's binary COPY tuple). Each file is written to a temporary name, fsynced, read back
@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,19 +27,20 @@ use tokio_postgres::Client;
 
 use super::archive::{ensure_archive_table, ARCHIVE_SCHEMA};
 use super::{archive_oid, inspect, partitions, ts_literal, Observer, Table, TableSpec};
+use crate::backup::compress::{Codec, Compression};
 use crate::backup::format::{FormatError, Reader, Writer};
 use crate::backup::keys::KeyMaterial;
 use crate::db::{self, quote_ident, quote_qualified};
 use crate::error::Error;
 use crate::fsutil;
 
-/// The container's content string for an exported month.
+/// The container's content string for an exported month written with gzip (all exports
+/// before the compression setting); see `Codec::export_content`.
 pub const CONTENT: &str = "opsctl archive month";
 /// The manifest's format tag.
 pub const MANIFEST_FORMAT: &str = "opsctl-archive-export/1";
 /// File name extension of an exported month.
 pub const EXTENSION: &str = "opsarc";
-const GZIP_LEVEL: u32 = 3;
 
 /// One column as the manifest records it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -219,15 +218,22 @@ pub fn read_file(
         source: e,
     })?;
     let reader = Reader::open(BufReader::with_capacity(256 * 1024, f), keys)?;
-    if reader.header.content != CONTENT {
+    let Some(codec) = Codec::from_export_content(&reader.header.content) else {
         return Err(FormatError::Unsupported(format!(
-            "{} holds {:?}, not an exported archive month ({CONTENT:?})",
+            "{} holds {:?}, not an exported archive month ({:?}, {CONTENT:?} or {:?})",
             path.display(),
-            reader.header.content
+            reader.header.content,
+            Codec::Zstd.export_content(),
+            Codec::None.export_content(),
         ))
         .into());
-    }
-    let mut gz = MultiGzDecoder::new(reader);
+    };
+    let mut gz = codec
+        .decoder(BufReader::with_capacity(64 * 1024, reader))
+        .map_err(|e| FormatError::Io {
+            context: format!("cannot start the {} decoder", codec.name()),
+            source: e,
+        })?;
     let mut digest = CopyDigest::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -250,7 +256,7 @@ pub fn read_file(
             source: e,
         })?;
     }
-    let reader = gz.into_inner();
+    let reader = gz.into_inner().into_inner();
     let trailer = reader.finish()?;
     let manifest: Manifest = serde_json::from_slice(&trailer)
         .map_err(|e| ReadError::Mismatch(format!("the sealed manifest is not valid: {e}")))?;
@@ -407,6 +413,7 @@ fn test_corrupt(_path: &Path) {}
 /// recorded, verified export still matches), and with `drop_after` drops each month whose
 /// file verified. Stops at the first failure and reports it in `failed`. Holds the
 /// maintenance advisory lock (waiting up to `lock_wait`), like the archive itself.
+#[allow(clippy::too_many_arguments)]
 pub async fn export_archived(
     client: &Client,
     t: &Table,
@@ -415,6 +422,7 @@ pub async fn export_archived(
     drop_after: bool,
     lock_wait: std::time::Duration,
     obs: &dyn Observer,
+    compression: Compression,
 ) -> Result<ExportSummary, Error> {
     require_exports_table(client).await?;
     db::acquire_advisory_lock(
@@ -424,7 +432,7 @@ pub async fn export_archived(
         "maintenance job (archive, backup, vacuum, reindex or partition work)",
     )
     .await?;
-    let res = export_locked(client, t, dir, keys, drop_after, obs).await;
+    let res = export_locked(client, t, dir, keys, drop_after, obs, compression).await;
     let _ = db::release_advisory_lock(client, db::locks::MAINTENANCE).await;
     res
 }
@@ -436,6 +444,7 @@ async fn export_locked(
     keys: &[KeyMaterial],
     drop_after: bool,
     obs: &dyn Observer,
+    compression: Compression,
 ) -> Result<ExportSummary, Error> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
     let dir = dir
@@ -478,6 +487,7 @@ async fn export_locked(
             &database,
             server_version_num,
             obs,
+            compression,
         )
         .await;
         match res {
@@ -506,6 +516,7 @@ async fn export_month(
     database: &str,
     server_version_num: i32,
     obs: &dyn Observer,
+    compression: Compression,
 ) -> Result<ExportedMonth, Error> {
     let part = quote_qualified(schema, name);
     let path = file_name(dir, &t.schema, name);
@@ -558,7 +569,7 @@ async fn export_month(
         }
     }
 
-    // 1. COPY out in one snapshot → digest, gzip, encrypt on a thread → temporary file.
+    // 1. COPY out in one snapshot → digest, compress, encrypt on a thread → temporary file.
     let tmp = fsutil::temp_path(&path);
     let _ = std::fs::remove_file(&tmp);
     let file = fsutil::create_new(&tmp, 0o600)?;
@@ -584,9 +595,15 @@ async fn export_month(
         .name("opsctl-export".into())
         .spawn(move || -> Result<(Manifest, u64, String), Error> {
             let mut manifest = manifest;
-            let w = Writer::new(BufWriter::with_capacity(256 * 1024, file), &keys_t, CONTENT)?;
+            let w = Writer::new(
+                BufWriter::with_capacity(256 * 1024, file),
+                &keys_t,
+                compression.codec.export_content(),
+            )?;
             let file_id = w.header().file_id_hex();
-            let mut gz = GzEncoder::new(w, flate2::Compression::new(GZIP_LEVEL));
+            let mut gz = compression
+                .encoder(w)
+                .map_err(Error::io("cannot start the compressor"))?;
             let mut digest = CopyDigest::new();
             while let Some(b) = rx.blocking_recv() {
                 digest.feed(&b).map_err(Error::Other)?;

@@ -626,3 +626,61 @@ fn ensure_skips_the_audit_log_where_it_is_not_configured() {
         .run()
         .code(2);
 }
+
+#[test]
+fn exports_are_zstd_by_default_and_gzip_exports_written_before_still_restore() {
+    use opsctl::backup::compress::{Codec, Compression};
+    use opsctl::backup::{format, keys};
+    use std::io::{Read, Write};
+    let env = Env::new("exp_zstd");
+    let db = &env.db;
+    let jan = fingerprint(db, "trades", "2025-01-01", "2025-02-01");
+    let feb = fingerprint(db, "trades", "2025-02-01", "2025-03-01");
+    let run = env.archive(&["--drop-after-export"]).success();
+    assert_eq!(run.json()["verified"], true, "{}", run.all());
+    let label = |f: &Path| {
+        let bytes = std::fs::read(f).unwrap();
+        format::Header::read(&mut &bytes[..]).unwrap().0.content
+    };
+    let (jan_file, feb_file) = (env.file("2025_01"), env.file("2025_02"));
+    assert_eq!(label(&jan_file), "opsctl archive month+zstd");
+
+    // February rewritten as opsctl wrote exports before: gzip under the bare label.
+    let key = keys::load_key_file(&env.key).unwrap();
+    let bytes = std::fs::read(&feb_file).unwrap();
+    let mut r = format::Reader::open(&bytes[..], &[keys::KeyMaterial::Key(key.clone())]).unwrap();
+    let mut zstd = Vec::new();
+    r.read_to_end(&mut zstd).unwrap();
+    let trailer = r.finish().unwrap();
+    let mut copy = Vec::new();
+    Codec::Zstd
+        .decoder(std::io::BufReader::new(&zstd[..]))
+        .unwrap()
+        .read_to_end(&mut copy)
+        .unwrap();
+    let mut gz = Compression::new(Codec::Gzip, Some(3))
+        .unwrap()
+        .encoder(Vec::new())
+        .unwrap();
+    gz.write_all(&copy).unwrap();
+    let mut w = format::Writer::new(
+        Vec::new(),
+        &[keys::KeyMaterial::Key(key)],
+        "opsctl archive month",
+    )
+    .unwrap();
+    w.write_all(&gz.finish().unwrap()).unwrap();
+    std::fs::write(&feb_file, w.finish(&trailer).unwrap().0).unwrap();
+    assert_eq!(label(&feb_file), "opsctl archive month");
+
+    env.restore(&jan_file).success();
+    env.restore(&feb_file).success();
+    assert_eq!(
+        fingerprint(db, "archive.trades", "2025-01-01", "2025-02-01"),
+        jan
+    );
+    assert_eq!(
+        fingerprint(db, "archive.trades", "2025-02-01", "2025-03-01"),
+        feb
+    );
+}

@@ -846,6 +846,7 @@ fn drill_fails_when_the_sealed_manifest_disagrees() {
     let key = keys::load_key_file(&e.key).unwrap();
     let bytes = std::fs::read(&file).unwrap();
     let mut r = format::Reader::open(&bytes[..], &[keys::KeyMaterial::Key(key.clone())]).unwrap();
+    let content = r.header.content.clone();
     let mut data = Vec::new();
     r.read_to_end(&mut data).unwrap();
     let trailer = r.finish().unwrap();
@@ -855,12 +856,7 @@ fn drill_fails_when_the_sealed_manifest_disagrees() {
             t["checksum"] = serde_json::json!("00000000000000000000000000000000");
         }
     }
-    let mut w = format::Writer::new(
-        Vec::new(),
-        &[keys::KeyMaterial::Key(key)],
-        opsctl::backup::CONTENT,
-    )
-    .unwrap();
+    let mut w = format::Writer::new(Vec::new(), &[keys::KeyMaterial::Key(key)], &content).unwrap();
     w.write_all(&data).unwrap();
     let (out, _) = w.finish(&serde_json::to_vec(&m).unwrap()).unwrap();
     std::fs::write(&file, out).unwrap();
@@ -922,16 +918,12 @@ fn restore_refuses_an_authentic_backup_whose_dump_hash_disagrees_and_leaves_noth
     let key = keys::load_key_file(&e.key).unwrap();
     let bytes = std::fs::read(&file).unwrap();
     let mut r = format::Reader::open(&bytes[..], &[keys::KeyMaterial::Key(key.clone())]).unwrap();
+    let content = r.header.content.clone();
     let mut data = Vec::new();
     r.read_to_end(&mut data).unwrap();
     let mut m: serde_json::Value = serde_json::from_slice(&r.finish().unwrap()).unwrap();
     m["dump_sha256"] = serde_json::json!("0".repeat(64));
-    let mut w = format::Writer::new(
-        Vec::new(),
-        &[keys::KeyMaterial::Key(key)],
-        opsctl::backup::CONTENT,
-    )
-    .unwrap();
+    let mut w = format::Writer::new(Vec::new(), &[keys::KeyMaterial::Key(key)], &content).unwrap();
     w.write_all(&data).unwrap();
     let (out, _) = w.finish(&serde_json::to_vec(&m).unwrap()).unwrap();
     std::fs::write(&file, out).unwrap();

@@ -6,6 +6,7 @@ mod backup;
 mod bench;
 mod cli;
 mod common;
+mod compression;
 mod connect;
 mod health;
 mod import;
