@@ -5,6 +5,7 @@
 pub mod bookkeeping;
 pub mod create;
 pub mod drill;
+pub mod dumpscan;
 pub mod format;
 pub mod keys;
 pub mod manifest;
