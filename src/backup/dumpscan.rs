@@ -108,8 +108,7 @@ pub struct DumpScan {
     state: State,
     int_size: usize,
     int_buf: Vec<u8>,
-    /// dump id → (schema, table) of the TABLE DATA entries.
-    names: HashMap<i64, (String, String)>,
+    names: Names,
     current: Option<(i64, LineSum)>,
     done: Vec<ScannedTable>,
     bytes: u64,
@@ -338,7 +337,10 @@ impl Cur<'_> {
     }
 }
 
-type Head = (usize, HashMap<i64, (String, String)>, usize);
+/// dump id → (schema, table) of each TABLE DATA entry.
+type Names = HashMap<i64, (String, String)>;
+/// Integer size, the names, and how many bytes header and table of contents took.
+type Head = (usize, Names, usize);
 
 /// Parses header and table of contents (`ReadHead`/`ReadToc` in pg_backup_archiver.c).
 /// `Ok(None)`: more bytes are needed.
@@ -378,10 +380,7 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, String> {
     Ok(parse_rest(&mut c, off_size)?.map(|names| (int_size, names, c.pos)))
 }
 
-fn parse_rest(
-    c: &mut Cur,
-    off_size: usize,
-) -> Result<Option<HashMap<i64, (String, String)>>, String> {
+fn parse_rest(c: &mut Cur, off_size: usize) -> Result<Option<Names>, String> {
     macro_rules! need {
         ($e:expr) => {
             match $e {
