@@ -1,8 +1,9 @@
 //! `backup create`: pg_dump (custom format, its compression off, in an exported
 //! REPEATABLE READ snapshot) → gzip on its own thread → chunked AES-256-GCM → a 0600
 //! temporary file in the target directory → fsync → rename. The manifest is computed
-//! in the same snapshot while pg_dump runs (the sequences just before it starts) and
-//! sealed as the container's trailer.
+//! in the same snapshot while pg_dump runs (the sequences just before it starts; the
+//! tables' row counts and checksums from pg_dump's stream itself, see
+//! [`super::dumpscan`]) and sealed as the container's trailer.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
