@@ -884,6 +884,7 @@ fn row_level_security_that_would_hide_rows_fails_the_backup_clearly() {
          GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, opsctl TO {role}; \
          GRANT USAGE ON SCHEMA audit, archive TO {role}; \
          GRANT SELECT ON ALL TABLES IN SCHEMA audit, archive TO {role}; \
+         GRANT SELECT ON ALL SEQUENCES IN SCHEMA audit, archive TO {role}; \
          ALTER TABLE positions ENABLE ROW LEVEL SECURITY; \
          CREATE POLICY only_some ON positions USING (user_id < 10);"
     ));
