@@ -112,6 +112,8 @@ pub struct DumpScan {
     current: Option<(i64, LineSum)>,
     done: Vec<ScannedTable>,
     bytes: u64,
+    /// Buffered head size at which to try parsing it again.
+    head_try: usize,
 }
 
 impl Default for DumpScan {
@@ -123,6 +125,9 @@ impl Default for DumpScan {
 /// The archive versions this parser reads (pg_dump 12 to 17 write 1.14 to 1.16).
 const MIN_VERSION: (u8, u8) = (1, 12);
 const MAX_VERSION: (u8, u8) = (1, 16);
+/// Header and table of contents larger than this are not buffered (a schema of a
+/// million objects takes a few hundred MB; ours take well under 1 MB).
+const MAX_HEAD: usize = 512 << 20;
 const BLK_DATA: u8 = 1;
 const BLK_BLOBS: u8 = 3;
 
@@ -136,6 +141,7 @@ impl DumpScan {
             current: None,
             done: Vec::new(),
             bytes: 0,
+            head_try: 0,
         }
     }
 
@@ -143,13 +149,18 @@ impl DumpScan {
     /// [`DumpScan::finish`] reports it.
     pub fn feed(&mut self, data: &[u8]) {
         self.bytes += data.len() as u64;
-        if let Err(e) = self.step(data) {
+        if let Err(e) = self.step(data, false) {
             self.state = State::Failed(e);
         }
     }
 
     /// The tables found, in dump order, or why the stream could not be read.
-    pub fn finish(self) -> Result<Vec<ScannedTable>, String> {
+    pub fn finish(mut self) -> Result<Vec<ScannedTable>, String> {
+        if let State::Head(_) = self.state {
+            if let Err(e) = self.step(&[], true) {
+                self.state = State::Failed(e);
+            }
+        }
         match self.state {
             State::BlockType if self.int_buf.is_empty() => Ok(self.done),
             State::Failed(e) => Err(e),
@@ -164,11 +175,24 @@ impl DumpScan {
         }
     }
 
-    fn step(&mut self, mut data: &[u8]) -> Result<(), String> {
+    fn step(&mut self, mut data: &[u8], at_end: bool) -> Result<(), String> {
         if let State::Head(buf) = &mut self.state {
             buf.extend_from_slice(data);
+            if buf.len() > MAX_HEAD {
+                return Err(format!(
+                    "no end of the table of contents within the first {MAX_HEAD} bytes"
+                ));
+            }
+            // Parse again only once the buffer has doubled (or at the end): linear time
+            // for a table of contents of any size.
+            if !at_end && buf.len() < self.head_try {
+                return Ok(());
+            }
             match parse_head(buf)? {
-                None => return Ok(()),
+                None => {
+                    self.head_try = buf.len() * 2;
+                    return Ok(());
+                }
                 Some((int_size, names, used)) => {
                     let rest = std::mem::take(buf).split_off(used);
                     self.int_size = int_size;
