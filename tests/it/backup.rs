@@ -1728,3 +1728,42 @@ fn manifests_of_versions_1_2_and_3_still_drill_with_their_own_checksums() {
         );
     }
 }
+
+#[test]
+fn a_database_not_in_utf8_gets_a_version_3_manifest_that_drills() {
+    let name = format!("t_bk_latin1_{}", std::process::id());
+    cluster().psql(
+        "postgres",
+        &format!(
+            "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' \
+             LC_CTYPE 'C'"
+        ),
+    );
+    let db = TestDb {
+        url: cluster().url(&name),
+        name,
+    };
+    // ASCII only: restore creates the scratch database in the cluster's default encoding
+    // (UTF8), so non-ASCII text in a LATIN1 database hashes differently there (known
+    // limitation of the row::text checksums, reported, not fixed here).
+    db.sql("CREATE TABLE t (id int, s text); INSERT INTO t VALUES (1, 'cafe\\'), (2, NULL)");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("backup.key");
+    opsctl()
+        .args(["backup", "keygen", "--out"])
+        .arg(&key)
+        .run()
+        .success();
+    let e = Env { db, dir, key };
+    let (id, file) = e.create();
+    let (m, _) = open_sealed(&e, &file);
+    assert_eq!(m["manifest_version"], 3, "{m:#}");
+    let j = e
+        .cmd()
+        .args(["drill", &id, "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .success()
+        .json();
+    assert_eq!(j["ok"], true, "{j:#}");
+}
