@@ -1,9 +1,9 @@
 //! `backup create`: pg_dump (custom format, its compression off, in an exported
 //! REPEATABLE READ snapshot) → zstd, gzip or nothing (`[backup] compression`) on its own
 //! thread → chunked AES-256-GCM → a 0600 temporary file in the target directory → fsync
-//! → rename. The manifest is computed
-//! in the same snapshot while pg_dump runs (the sequences just before it starts) and
-//! sealed as the container's trailer.
+//! → rename. The manifest is computed in the same snapshot while pg_dump runs (the
+//! sequences just before it starts; the tables' row counts and checksums from pg_dump's
+//! stream itself, see [`super::dumpscan`]) and sealed as the container's trailer.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -20,7 +20,7 @@ use super::compress::Compression;
 use super::format::{self, Writer};
 use super::keys::KeyMaterial;
 use super::manifest::{self, Manifest, Summary};
-use super::{bookkeeping, pgdump, repo, Progress};
+use super::{bookkeeping, dumpscan, pgdump, repo, Progress};
 use crate::db::{self, ConnSettings};
 use crate::error::Error;
 
@@ -53,6 +53,8 @@ impl Drop for Cleanup {
 }
 
 struct Piped {
+    /// Per-table rows and checksums read from the stream (or why they could not be).
+    scanned: Result<Vec<dumpscan::ScannedTable>, String>,
     dump_bytes: u64,
     compressed_bytes: u64,
     sha256: String,
@@ -81,6 +83,21 @@ impl Write for ChannelWriter {
                 .map_err(|_| std::io::Error::other("the encrypting thread stopped"))?;
         }
         Ok(())
+    }
+}
+
+/// pg_dump's stdout, with every byte read also fed to the table scanner (same thread,
+/// same buffer: no copy of the stream).
+struct Scanned<R> {
+    inner: R,
+    scan: dumpscan::DumpScan,
+}
+
+impl<R: Read> Read for Scanned<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.scan.feed(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -134,15 +151,23 @@ fn pipeline(
     let (tx, rx) = sync_channel::<Vec<u8>>(4);
     let t = std::thread::Builder::new()
         .name("opsctl-compress".into())
-        .spawn(move || compress(stdout, tx, progress, compression))
+        .spawn(move || {
+            let mut src = Scanned {
+                inner: stdout,
+                scan: dumpscan::DumpScan::new(),
+            };
+            let r = compress(&mut src, tx, progress, compression);
+            (r, src.scan.finish())
+        })
         .map_err(Error::io("cannot start the compression thread"))?;
     let enc = encrypt(rx, &mut writer);
-    let comp = t
+    let (comp, scanned) = t
         .join()
         .map_err(|_| Error::Other("the compression thread panicked".into()))?;
     let compressed_bytes = enc.map_err(Error::io("cannot write the backup file"))?;
     let (dump_bytes, sha256) = comp.map_err(Error::io("cannot read pg_dump's output"))?;
     Ok(Piped {
+        scanned,
         dump_bytes,
         compressed_bytes,
         sha256,
@@ -205,12 +230,19 @@ async fn create_locked(
     let started_at = Utc::now();
     let row = conn
         .query_one(
-            "SELECT current_database()::text, current_setting('server_version')",
+            "SELECT current_database()::text, current_setting('server_version'), \
+             current_setting('server_encoding')",
             &[],
         )
         .await
         .map_err(Error::db)?;
     let (database, server_version): (String, String) = (row.get(0), row.get(1));
+    // Stream checksums compare pg_dump's text with the drill's UTF8 session's text.
+    let mut version = if row.get::<_, String>(2) == "UTF8" {
+        manifest::MANIFEST_VERSION
+    } else {
+        3
+    };
     conn.batch_execute(manifest::STABLE_OUTPUT)
         .await
         .map_err(Error::db)?;
@@ -253,6 +285,7 @@ async fn create_locked(
 
     let mut child = pgdump::command(&tools.pg_dump, &settings.with_dbname(&database))
         .args(["--format=custom", "--compress=0", "--no-password"])
+        .env("PGOPTIONS", manifest::DUMP_PGOPTIONS)
         .arg(format!("--snapshot={snapshot}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -267,7 +300,7 @@ async fn create_locked(
         (r, status)
     });
     // Meanwhile, in the same snapshot: counts, checksums, roles, migration version.
-    let stats = match manifest::compute(conn, manifest::MANIFEST_VERSION).await {
+    let mut stats = match manifest::compute(conn, version, true).await {
         Ok(s) => s,
         Err(e) => {
             // The snapshot dies with this transaction: stop pg_dump (the guard does) and
@@ -295,11 +328,31 @@ async fn create_locked(
         return Err(Error::Other(pgdump::explain_stderr("pg_dump", &err_text)));
     }
     let piped = piped?;
+    if version >= manifest::STREAM_SINCE {
+        match &piped.scanned {
+            Ok(t) => stats.tables = t.iter().map(manifest::TableStat::from).collect(),
+            Err(e) => {
+                // Still in the snapshot: fall back to version 3's second scan.
+                tracing::warn!(
+                    "cannot read table checksums from pg_dump's stream ({e}); computing \
+                     them with queries (manifest version 3)"
+                );
+                version = 3;
+                stats.tables = match manifest::compute(conn, version, false).await {
+                    Ok(s) => s.tables,
+                    Err(e) => {
+                        let _ = conn.batch_execute("ROLLBACK").await;
+                        return Err(e);
+                    }
+                };
+            }
+        }
+    }
     conn.batch_execute("COMMIT").await.map_err(Error::db)?;
     let finished_at = Utc::now();
 
     let m = Manifest {
-        manifest_version: manifest::MANIFEST_VERSION,
+        manifest_version: version,
         id: id.clone(),
         database: database.clone(),
         server_version: server_version.clone(),

@@ -212,7 +212,7 @@ pub async fn drill(
             sconn.batch_execute(&sql).await.map_err(Error::db)?;
         }
         interrupt::pause_at("drill-comparing", &stop).await;
-        let mut snap = manifest::compute(&sconn, m.manifest_version).await?;
+        let mut snap = manifest::compute(&sconn, m.manifest_version, false).await?;
         if m.manifest_version >= manifest::SEQUENCES_SINCE {
             snap.sequences = manifest::sequences(&sconn).await?;
         }

@@ -15,6 +15,21 @@ pub const STABLE_OUTPUT: &str = "SET datestyle = 'ISO, MDY'; SET intervalstyle =
      SET extra_float_digits = 3; SET bytea_output = 'hex'; SET TimeZone = 'UTC'; \
      SET standard_conforming_strings = on; SET statement_timeout = 0; SET row_security = off";
 
+/// Output settings of pg_dump's session for manifest v4 besides those pg_dump sets itself
+/// (DateStyle ISO, IntervalStyle postgres, extra_float_digits 3; see `setup_connection`
+/// in pg_dump.c): given to pg_dump through PGOPTIONS, and set by the drill before its
+/// `COPY … TO STDOUT`, so both write the same text on any server default.
+pub const DUMP_PGOPTIONS: &str = "-c TimeZone=UTC -c bytea_output=hex -c lc_monetary=C";
+const DRILL_COPY_OUTPUT: &str = "SET lc_monetary = 'C'";
+
+/// The columns pg_dump's COPY lists (not dropped, not generated), in order.
+const COPY_COLUMNS: &str = "SELECT a.attname::text
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.attgenerated = ''
+ORDER BY a.attnum";
+
 /// Ordinary tables whose data pg_dump writes (no temp tables, no extension members).
 const TABLES: &str = "SELECT n.nspname::text, c.relname::text
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -71,7 +86,15 @@ const HISTORY_VERSION: &str = "SELECT max(version)::text FROM opsctl.schema_hist
 /// them compare tables only). Version 2 checksums rows with `hashtextextended` (stable
 /// across PostgreSQL versions: hash partitioning relies on it; 3.5x cheaper than md5 per
 /// row), as version 3 does; version 1 used md5 and is still read.
-pub const MANIFEST_VERSION: u32 = 3;
+///
+/// Version 4 takes each table's row count and checksum from the COPY text in pg_dump's
+/// own stream (see [`super::dumpscan`]: xxh3-64 of each line, summed modulo 2^64) instead
+/// of a second scan; the drill runs `COPY … TO STDOUT` under the same output settings.
+/// A database whose encoding is not UTF8 gets version 3 (the drill's session is UTF8).
+pub const MANIFEST_VERSION: u32 = 4;
+
+/// The first manifest version whose table checksums come from pg_dump's stream.
+pub const STREAM_SINCE: u32 = 4;
 
 /// The first manifest version recording sequences and materialized views.
 pub const SEQUENCES_SINCE: u32 = 3;
@@ -109,6 +132,17 @@ pub struct TableStat {
     pub table: String,
     pub rows: i64,
     pub checksum: String,
+}
+
+impl From<&super::dumpscan::ScannedTable> for TableStat {
+    fn from(t: &super::dumpscan::ScannedTable) -> Self {
+        TableStat {
+            schema: t.schema.clone(),
+            table: t.table.clone(),
+            rows: t.rows,
+            checksum: t.checksum.clone(),
+        }
+    }
 }
 
 impl TableStat {
@@ -229,14 +263,30 @@ pub struct Snapshot {
 /// Computes row counts and checksums (as manifest `version` defines them) of every table,
 /// the materialized views' row counts (version 3 on), the referenced roles and the
 /// migration version, in the snapshot `client` is in.
-pub async fn compute(client: &Client, version: u32) -> Result<Snapshot, Error> {
+///
+/// From version 4 on, table statistics come from the COPY text: with `from_stream`
+/// (`backup create`) they are left out here, to be read from pg_dump's stream; without
+/// (the drill) each table is copied out and summed the same way.
+pub async fn compute(client: &Client, version: u32, from_stream: bool) -> Result<Snapshot, Error> {
     let mut out = Snapshot::default();
     let rows = client
         .query(TABLES, &[])
         .await
         .map_err(Error::db_ctx("cannot list tables"))?;
+    if version >= STREAM_SINCE && !from_stream {
+        client
+            .batch_execute(DRILL_COPY_OUTPUT)
+            .await
+            .map_err(Error::db)?;
+    }
     for r in rows {
         let (schema, table): (String, String) = (r.get(0), r.get(1));
+        if version >= STREAM_SINCE {
+            if !from_stream {
+                out.tables.push(copy_stats(client, schema, table).await?);
+            }
+            continue;
+        }
         let row = client
             .query_one(&stats_sql(&schema, &table, version), &[])
             .await
@@ -315,6 +365,41 @@ pub async fn sequences(client: &Client) -> Result<Vec<SequenceStat>, Error> {
         });
     }
     Ok(out)
+}
+
+/// Row count and checksum of one table from `COPY table (columns) TO STDOUT`, the text
+/// pg_dump writes for it (manifest v4).
+async fn copy_stats(client: &Client, schema: String, table: String) -> Result<TableStat, Error> {
+    use futures_util::StreamExt;
+    let cols: Vec<String> = client
+        .query(COPY_COLUMNS, &[&schema, &table])
+        .await
+        .map_err(Error::db_ctx(format!(
+            "cannot list the columns of {schema}.{table}"
+        )))?
+        .iter()
+        .map(|r| db::quote_ident(&r.get::<_, String>(0)))
+        .collect();
+    let list = if cols.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", cols.join(", "))
+    };
+    let sql = format!("COPY {}{list} TO STDOUT", quote_qualified(&schema, &table));
+    let ctx = || format!("cannot copy {schema}.{table} out");
+    let stream = client.copy_out(&sql).await.map_err(Error::db_ctx(ctx()))?;
+    futures_util::pin_mut!(stream);
+    let mut sum = super::dumpscan::LineSum::new();
+    while let Some(b) = stream.next().await {
+        sum.feed(&b.map_err(Error::db_ctx(ctx()))?);
+    }
+    let (rows, checksum) = sum.finish();
+    Ok(TableStat {
+        schema,
+        table,
+        rows,
+        checksum,
+    })
 }
 
 async fn matviews(client: &Client) -> Result<Vec<MatviewStat>, Error> {

@@ -6,6 +6,7 @@ pub mod bookkeeping;
 pub mod compress;
 pub mod create;
 pub mod drill;
+pub mod dumpscan;
 pub mod format;
 pub mod keys;
 pub mod manifest;

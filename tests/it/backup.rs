@@ -880,6 +880,7 @@ fn row_level_security_that_would_hide_rows_fails_the_backup_clearly() {
          GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, opsctl TO {role}; \
          GRANT USAGE ON SCHEMA audit, archive TO {role}; \
          GRANT SELECT ON ALL TABLES IN SCHEMA audit, archive TO {role}; \
+         GRANT SELECT ON ALL SEQUENCES IN SCHEMA audit, archive TO {role}; \
          ALTER TABLE positions ENABLE ROW LEVEL SECURITY; \
          CREATE POLICY only_some ON positions USING (user_id < 10);"
     ));
@@ -1440,4 +1441,323 @@ fn restore_clean_force_replaces_the_connected_database_in_place() {
         ),
         "success"
     );
+}
+
+/// The JSON manifest sealed in a backup file, and the plaintext dump.
+fn open_sealed(e: &Env, file: &Path) -> (serde_json::Value, Vec<u8>) {
+    use opsctl::backup::{format, keys};
+    use std::io::Read;
+    let key = keys::load_key_file(&e.key).unwrap();
+    let bytes = std::fs::read(file).unwrap();
+    let mut r = format::Reader::open(&bytes[..], &[keys::KeyMaterial::Key(key)]).unwrap();
+    let mut data = Vec::new();
+    r.read_to_end(&mut data).unwrap();
+    let trailer = r.finish().unwrap();
+    (serde_json::from_slice(&trailer).unwrap(), data)
+}
+
+/// Re-seals `dump` with manifest `m` into `file` (the container API takes any stream).
+fn reseal(e: &Env, file: &Path, dump: &[u8], m: &serde_json::Value) {
+    use opsctl::backup::{format, keys};
+    use std::io::Write;
+    let key = keys::load_key_file(&e.key).unwrap();
+    // The same content label (it names the compression of `dump`).
+    let bytes = std::fs::read(file).unwrap();
+    let content = format::Reader::open(&bytes[..], &[keys::KeyMaterial::Key(key.clone())])
+        .unwrap()
+        .header
+        .content
+        .clone();
+    let mut w = format::Writer::new(Vec::new(), &[keys::KeyMaterial::Key(key)], &content).unwrap();
+    w.write_all(dump).unwrap();
+    let (out, _) = w.finish(&serde_json::to_vec(m).unwrap()).unwrap();
+    std::fs::write(file, out).unwrap();
+}
+
+/// Runs `f` with a library connection to `db` (on a current-thread runtime).
+fn with_conn<T>(
+    db: &TestDb,
+    f: impl for<'a> FnOnce(
+        &'a opsctl::db::Connection,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>,
+) -> T {
+    use opsctl::db::{connect, ConnSettings, ConnSources};
+    let settings = ConnSettings::resolve(
+        &ConnSources {
+            url: Some(db.url.clone()),
+            sslmode: None,
+            sslrootcert: None,
+        },
+        |_| None,
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = connect(&settings).await.unwrap();
+        f(&c).await
+    })
+}
+
+/// Table statistics as manifest `version` defines them, computed by the library's
+/// drill path on `db` (a `COPY … TO STDOUT` per table from version 4 on).
+fn table_stats(db: &TestDb, version: u32) -> Vec<opsctl::backup::manifest::TableStat> {
+    use opsctl::backup::manifest;
+    with_conn(db, move |c| {
+        Box::pin(async move {
+            c.batch_execute(manifest::STABLE_OUTPUT).await.unwrap();
+            manifest::compute(c, version, false).await.unwrap().tables
+        })
+    })
+}
+
+fn seq_scans(db: &TestDb, table: &str) -> i64 {
+    db.sql(&format!(
+        "SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_user_tables WHERE relname = '{table}'"
+    ))
+    .parse()
+    .unwrap()
+}
+
+/// Awkward values for COPY text: NULLs, backslashes, tabs, newlines, jsonb, time zones,
+/// long numerics, floats, bytea, money, a dropped and a generated column, quoted names;
+/// and a database whose own TimeZone and bytea_output differ from the drill's.
+fn awkward(db: &TestDb) {
+    db.sql(&format!(
+        "ALTER DATABASE \"{}\" SET timezone = 'America/New_York'; \
+         ALTER DATABASE \"{}\" SET bytea_output = 'escape'",
+        db.name, db.name
+    ));
+    db.sql(
+        r#"CREATE TABLE odd (id int PRIMARY KEY, gone int, t text, j jsonb, ts timestamptz,
+             n numeric, f float8, r real, b bytea, iv interval, d date, m money,
+             g int GENERATED ALWAYS AS (id * 2) STORED);
+           ALTER TABLE odd DROP COLUMN gone;
+           INSERT INTO odd (id, t, j, ts, n, f, r, b, iv, d, m) VALUES
+            (1, E'back\\slash\ttab\nnewline\r\\N', '{"k": "v\\n\t", "n": 1.50, "a": [null]}',
+             '2026-03-29 01:30:00.123456+05:30', 12345678901234567890.123456789012345678901,
+             0.1, 3.14159, '\x00ff5c0a', '1 year 2 mons -3 days 04:05:06.789', 'infinity',
+             12.34),
+            (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+            (3, '', '"plain"', '-infinity', 'NaN', 'NaN', '-Infinity', '', '0', '0044-03-15 BC',
+             -0.01),
+            (4, 'ünïcödé ✓', '{}', '1999-12-31 23:59:59.999999-08', -0.000000000000000001,
+             1e300, 1.17549435e-38, '\x5c5c', '-178000000 years', '2000-02-29', 0);
+           CREATE TABLE empty (id int);
+           CREATE SCHEMA "Odd Schema";
+           CREATE TABLE "Odd Schema"."Ta""ble" ("a col" text);
+           INSERT INTO "Odd Schema"."Ta""ble" SELECT repeat('x\', g) FROM generate_series(1, 300) g;
+           SELECT lo_from_bytea(0, '\x0102');"#,
+    );
+}
+
+#[test]
+fn backup_create_reads_each_table_once_and_seals_manifest_v4() {
+    let e = Env::new("bk_onescan", 500);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let before = seq_scans(&e.db, "positions");
+    let (_, file) = e.create();
+    let (m, _) = open_sealed(&e, &file);
+    assert_eq!(m["manifest_version"], 4, "{m:#}");
+    let positions = m["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "positions")
+        .unwrap();
+    assert_eq!(positions["rows"], 50);
+    assert!(
+        positions["checksum"]
+            .as_str()
+            .unwrap()
+            .starts_with("xxh3sum:"),
+        "{positions}"
+    );
+    // pg_dump's COPY is the only scan (statistics arrive when the sessions end).
+    let mut after = before;
+    for _ in 0..50 {
+        after = seq_scans(&e.db, "positions");
+        if after > before {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    after = after.max(seq_scans(&e.db, "positions"));
+    assert_eq!(
+        after - before,
+        1,
+        "sequential scans of positions during create"
+    );
+}
+
+#[test]
+fn dumpscan_of_a_real_pg_dump_matches_the_drills_copy_in_any_piece_size() {
+    use opsctl::backup::{dumpscan::DumpScan, manifest};
+    let db = TestDb::new("bk_scanreal");
+    awkward(&db);
+    let out = std::process::Command::new(cluster().bindir.join("pg_dump"))
+        .args(["--format=custom", "--compress=0", "--dbname"])
+        .arg(cluster().url(&db.name))
+        .env("PGOPTIONS", manifest::DUMP_PGOPTIONS)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut want: Vec<(String, String, i64, String)> = table_stats(&db, 4)
+        .into_iter()
+        .map(|t| (t.schema, t.table, t.rows, t.checksum))
+        .collect();
+    want.sort();
+    assert_eq!(want.len(), 3, "{want:?}");
+    assert!(want.iter().any(|t| t.1 == "odd" && t.2 == 4), "{want:?}");
+    for piece in [1, 3, 4096, 65536, out.stdout.len()] {
+        let mut s = DumpScan::new();
+        for p in out.stdout.chunks(piece) {
+            s.feed(p);
+        }
+        let mut got: Vec<(String, String, i64, String)> = s
+            .finish()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.schema, t.table, t.rows, t.checksum))
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "piece size {piece}");
+    }
+}
+
+#[test]
+fn drill_passes_for_awkward_values_and_names_the_table_of_one_changed_numeric() {
+    let e = Env::new("bk_awkward", 50);
+    awkward(&e.db);
+    let (id, _) = e.create();
+    let drill = |fault: Option<&str>| {
+        let mut c = e.cmd();
+        if let Some(sql) = fault {
+            c.env("OPSCTL_DRILL_FAULT_SQL", sql);
+        }
+        c.args(["drill", &id, "--format", "json", "--dir"])
+            .arg(e.repo())
+            .run()
+    };
+    let j = drill(None).success().json();
+    assert_eq!(j["ok"], true, "{j:#}");
+    // The last of 39 digits of one numeric in one row.
+    let j = drill(Some(
+        "UPDATE odd SET n = n + 0.000000000000000000001 WHERE id = 1",
+    ))
+    .code(1)
+    .json();
+    let m = j["mismatches"].as_array().unwrap();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].as_str()
+            .unwrap()
+            .starts_with("table public.odd: content checksum"),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn manifests_of_versions_1_2_and_3_still_drill_with_their_own_checksums() {
+    let e = Env::new("bk_oldmanifest", 100);
+    let (id, file) = e.create();
+    let (m4, dump) = open_sealed(&e, &file);
+    // What older versions would have recorded: their checksums of the backup's content.
+    let target = format!("{}_restored", e.db.name);
+    e.cmd()
+        .args(["restore", &id, "--create", "--target-db", &target, "--dir"])
+        .arg(e.repo())
+        .run()
+        .success();
+    let restored = TestDb {
+        url: cluster().url(&target),
+        name: target,
+    };
+    for version in [1u32, 2, 3] {
+        let mut m = m4.clone();
+        m["manifest_version"] = version.into();
+        m["tables"] = serde_json::to_value(table_stats(&restored, version)).unwrap();
+        assert!(!m["tables"][0]["checksum"]
+            .as_str()
+            .unwrap()
+            .starts_with("xxh3sum:"));
+        if version < 3 {
+            m.as_object_mut().unwrap().remove("sequences");
+            m.as_object_mut().unwrap().remove("matviews");
+        }
+        reseal(&e, &file, &dump, &m);
+        let j = e
+            .cmd()
+            .args(["drill", &id, "--format", "json", "--dir"])
+            .arg(e.repo())
+            .run()
+            .success()
+            .json();
+        assert_eq!(j["ok"], true, "version {version}: {j:#}");
+        let j = e
+            .cmd()
+            .env(
+                "OPSCTL_DRILL_FAULT_SQL",
+                "SET session_replication_role = replica; \
+                 UPDATE positions SET entry_price = 1.6 WHERE id = 7",
+            )
+            .args(["drill", &id, "--format", "json", "--dir"])
+            .arg(e.repo())
+            .run()
+            .code(1)
+            .json();
+        assert!(
+            j["mismatches"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("table public.positions: content checksum"),
+            "version {version}: {j:#}"
+        );
+    }
+}
+
+#[test]
+fn a_database_not_in_utf8_gets_a_version_3_manifest_that_drills() {
+    let name = format!("t_bk_latin1_{}", std::process::id());
+    cluster().psql(
+        "postgres",
+        &format!(
+            "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' \
+             LC_CTYPE 'C'"
+        ),
+    );
+    let db = TestDb {
+        url: cluster().url(&name),
+        name,
+    };
+    // ASCII only: restore creates the scratch database in the cluster's default encoding
+    // (UTF8), so non-ASCII text in a LATIN1 database hashes differently there (known
+    // limitation of the row::text checksums, reported, not fixed here).
+    db.sql("CREATE TABLE t (id int, s text); INSERT INTO t VALUES (1, 'cafe\\'), (2, NULL)");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("backup.key");
+    opsctl()
+        .args(["backup", "keygen", "--out"])
+        .arg(&key)
+        .run()
+        .success();
+    let e = Env { db, dir, key };
+    let (id, file) = e.create();
+    let (m, _) = open_sealed(&e, &file);
+    assert_eq!(m["manifest_version"], 3, "{m:#}");
+    let j = e
+        .cmd()
+        .args(["drill", &id, "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .success()
+        .json();
+    assert_eq!(j["ok"], true, "{j:#}");
 }
