@@ -462,19 +462,27 @@ fn rekey_then_open_with_only_the_new_key() {
     assert!(r.stderr.contains("wrong key"), "{}", r.stderr);
 }
 
+/// Waits until a temporary file appears in `dbdir` that was not there when called (a
+/// stale one of an earlier killed run does not count: its writer is not this run).
 fn wait_for_temp(dbdir: &Path) {
+    let temps = || -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(dbdir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|f| f.file_name())
+                    .filter(|n| n.to_string_lossy().contains(".tmp-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = temps();
     for _ in 0..200 {
-        if let Ok(rd) = std::fs::read_dir(dbdir) {
-            if rd
-                .flatten()
-                .any(|f| f.file_name().to_string_lossy().contains(".tmp-"))
-            {
-                return;
-            }
+        if temps().iter().any(|n| !before.contains(n)) {
+            return;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!("no temporary file appeared in {}", dbdir.display());
+    panic!("no new temporary file appeared in {}", dbdir.display());
 }
 
 fn listed(repo: &Path) -> usize {
