@@ -76,6 +76,8 @@ log "opsctl policy check / schedule list / schedule run --once backup ($POLICY)"
 "$OPSCTL" policy check "$POLICY" >/dev/null
 "$OPSCTL" schedule list --policy "$POLICY"
 "$OPSCTL" schedule run --once backup --policy "$POLICY"
+log "opsctl schedule history (what the scheduler did: outcome, exit code, error)"
+"$OPSCTL" schedule history --since 1h
 
 log "opsctl report pool / report size --snapshot"
 psql "$OPSCTL_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements'

@@ -1107,6 +1107,8 @@ const FAST_SETUP: &str = "SELECT row_security_active($1::text), \
      to_char(current_timestamp::timestamp, 'YYYY-MM-DD HH24:MI:SS.US')";
 const FAST_SEQSCAN_OFF: &str = "SET LOCAL enable_seqscan = off";
 const FAST_PROBE_USERS: &str = "SELECT id FROM users WHERE id = ANY($1)";
+/// Whether `opsctl archive` made archive.<table> (its keys count as taken).
+const FAST_ARCHIVE_PRESENT: &str = "SELECT to_regclass(format('archive.%I', $1::text)) IS NOT NULL";
 
 impl Fast {
     /// None when the table is under row-level security for this role (staging path then).
@@ -1126,10 +1128,21 @@ impl Fast {
         }
         let t = quote_ident(spec.name);
         let key = quote_ident(spec.key[0]);
-        let probe_keys = conn
-            .prepare(&format!("SELECT {key} FROM {t} WHERE {key} = ANY($1)"))
+        // A key that `opsctl archive` moved to archive.<table> is taken too: importing the
+        // same file again must not bring archived rows back into the live table.
+        let archived: bool = conn
+            .query_one(FAST_ARCHIVE_PRESENT, &[&spec.name])
             .await
-            .map_err(Error::db_ctx(ctx()))?;
+            .map_err(Error::db_ctx(ctx()))?
+            .get(0);
+        let mut probe = format!("SELECT {key} FROM {t} WHERE {key} = ANY($1)");
+        if archived {
+            let arch = db::quote_qualified("archive", spec.name);
+            probe.push_str(&format!(
+                " UNION ALL SELECT {key} FROM {arch} WHERE {key} = ANY($1)"
+            ));
+        }
+        let probe_keys = conn.prepare(&probe).await.map_err(Error::db_ctx(ctx()))?;
         let probe_users = conn
             .prepare(FAST_PROBE_USERS)
             .await

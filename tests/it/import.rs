@@ -879,3 +879,27 @@ fn ctrl_c_leaves_no_half_written_reject_file() {
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(db.sql("SELECT count(*) FROM trades"), "0");
 }
+
+#[test]
+fn archived_trades_are_duplicates_when_the_same_file_is_imported_again() {
+    let (db, dir) = db_with_users("imp_after_archive");
+    let lines: Vec<String> = (1..=5).map(|i| trade(&format!("a{i}"), "")).collect();
+    let f = write(&dir, "t.ndjson", &lines.join("\n"));
+    import(&db, "trades", &f, &[]).success();
+    db.opsctl()
+        .args(["archive", "--before", "2024-06-01"])
+        .run()
+        .success();
+    assert_eq!(db.sql("SELECT count(*) FROM archive.trades"), "5");
+    // The same file again: every trade is already in the archive, none comes back.
+    let r = import(&db, "trades", &f, &[]).success();
+    let s = r.json();
+    assert_eq!(s["inserted"], 0, "{s}");
+    assert_eq!(s["duplicate"], 5, "{s}");
+    assert_eq!(db.sql("SELECT count(*) FROM trades"), "0");
+    // And the next archive run has nothing to move (it used to fail on the archive's key).
+    db.opsctl()
+        .args(["archive", "--before", "2024-06-01"])
+        .run()
+        .success();
+}
