@@ -73,6 +73,19 @@ impl Env {
     fn verify(&self, file: &Path) -> Run {
         self.cmd().args(["backup", "verify"]).arg(file).run()
     }
+
+    /// `drill ID --format json`, with `fault` run in the scratch database first (the
+    /// test-only `OPSCTL_DRILL_FAULT_SQL`).
+    #[cfg(feature = "test-hooks")]
+    fn drill(&self, id: &str, fault: Option<&str>) -> Run {
+        let mut c = self.cmd();
+        if let Some(sql) = fault {
+            c.env("OPSCTL_DRILL_FAULT_SQL", sql);
+        }
+        c.args(["drill", id, "--format", "json", "--dir"])
+            .arg(self.repo())
+            .run()
+    }
 }
 
 pub(crate) fn content(db: &str) -> String {
@@ -1327,15 +1340,7 @@ fn drill_fails_when_a_sequence_was_set_back_or_a_materialized_view_differs() {
          SELECT user_id, count(*) AS n FROM positions GROUP BY user_id",
     );
     let (id, _) = e.create();
-    let drill = |fault: Option<&str>| {
-        let mut c = e.cmd();
-        if let Some(sql) = fault {
-            c.env("OPSCTL_DRILL_FAULT_SQL", sql);
-        }
-        c.args(["drill", &id, "--format", "json", "--dir"])
-            .arg(e.repo())
-            .run()
-    };
+    let drill = |fault: Option<&str>| e.drill(&id, fault);
     let j = drill(None).success().json();
     assert_eq!(j["ok"], true, "{j:#}");
     // A sequence behind its table: the next insert would reuse an id.
@@ -1641,19 +1646,12 @@ fn dumpscan_of_a_real_pg_dump_matches_the_drills_copy_in_any_piece_size() {
 }
 
 #[test]
+#[cfg(feature = "test-hooks")] // OPSCTL_DRILL_FAULT_SQL
 fn drill_passes_for_awkward_values_and_names_the_table_of_one_changed_numeric() {
     let e = Env::new("bk_awkward", 50);
     awkward(&e.db);
     let (id, _) = e.create();
-    let drill = |fault: Option<&str>| {
-        let mut c = e.cmd();
-        if let Some(sql) = fault {
-            c.env("OPSCTL_DRILL_FAULT_SQL", sql);
-        }
-        c.args(["drill", &id, "--format", "json", "--dir"])
-            .arg(e.repo())
-            .run()
-    };
+    let drill = |fault: Option<&str>| e.drill(&id, fault);
     let j = drill(None).success().json();
     assert_eq!(j["ok"], true, "{j:#}");
     // The last of 39 digits of one numeric in one row.
