@@ -26,6 +26,7 @@ pub mod policy_check;
 pub mod report;
 pub mod schedule;
 pub mod serve;
+pub mod storage;
 pub mod text;
 pub mod units;
 

@@ -1,0 +1,290 @@
+//! Repositories: where sealed files (backups, archive exports, WAL segments, base backups)
+//! are kept — a local directory or an S3-compatible bucket prefix — behind one interface.
+//!
+//! Keys are relative, `/`-separated names (`trading/20261202T101500Z.opsbak`). A writer
+//! ([`Sink`]) makes its object visible only on [`Sink::commit`]: a local temporary file
+//! renamed into place, or a multipart upload completed at the end; dropped or aborted, it
+//! leaves nothing listed. The interface is synchronous (the sealed-file pipeline runs on
+//! blocking threads); the S3 kind drives its async client on a runtime of its own.
+
+pub mod local;
+pub mod sealed;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use crate::error::Error;
+
+/// One stored object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectInfo {
+    /// Relative key, `/`-separated.
+    pub key: String,
+    pub size: u64,
+    pub modified: DateTime<Utc>,
+}
+
+/// A writer of one object; nothing is visible under its key until [`Sink::commit`].
+pub trait Sink: Write + Send {
+    /// Makes the object durable and visible (fsync + rename, or upload completion).
+    fn commit(self: Box<Self>) -> Result<(), Error>;
+    /// Discards what was written (removes the temporary file, aborts the upload).
+    fn abort(self: Box<Self>);
+}
+
+/// Where a repository is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Location {
+    /// A local directory (a plain path or `file:///path`).
+    Local(PathBuf),
+    /// `s3://bucket/prefix`.
+    S3 { bucket: String, prefix: String },
+}
+
+impl Location {
+    /// Parses a repository URL: a plain path, `file:///path` or `s3://bucket[/prefix]`.
+    pub fn parse(url: &str) -> Result<Location, Error> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(Error::Config("a repository URL is empty".into()));
+        }
+        if let Some(rest) = url.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(Error::Config(format!(
+                    "repository URL {url:?}: a file URL needs an absolute path (file:///path)"
+                )));
+            }
+            return Ok(Location::Local(PathBuf::from(rest)));
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::Config(format!(
+                    "repository URL {url:?} names no bucket (s3://bucket/prefix)"
+                )));
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        if let Some((scheme, _)) = url.split_once("://") {
+            return Err(Error::Config(format!(
+                "repository URL {url:?}: scheme {scheme:?} is not supported (a path, file:///path or s3://bucket/prefix)"
+            )));
+        }
+        Ok(Location::Local(PathBuf::from(url)))
+    }
+
+    pub fn display(&self) -> String {
+        match self {
+            Location::Local(p) => p.display().to_string(),
+            Location::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}"),
+            Location::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// A repository: a name, where it is, and the client that reaches it.
+pub struct Repository {
+    pub name: String,
+    pub location: Location,
+    backend: Box<dyn Backend>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Repository({} at {})",
+            self.name,
+            self.location.display()
+        )
+    }
+}
+
+/// What each kind of repository implements. Keys are already validated.
+pub trait Backend: Send + Sync {
+    fn create(&self, key: &str) -> Result<Box<dyn Sink>, Error>;
+    fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, Error>;
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, Error>;
+    /// Every object whose key starts with `prefix` (recursively), sorted by key; temporary
+    /// files and incomplete uploads are not objects.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, Error>;
+    fn delete(&self, key: &str) -> Result<(), Error>;
+    /// The local file of a key, where the repository is a directory.
+    fn local_path(&self, key: &str) -> Option<PathBuf>;
+    /// Removes what killed writers left (abandoned temporary files, incomplete uploads)
+    /// older than `older_than`; returns a line per thing removed.
+    fn clean_incomplete(&self, older_than: std::time::Duration) -> Result<Vec<String>, Error>;
+}
+
+impl Repository {
+    /// A repository from its URL (the name is what messages call it).
+    pub fn from_url(name: &str, url: &str) -> Result<Repository, Error> {
+        let location = Location::parse(url)?;
+        let backend: Box<dyn Backend> = match &location {
+            Location::Local(p) => Box::new(local::LocalBackend::new(p)),
+            Location::S3 { .. } => {
+                return Err(Error::Config(format!(
+                    "repository {name} ({}): S3 repositories are not available in this build",
+                    location.display()
+                )))
+            }
+        };
+        Ok(Repository {
+            name: name.to_string(),
+            location,
+            backend,
+        })
+    }
+
+    /// A repository over a local directory.
+    pub fn local(name: &str, dir: &Path) -> Repository {
+        Repository {
+            name: name.to_string(),
+            location: Location::Local(dir.to_path_buf()),
+            backend: Box::new(local::LocalBackend::new(dir)),
+        }
+    }
+
+    /// A repository from its parts (the S3 kind builds itself through this).
+    pub fn from_backend(name: &str, location: Location, backend: Box<dyn Backend>) -> Self {
+        Repository {
+            name: name.to_string(),
+            location,
+            backend,
+        }
+    }
+
+    /// The URL as shown to a person (never a credential).
+    pub fn display(&self) -> String {
+        self.location.display()
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self.location, Location::Local(_))
+    }
+
+    /// A writer for `key`; the object appears only when the sink is committed.
+    pub fn create(&self, key: &str) -> Result<Box<dyn Sink>, Error> {
+        self.backend.create(check_key(key)?)
+    }
+
+    /// Streams the object's bytes.
+    pub fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, Error> {
+        self.backend.open(check_key(key)?)
+    }
+
+    pub fn head(&self, key: &str) -> Result<Option<ObjectInfo>, Error> {
+        self.backend.head(check_key(key)?)
+    }
+
+    pub fn exists(&self, key: &str) -> Result<bool, Error> {
+        Ok(self.head(key)?.is_some())
+    }
+
+    /// A small object read whole; `None` when it does not exist.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        if self.head(key)?.is_none() {
+            return Ok(None);
+        }
+        let mut r = self.open(key)?;
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).map_err(Error::io(format!(
+            "cannot read {key} in repository {}",
+            self.display()
+        )))?;
+        Ok(Some(out))
+    }
+
+    /// A small object written whole, atomically (replacing one of the same key).
+    pub fn put(&self, key: &str, bytes: &[u8]) -> Result<(), Error> {
+        let mut sink = self.create(key)?;
+        if let Err(e) = sink.write_all(bytes) {
+            sink.abort();
+            return Err(Error::io(format!(
+                "cannot write {key} in repository {}",
+                self.display()
+            ))(e));
+        }
+        sink.commit()
+    }
+
+    pub fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
+        if !prefix.is_empty() {
+            check_key(prefix.trim_end_matches('/'))?;
+        }
+        self.backend.list(prefix)
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), Error> {
+        self.backend.delete(check_key(key)?)
+    }
+
+    /// The local file of `key` when this repository is a directory.
+    pub fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.backend.local_path(check_key(key).ok()?)
+    }
+
+    pub fn clean_incomplete(&self, older_than: std::time::Duration) -> Result<Vec<String>, Error> {
+        self.backend.clean_incomplete(older_than)
+    }
+}
+
+/// Keys are relative and never climb out of the repository.
+pub fn check_key(key: &str) -> Result<&str, Error> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.contains('\0')
+        || key.contains('\\')
+        || key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(Error::Other(format!("invalid repository key {key:?}")));
+    }
+    Ok(key)
+}
+
+/// Joins key components with `/`.
+pub fn join(parts: &[&str]) -> String {
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_to_locations() {
+        assert_eq!(
+            Location::parse("/var/backups").unwrap(),
+            Location::Local("/var/backups".into())
+        );
+        assert_eq!(
+            Location::parse("file:///var/backups").unwrap(),
+            Location::Local("/var/backups".into())
+        );
+        assert_eq!(
+            Location::parse("s3://bkt/a/b/").unwrap(),
+            Location::S3 {
+                bucket: "bkt".into(),
+                prefix: "a/b".into()
+            }
+        );
+        assert!(Location::parse("s3:///x").is_err());
+        assert!(Location::parse("file://rel").is_err());
+        assert!(Location::parse("gs://b").is_err());
+    }
+
+    #[test]
+    fn keys_stay_inside() {
+        for bad in ["", "/a", "a/../b", "a//b", "..", "a\\b"] {
+            assert!(check_key(bad).is_err(), "{bad}");
+        }
+        assert!(check_key("db/x.opsbak").is_ok());
+    }
+}
