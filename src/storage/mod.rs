@@ -234,6 +234,35 @@ impl Repository {
     }
 }
 
+/// The repositories a policy configures, in order (the first is where new objects are
+/// written). Today's `[backup] dir` is the one-repository shorthand, named "local".
+/// (`[[repositories]]` entries are added here by the S3 work.)
+pub fn from_policy(policy: &crate::policy::Policy) -> Result<Vec<Repository>, Error> {
+    let mut out = Vec::new();
+    if let Some(dir) = &policy.backup.dir {
+        out.push(Repository::local("local", dir));
+    }
+    Ok(out)
+}
+
+/// The repository a `--repo URL|NAME` argument names: a policy repository by name, else
+/// a URL; without the argument, the policy's first repository.
+pub fn resolve(arg: Option<&str>, policy: &crate::policy::Policy) -> Result<Repository, Error> {
+    let mut repos = from_policy(policy)?;
+    match arg {
+        Some(a) => match repos.iter().position(|r| r.name == a) {
+            Some(i) => Ok(repos.swap_remove(i)),
+            None => Repository::from_url(a, a),
+        },
+        None => repos.into_iter().next().ok_or_else(|| {
+            Error::Config(
+                "no repository: pass --repo URL|NAME (or [[repositories]] / [backup] dir in the policy)"
+                    .into(),
+            )
+        }),
+    }
+}
+
 /// Keys are relative and never climb out of the repository.
 pub fn check_key(key: &str) -> Result<&str, Error> {
     let bad = key.is_empty()
