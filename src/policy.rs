@@ -22,6 +22,8 @@ pub struct Policy {
     pub reports: ReportPolicy,
     pub audit: AuditPolicy,
     pub scheduler: SchedulerPolicy,
+    /// `[[repositories]]`: where backups are kept, in order (see `storage::config`).
+    pub repositories: Vec<crate::storage::config::RepositoryEntry>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

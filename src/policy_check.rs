@@ -47,7 +47,14 @@ pub fn check(text: &str, origin: &str) -> CheckOutcome {
         }
     };
     let mut problems = Vec::new();
-    let schema = serde_json::to_value(Policy::default()).unwrap_or(Json::Null);
+    let mut schema = serde_json::to_value(Policy::default()).unwrap_or(Json::Null);
+    // The keys of a [[repositories]] entry (the default policy has no entry to show them).
+    if let Some(o) = schema.as_object_mut() {
+        o.insert(
+            "repositories".into(),
+            serde_json::json!([crate::storage::config::RepositoryEntry::schema_example()]),
+        );
+    }
     walk_table(text, doc.as_table(), &schema, "", &mut problems);
     let policy = match toml::from_str::<Policy>(text) {
         Ok(p) => Some(p),
@@ -268,6 +275,7 @@ fn semantic_checks(text: &str, root: &Table, out: &mut Vec<Problem>) {
             push(t, k, "audit.anchor_file", m);
         }
     }
+    repository_checks(root, &mut push);
     if let Some((t, k, v)) = str_at(root, &["reports", "textfile"]) {
         if !Path::new(v).parent().is_some_and(Path::is_dir) {
             push(
@@ -277,6 +285,44 @@ fn semantic_checks(text: &str, root: &Table, out: &mut Vec<Problem>) {
                 format!("the directory of {v} does not exist"),
             );
         }
+    }
+}
+
+/// `[[repositories]]`: each entry's problems (name, URL, S3 keys) and duplicate names,
+/// each at its key (or at the entry's `name`/`url` when the key is absent).
+fn repository_checks(root: &Table, push: &mut impl FnMut(&Table, &str, &str, String)) {
+    use crate::storage::config::{check_entries, RepositoryEntry};
+    let Some(arr) = root.get("repositories").and_then(Item::as_array_of_tables) else {
+        return;
+    };
+    let tables: Vec<&Table> = arr.iter().collect();
+    // Entries that do not even parse (types, unknown keys) are reported elsewhere; an
+    // empty entry stands in for them so indexes stay aligned.
+    let entries: Vec<RepositoryEntry> = tables
+        .iter()
+        .map(|t| {
+            toml::from_str(&t.to_string()).unwrap_or_else(|_| RepositoryEntry {
+                name: t
+                    .get("name")
+                    .and_then(Item::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                url: "/".into(),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let dir_set = root
+        .get("backup")
+        .and_then(Item::as_table)
+        .is_some_and(|b| b.contains_key("dir"));
+    for (i, key, message) in check_entries(&entries, dir_set) {
+        let t = tables[i];
+        let at = [key, "name", "url"]
+            .into_iter()
+            .find(|k| t.contains_key(k))
+            .unwrap_or(key);
+        push(t, at, &format!("repositories[{i}].{key}"), message);
     }
 }
 
@@ -341,5 +387,62 @@ mod tests {
             "{:?}",
             out.problems
         );
+    }
+}
+
+#[cfg(test)]
+mod repository_tests {
+    use super::check;
+
+    fn problems(text: &str) -> Vec<String> {
+        check(text, "p.toml")
+            .problems
+            .iter()
+            .map(|p| format!("{}:{} {} {}", p.line, p.column, p.key, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_good_set_of_repositories_is_clean() {
+        let text = "[[repositories]]\nname = \"fast\"\nurl = \"/tmp\"\n\n[repositories.retention]\nkeep_last = 2\n\n[[repositories]]\nname = \"offsite\"\nurl = \"s3://bkt/opsctl\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\npath_style = true\nregion = \"us-east-1\"\npart_size = \"8MiB\"\nconcurrency = 4\n\n[repositories.retention]\ndaily = 30\n";
+        let out = check(text, "p.toml");
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let p = out.policy.unwrap();
+        assert_eq!(p.repositories.len(), 2);
+        assert_eq!(p.repositories[0].retention.as_ref().unwrap().keep_last, 2);
+        assert_eq!(p.repositories[1].retention.as_ref().unwrap().daily, 30);
+    }
+
+    #[test]
+    fn every_repository_problem_is_listed_at_its_key() {
+        let text = "[backup]\ndir = \"/tmp\"\n\n[[repositories]]\nname = \"local\"\nurl = \"s3://b\"\npart_size = \"1MiB\"\nconcurrency = 0\n\n[[repositories]]\nname = \"x\"\nurl = \"ftp://h/p\"\n\n[[repositories]]\nname = \"x\"\nurl = \"/var/tmp\"\nendpoint = \"https://minio:9000\"\n\n[[repositories]]\nname = \"y\"\nurl = \"s3://b\"\nendpont = \"https://minio:9000\"\n\n[[repositories]]\nname = \"z\"\nurl = \"s3://b\"\n[repositories.retention]\ndayly = 3\n";
+        let all = problems(text);
+        let joined = all.join("\n");
+        for want in [
+            "5:1 repositories[0].name repository name \"local\" is taken by [backup] dir",
+            "7:1 repositories[0].part_size part_size 1.0 MiB is below the 5 MiB",
+            "8:1 repositories[0].concurrency concurrency must be at least 1",
+            "12:1 repositories[1].url repository URL \"ftp://h/p\": scheme \"ftp\" is not supported",
+            "15:1 repositories[2].name repository name \"x\" is used twice",
+            "17:1 repositories[2].endpoint `endpoint` is an S3 setting",
+            "22:1 repositories.endpont unknown key `endpont` in [repositories] (did you mean `endpoint`?)",
+            "28:1 repositories.retention.dayly unknown key `dayly` in [repositories.retention] (did you mean `daily`?)",
+        ] {
+            assert!(joined.contains(want), "missing {want:?} in\n{joined}");
+        }
+        assert_eq!(all.len(), 8, "{joined}");
+    }
+
+    #[test]
+    fn plain_http_needs_allow_http_and_a_name_is_required() {
+        let joined = problems(
+            "[[repositories]]\nurl = \"s3://b/p\"\nendpoint = \"http://127.0.0.1:9000\"\n",
+        )
+        .join("\n");
+        assert!(
+            joined.contains("2:1 repositories[0].name a repository needs a `name`"),
+            "{joined}"
+        );
+        assert!(joined.contains("3:1 repositories[0].endpoint endpoint \"http://127.0.0.1:9000\" is plain HTTP: set allow_http = true"), "{joined}");
     }
 }

@@ -7,6 +7,7 @@
 //! leaves nothing listed. The interface is synchronous (the sealed-file pipeline runs on
 //! blocking threads); the S3 kind drives its async client on a runtime of its own.
 
+pub mod config;
 pub mod local;
 pub mod sealed;
 
@@ -91,6 +92,9 @@ impl Location {
 pub struct Repository {
     pub name: String,
     pub location: Location,
+    /// The repository's own retention (`[repositories.retention]`); `None` = the policy's
+    /// `[backup.retention]`.
+    pub retention: Option<crate::policy::Retention>,
     backend: Box<dyn Backend>,
 }
 
@@ -123,20 +127,38 @@ pub trait Backend: Send + Sync {
 
 impl Repository {
     /// A repository from its URL (the name is what messages call it).
+    /// An S3 URL gets default S3 settings: [`resolve`] gives it a policy entry's.
     pub fn from_url(name: &str, url: &str) -> Result<Repository, Error> {
         let location = Location::parse(url)?;
+        Self::build(name, location, &config::S3Settings::default(), None)
+    }
+
+    /// A repository from a policy `[[repositories]]` entry (checked first).
+    pub fn from_entry(entry: &config::RepositoryEntry) -> Result<Repository, Error> {
+        let (location, settings) = entry.resolve()?;
+        Self::build(&entry.name, location, &settings, entry.retention.clone())
+    }
+
+    fn build(
+        name: &str,
+        location: Location,
+        settings: &config::S3Settings,
+        retention: Option<crate::policy::Retention>,
+    ) -> Result<Repository, Error> {
         let backend: Box<dyn Backend> = match &location {
             Location::Local(p) => Box::new(local::LocalBackend::new(p)),
             Location::S3 { .. } => {
+                let _ = settings;
                 return Err(Error::Config(format!(
                     "repository {name} ({}): S3 repositories are not available in this build",
                     location.display()
-                )))
+                )));
             }
         };
         Ok(Repository {
             name: name.to_string(),
             location,
+            retention,
             backend,
         })
     }
@@ -146,6 +168,7 @@ impl Repository {
         Repository {
             name: name.to_string(),
             location: Location::Local(dir.to_path_buf()),
+            retention: None,
             backend: Box::new(local::LocalBackend::new(dir)),
         }
     }
@@ -155,6 +178,7 @@ impl Repository {
         Repository {
             name: name.to_string(),
             location,
+            retention: None,
             backend,
         }
     }
@@ -235,24 +259,43 @@ impl Repository {
 }
 
 /// The repositories a policy configures, in order (the first is where new objects are
-/// written). Today's `[backup] dir` is the one-repository shorthand, named "local".
-/// (`[[repositories]]` entries are added here by the S3 work.)
+/// written): today's `[backup] dir` first when set (the one-repository shorthand, named
+/// "local"), then the `[[repositories]]` entries. Names must differ.
 pub fn from_policy(policy: &crate::policy::Policy) -> Result<Vec<Repository>, Error> {
+    let dir_set = policy.backup.dir.is_some();
+    if let Some((i, key, m)) = config::check_entries(&policy.repositories, dir_set)
+        .into_iter()
+        .next()
+    {
+        let name = &policy.repositories[i].name;
+        let who = if name.is_empty() {
+            format!("[[repositories]] entry {}", i + 1)
+        } else {
+            format!("repository {name:?}")
+        };
+        return Err(Error::Config(format!(
+            "policy: {who}, key `{key}`: {m} (opsctl policy check lists every problem)"
+        )));
+    }
     let mut out = Vec::new();
     if let Some(dir) = &policy.backup.dir {
         out.push(Repository::local("local", dir));
+    }
+    for e in &policy.repositories {
+        out.push(Repository::from_entry(e)?);
     }
     Ok(out)
 }
 
 /// The repository a `--repo URL|NAME` argument names: a policy repository by name, else
-/// a URL; without the argument, the policy's first repository.
+/// a URL (an `s3://` URL takes its S3 settings from the first policy entry of the same
+/// bucket, else the defaults); without the argument, the policy's first repository.
 pub fn resolve(arg: Option<&str>, policy: &crate::policy::Policy) -> Result<Repository, Error> {
     let mut repos = from_policy(policy)?;
     match arg {
         Some(a) => match repos.iter().position(|r| r.name == a) {
             Some(i) => Ok(repos.swap_remove(i)),
-            None => Repository::from_url(a, a),
+            None => from_url_with_policy(a, policy),
         },
         None => repos.into_iter().next().ok_or_else(|| {
             Error::Config(
@@ -261,6 +304,34 @@ pub fn resolve(arg: Option<&str>, policy: &crate::policy::Policy) -> Result<Repo
             )
         }),
     }
+}
+
+/// A repository from a URL given on the command line, named by the URL.
+fn from_url_with_policy(url: &str, policy: &crate::policy::Policy) -> Result<Repository, Error> {
+    let location = Location::parse(url).map_err(|e| match e {
+        Error::Config(m) => Error::Config(format!(
+            "--repo: no policy repository is named {url:?}, and {m}"
+        )),
+        e => e,
+    })?;
+    let settings = match &location {
+        Location::S3 { bucket, .. } => s3_settings_for_bucket(bucket, policy),
+        Location::Local(_) => config::S3Settings::default(),
+    };
+    Repository::build(url, location, &settings, None)
+}
+
+/// The S3 settings of the first policy entry on `bucket`, else the defaults.
+pub fn s3_settings_for_bucket(bucket: &str, policy: &crate::policy::Policy) -> config::S3Settings {
+    policy
+        .repositories
+        .iter()
+        .find(|e| {
+            matches!(Location::parse(&e.url), Ok(Location::S3 { bucket: b, .. }) if b == bucket)
+                && e.problems().is_empty()
+        })
+        .map(config::RepositoryEntry::s3_settings)
+        .unwrap_or_default()
 }
 
 /// Keys are relative and never climb out of the repository.
@@ -315,5 +386,77 @@ mod tests {
             assert!(check_key(bad).is_err(), "{bad}");
         }
         assert!(check_key("db/x.opsbak").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    #[test]
+    fn the_dir_shorthand_comes_first_then_the_entries_in_order() {
+        let p = Policy::parse(
+            "[backup]\ndir = \"/srv/b\"\n\n[[repositories]]\nname = \"two\"\nurl = \"file:///srv/two\"\n[repositories.retention]\nkeep_last = 9\n\n[[repositories]]\nname = \"three\"\nurl = \"/srv/three\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        let repos = from_policy(&p).unwrap();
+        let names: Vec<_> = repos.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["local", "two", "three"]);
+        assert_eq!(repos[1].display(), "/srv/two");
+        assert_eq!(repos[1].retention.as_ref().unwrap().keep_last, 9);
+        assert!(repos[0].retention.is_none());
+        assert_eq!(resolve(None, &p).unwrap().name, "local");
+        assert_eq!(resolve(Some("three"), &p).unwrap().display(), "/srv/three");
+        let by_url = resolve(Some("/srv/other"), &p).unwrap();
+        assert_eq!(
+            (by_url.name.as_str(), by_url.display()),
+            ("/srv/other", "/srv/other".into())
+        );
+        let e = resolve(Some("nosuch://x"), &p).unwrap_err().to_string();
+        assert!(
+            e.contains("no policy repository is named \"nosuch://x\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_entry_or_a_duplicate_name_is_a_configuration_error() {
+        let p = Policy::parse(
+            "[[repositories]]\nname = \"a\"\nurl = \"/x\"\n[[repositories]]\nname = \"a\"\nurl = \"/y\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        let e = from_policy(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("repository \"a\", key `name`: repository name \"a\" is used twice"),
+            "{e}"
+        );
+        let p = Policy::parse(
+            "[[repositories]]\nname = \"a\"\nurl = \"s3://b\"\nconcurrency = 0\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert!(matches!(from_policy(&p), Err(Error::Config(_))));
+        let e = resolve(None, &Policy::default()).unwrap_err().to_string();
+        assert!(e.contains("no repository"), "{e}");
+    }
+
+    #[test]
+    fn an_s3_url_takes_the_settings_of_the_policy_entry_on_its_bucket() {
+        let p = Policy::parse(
+            "[[repositories]]\nname = \"off\"\nurl = \"s3://bkt/a\"\nendpoint = \"http://127.0.0.1:9\"\nallow_http = true\npart_size = \"6MiB\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        let s = s3_settings_for_bucket("bkt", &p);
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(s.part_size, 6 << 20);
+        assert!(s.allow_http);
+        assert_eq!(
+            s3_settings_for_bucket("other", &p),
+            config::S3Settings::default()
+        );
     }
 }
