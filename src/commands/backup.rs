@@ -756,9 +756,10 @@ struct TempOutcome {
 
 /// The retention of repository `name`: its own `[repositories.retention]`, else
 /// `[backup.retention]`.
-fn retention_for(name: &str, policy: &Policy) -> crate::policy::Retention {
-    let _ = name;
-    policy.backup.retention.clone()
+fn retention_for(r: &Repository, policy: &Policy) -> crate::policy::Retention {
+    r.retention
+        .clone()
+        .unwrap_or_else(|| policy.backup.retention.clone())
 }
 
 async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
@@ -780,7 +781,7 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
     };
     let mut outs = Vec::new();
     for r in &repos {
-        let retention = retention_for(&r.name, &policy);
+        let retention = retention_for(r, &policy);
         let mut out = prune_one(r, retention, a.dry_run, conn.as_ref()).await?;
         if several {
             out.repository = Some(r.name.clone());
