@@ -297,3 +297,91 @@ fn prune_applies_each_repositorys_retention_and_health_judges_each_repository() 
         .unwrap();
     assert_eq!(first_check["state"], "OK", "{h}");
 }
+
+/// Trades every hour of January and February 2025 (and a day of March), months made.
+fn archive_db(tag: &str) -> crate::common::TestDb {
+    let db = crate::common::TestDb::with_schema(tag);
+    db.sql(
+        "INSERT INTO users (username, email) VALUES ('ann', 'ann@example.com');
+         INSERT INTO trades (id, user_id, symbol, side, quantity, entry_price, exit_price, entry_time)
+         SELECT 't' || g, 1, 'BTC', 'buy', 1, 100 + g, 101 + g,
+                timestamp '2025-01-01' + g * interval '1 hour'
+           FROM generate_series(0, 1439) g",
+    );
+    db.opsctl().args(["partition", "ensure"]).run().success();
+    db
+}
+
+#[cfg(feature = "test-hooks")]
+#[test]
+fn archive_exports_go_to_a_file_url_repository_verified_by_reading_back() {
+    let db = archive_db("repos_archive");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    crate::common::opsctl()
+        .args(["backup", "keygen", "--out"])
+        .arg(&key)
+        .run()
+        .success();
+    let repo = dir.path().join("exports");
+    let url = format!("file://{}", repo.display());
+    let archive = |extra: &[&str], corrupt: bool| {
+        let mut c = db.opsctl();
+        c.env("OPSCTL_KEY_FILE", &key).args([
+            "archive",
+            "--before",
+            "2025-03-01",
+            "--format",
+            "json",
+            "--export-dir",
+            &url,
+        ]);
+        if corrupt {
+            c.env("OPSCTL_TEST_CORRUPT_EXPORT", "1");
+        }
+        c.args(extra).run()
+    };
+    let jan = db.sql("SELECT count(*) FROM trades WHERE entry_time < '2025-02-01'");
+    // A month whose object does not read back is neither recorded nor dropped, and its
+    // object is not left in the repository.
+    let bad = archive(&["--drop-after-export"], true);
+    assert_eq!(bad.code, 1, "{}", bad.all());
+    assert!(bad.all().contains("did not verify"), "{}", bad.all());
+    assert_eq!(
+        db.sql("SELECT to_regclass('archive.trades_p2025_01') IS NOT NULL"),
+        "t"
+    );
+    let left: Vec<_> = std::fs::read_dir(&repo)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+
+    let run = archive(&["--drop-after-export"], false).success();
+    let j = run.json();
+    let months = j["export"]["months"].as_array().unwrap();
+    assert_eq!(months.len(), 2, "{}", run.all());
+    assert!(months
+        .iter()
+        .all(|m| m["verified"] == true && m["dropped"] == true));
+    let file = repo.join("public.trades_p2025_01.opsarc");
+    assert!(file.is_file());
+    assert_eq!(
+        db.sql("SELECT to_regclass('archive.trades_p2025_01') IS NOT NULL"),
+        "f"
+    );
+    // Back from the repository by name.
+    let back = db
+        .opsctl()
+        .env("OPSCTL_KEY_FILE", &key)
+        .args([
+            "archive",
+            "restore",
+            "public.trades_p2025_01.opsarc",
+            "--repo",
+            &url,
+        ])
+        .run()
+        .success();
+    assert!(back.stdout.contains("(verified)"), "{}", back.all());
+    assert_eq!(db.sql("SELECT count(*) FROM archive.trades_p2025_01"), jan);
+}
