@@ -16,5 +16,7 @@ mod oplog;
 mod partition;
 mod reports;
 mod restore_signals;
+#[cfg(feature = "test-hooks")]
+mod s3;
 mod schedule;
 mod secrets;
