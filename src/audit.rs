@@ -783,58 +783,73 @@ pub struct BackupEvidence {
 /// trusted: one that disagrees with its manifest is a problem, a missing one is fine.
 pub async fn recorded_by_backups(
     client: &Client,
-    dir: &std::path::Path,
+    repository: &crate::storage::Repository,
     keys: &[crate::backup::keys::KeyMaterial],
 ) -> Result<BackupEvidence, Error> {
-    use crate::backup::{repo, verify};
-    if !dir.is_dir() {
-        return Err(Error::Config(format!(
-            "backup directory {} does not exist (give the --dir of `backup create`)",
-            dir.display()
-        )));
+    use crate::backup::{repo, store, verify};
+    let local = store::local_dir(repository).map(|d| d.to_path_buf());
+    if let Some(dir) = &local {
+        if !dir.is_dir() {
+            return Err(Error::Config(format!(
+                "backup directory {} does not exist (give the --dir of `backup create`)",
+                dir.display()
+            )));
+        }
     }
     let database: String = client
         .query_one(CURRENT_DATABASE, &[])
         .await
         .map_err(Error::db)?
         .get(0);
-    let dbdir = repo::db_dir(dir, &database);
-    let mut files = Vec::new();
-    match std::fs::read_dir(&dbdir) {
-        Ok(rd) => {
-            for e in rd {
-                let p = e
-                    .map_err(Error::io(format!("cannot read {}", dbdir.display())))?
-                    .path();
-                let name = p.file_name().unwrap_or_default().to_string_lossy();
-                if !name.starts_with('.') && name.ends_with(&format!(".{}", repo::EXT)) {
-                    files.push(p);
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("cannot read {}", dbdir.display()))(e)),
-    }
+    let prefix = format!("{}/", repo::sanitize(&database));
+    // Every backup object of this database, listed or not (a summary is not trusted).
+    let mut files: Vec<String> = repository
+        .list(&prefix)?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| {
+            let name = k.rsplit('/').next().unwrap_or(k);
+            k.matches('/').count() == 1
+                && !name.starts_with('.')
+                && name.ends_with(&format!(".{}", repo::EXT))
+        })
+        .collect();
     files.sort();
+    let dir = match &local {
+        Some(d) => repo::db_dir(d, &database),
+        None => std::path::PathBuf::from(format!("{}/{prefix}", repository.display())),
+    };
     let mut out = BackupEvidence {
-        dir: dbdir.clone(),
+        dir,
         backups: files.len(),
         seals: Vec::new(),
         problems: Vec::new(),
     };
-    for path in files {
+    for key in files {
+        let fetched = match store::fetch(repository, &key) {
+            Ok(f) => f,
+            Err(e) => {
+                out.problems.push(Problem::BackupUnreadable {
+                    backup: store::display_path(repository, &key).display().to_string(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let path = fetched.path.clone();
+        let shown = store::display_path(repository, &key);
         let (opened, _file) = match verify::authenticate(&path, keys, &()) {
             Ok(o) => o,
             Err(f) => {
                 out.problems.push(Problem::BackupUnreadable {
-                    backup: path.display().to_string(),
+                    backup: shown.display().to_string(),
                     reason: f.message,
                 });
                 continue;
             }
         };
         let m = &opened.manifest;
-        let backup = format!("{} ({})", m.id, path.display());
+        let backup = format!("{} ({})", m.id, shown.display());
         if repo::summary_path(&path).exists() {
             let reason = match repo::read_summary(&path) {
                 Ok(s) => s.mismatches(m).join("; "),
@@ -860,7 +875,7 @@ pub async fn recorded_by_backups(
         out.problems.push(Problem::NothingRecorded {
             source: format!(
                 "the backups of this database under {} ({} found)",
-                dbdir.display(),
+                out.dir.display(),
                 out.backups
             ),
         });

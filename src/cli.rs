@@ -411,6 +411,10 @@ pub struct BackupDirArgs {
     /// Backup directory (backups go to DIR/<database>/). Default: [backup] dir of the policy.
     #[arg(long, env = "OPSCTL_BACKUP_DIR")]
     pub dir: Option<PathBuf>,
+    /// Repository: a policy [[repositories]] name, a path, file:///path or
+    /// s3://bucket/prefix (instead of --dir). Default: every repository of the policy.
+    #[arg(long, value_name = "URL|NAME", env = "OPSCTL_REPO")]
+    pub repo: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -439,6 +443,26 @@ pub enum BackupCommand {
     /// Adds (or with --replace, replaces) a key that opens a backup, without re-encrypting it.
     #[command(after_long_help = crate::help::BACKUP_REKEY)]
     Rekey(BackupRekeyArgs),
+    /// Copies one backup (with its summary and status) to another repository, verified by
+    /// reading the copy back (no key needed).
+    Copy(BackupCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupCopyArgs {
+    /// The backup id (found in --repo/--dir, else in the policy's repositories).
+    #[arg(value_name = "ID")]
+    pub backup: String,
+    /// The repository to copy to: a [[repositories]] name or a URL (path, file:///path,
+    /// s3://bucket/prefix).
+    #[arg(long, value_name = "NAME|URL")]
+    pub to: String,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub dir: BackupDirArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -736,10 +760,12 @@ pub struct ArchiveArgs {
     /// (e.g. 90, 60s, 5m, 1h30m); 0 refuses at once.
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = duration_arg)]
     pub lock_wait: std::time::Duration,
-    /// Also write each archived month as an encrypted, compressed file in DIR (backup
-    /// container format), verified by reading it back. Default: [archive] export_dir.
-    #[arg(long, value_name = "DIR", env = "OPSCTL_ARCHIVE_EXPORT_DIR")]
-    pub export_dir: Option<PathBuf>,
+    /// Also write each archived month as an encrypted, compressed file in DIR or a
+    /// repository (a path, file:///path, s3://bucket/prefix or a [[repositories]] name; the
+    /// backup container format), verified by reading it back from there. Default:
+    /// [archive] export_repo, else [archive] export_dir.
+    #[arg(long, value_name = "DIR|URL", env = "OPSCTL_ARCHIVE_EXPORT_DIR")]
+    pub export_dir: Option<String>,
     /// Drop each exported month from the database, only after its file verified.
     #[arg(long)]
     pub drop_after_export: bool,
@@ -757,9 +783,14 @@ pub enum ArchiveCommand {
 
 #[derive(Debug, Args)]
 pub struct ArchiveRestoreArgs {
-    /// The export file (written by `opsctl archive --export-dir`).
+    /// The export file (written by `opsctl archive --export-dir`); with --repo, its name
+    /// in that repository (e.g. public.trades_2024_01.opsarc).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    /// Read FILE from this repository (a URL or a [[repositories]] name) instead of a
+    /// local path.
+    #[arg(long, value_name = "URL|NAME")]
+    pub repo: Option<String>,
     #[command(flatten)]
     pub connect: ConnectArgs,
     #[command(flatten)]
@@ -881,11 +912,12 @@ pub struct AuditVerifyArgs {
     /// backup manifest) that must be part of the chain; repeatable.
     #[arg(long, value_name = "HASH", value_parser = parse_seal_hash)]
     pub expect_hash: Vec<String>,
-    /// A backup directory (`backup create --dir`): every audit seal recorded in the sealed
-    /// manifests of this database's backups under DIR/<database>/ must still be in the
-    /// chain, unchanged (needs the backup key; at least one backup must record a seal).
-    #[arg(long, value_name = "DIR")]
-    pub backups: Option<std::path::PathBuf>,
+    /// A backup directory (`backup create --dir`) or repository (URL or policy name):
+    /// every audit seal recorded in the sealed manifests of this database's backups under
+    /// <database>/ must still be in the chain, unchanged (needs the backup key; at least
+    /// one backup must record a seal).
+    #[arg(long, value_name = "DIR|URL|NAME")]
+    pub backups: Option<String>,
     /// An anchor file (`[audit] anchor_file`, written by `audit seal`): every seal it
     /// records must still be in the chain, unchanged.
     #[arg(long, value_name = "FILE")]

@@ -136,6 +136,9 @@ pub struct ArchivePolicy {
     pub age: Option<String>,
     pub export_dir: Option<PathBuf>,
     pub batch_size: Option<u32>,
+    /// Where exports go as a repository (URL or [[repositories]] name); wins over
+    /// export_dir.
+    pub export_repo: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

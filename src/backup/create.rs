@@ -1,13 +1,13 @@
 //! `backup create`: pg_dump (custom format, its compression off, in an exported
 //! REPEATABLE READ snapshot) → zstd, gzip or nothing (`[backup] compression`) on its own
-//! thread → chunked AES-256-GCM → a 0600 temporary file in the target directory → fsync
-//! → rename. The manifest is computed in the same snapshot while pg_dump runs (the
+//! thread → chunked AES-256-GCM → the repository's sink (a locked 0600 temporary file
+//! fsynced and renamed into place, or an upload completed at the end; see
+//! [`crate::storage`]); the summary is written last, through the same repository. The manifest is computed in the same snapshot while pg_dump runs (the
 //! sequences just before it starts; the tables' row counts and checksums from pg_dump's
 //! stream itself, see [`super::dumpscan`]) and sealed as the container's trailer.
 
-use std::fs::File;
-use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, OnceLock};
@@ -20,9 +20,10 @@ use super::compress::Compression;
 use super::format::{self, Writer};
 use super::keys::KeyMaterial;
 use super::manifest::{self, Manifest, Summary};
-use super::{bookkeeping, dumpscan, pgdump, repo, Progress};
+use super::{bookkeeping, dumpscan, pgdump, repo, store, Progress};
 use crate::db::{self, ConnSettings};
 use crate::error::Error;
+use crate::storage::{Repository, Sink};
 
 const BUF: usize = 256 * 1024;
 
@@ -34,6 +35,18 @@ pub struct Created {
     pub summary: Summary,
     /// Where the status was recorded besides the directory (or why not).
     pub bookkeeping: String,
+}
+
+/// Removes the temporary file of a local repository's sink when the create future is
+/// dropped (a signal); after the commit there is none, and removing nothing is harmless.
+struct Unfinished(Option<PathBuf>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// Stops pg_dump unless disarmed (success, or the future was dropped on a signal); the
@@ -58,7 +71,7 @@ struct Piped {
     dump_bytes: u64,
     compressed_bytes: u64,
     sha256: String,
-    writer: Writer<BufWriter<File>>,
+    writer: Writer<Box<dyn Sink>>,
 }
 
 /// Sends compressed bytes to the encrypting thread in ~256 KiB pieces.
@@ -133,7 +146,7 @@ fn compress(
 }
 
 /// Thread 2 (the caller): encrypt what arrives and write it.
-fn encrypt(rx: Receiver<Vec<u8>>, writer: &mut Writer<BufWriter<File>>) -> std::io::Result<u64> {
+fn encrypt(rx: Receiver<Vec<u8>>, writer: &mut Writer<Box<dyn Sink>>) -> std::io::Result<u64> {
     let mut n = 0u64;
     for b in rx {
         writer.write_all(&b)?;
@@ -144,7 +157,7 @@ fn encrypt(rx: Receiver<Vec<u8>>, writer: &mut Writer<BufWriter<File>>) -> std::
 
 fn pipeline(
     stdout: std::process::ChildStdout,
-    mut writer: Writer<BufWriter<File>>,
+    mut writer: Writer<Box<dyn Sink>>,
     progress: Arc<dyn Progress>,
     compression: Compression,
 ) -> Result<Piped, Error> {
@@ -184,12 +197,12 @@ fn collect_stderr(mut s: std::process::ChildStderr) -> std::thread::JoinHandle<S
     })
 }
 
-/// Runs a backup of the database `settings` points at into `dir/<database>/`. As soon as
+/// Runs a backup of the database `settings` points at into `<database>/` of `repository`. As soon as
 /// the backup is complete and listed (file and summary in place), its id and path are put
 /// in `written`, so a caller that drops this future (on a signal) can say what is on disk.
 pub async fn create(
     settings: &ConnSettings,
-    dir: &Path,
+    repository: &Repository,
     keys: Vec<KeyMaterial>,
     progress: Arc<dyn Progress>,
     lock_wait: Duration,
@@ -203,7 +216,7 @@ pub async fn create(
     let result = create_locked(
         &conn,
         settings,
-        dir,
+        repository,
         keys,
         progress,
         &tools,
@@ -219,7 +232,7 @@ pub async fn create(
 async fn create_locked(
     conn: &db::Connection,
     settings: &ConnSettings,
-    dir: &Path,
+    repository: &Repository,
     keys: Vec<KeyMaterial>,
     progress: Arc<dyn Progress>,
     tools: &pgdump::PgTools,
@@ -265,21 +278,31 @@ async fn create_locked(
         }
     };
 
-    let dbdir = repo::db_dir(dir, &database);
-    std::fs::create_dir_all(&dbdir)
-        .map_err(Error::io(format!("cannot create {}", dbdir.display())))?;
-    repo::remove_stale_temps(&dbdir);
+    if let Some(dir) = store::local_dir(repository) {
+        let dbdir = repo::db_dir(dir, &database);
+        std::fs::create_dir_all(&dbdir)
+            .map_err(Error::io(format!("cannot create {}", dbdir.display())))?;
+        repo::remove_stale_temps(&dbdir);
+    }
     let id = repo::new_id(started_at);
-    let path = repo::backup_path(dir, &database, &id);
-    // Locked while this run lives: `backup prune` leaves it alone until then.
-    let tmp = crate::fsutil::TempFile::create(&path, 0o600)?;
+    let key = store::object_key(&database, &id);
+    let path = store::display_path(repository, &key);
+    // Locked while this run lives (`backup prune` leaves it alone until then); removed at
+    // once if this future is dropped (a signal), not only when the writer thread ends.
+    let sink = match repository.create(&key) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = conn.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    };
+    let _unfinished = Unfinished(
+        repository
+            .local_path(&key)
+            .map(|p| crate::fsutil::temp_path(&p)),
+    );
     let mut cleanup = Cleanup { pid: None };
-    let file = tmp.try_clone()?;
-    let writer = Writer::new(
-        BufWriter::with_capacity(1 << 20, file),
-        &keys,
-        compression.codec.backup_content(),
-    )?;
+    let writer = Writer::new(sink, &keys, compression.codec.backup_content())?;
     drop(keys);
     let key_ids = writer.header().key_ids();
 
@@ -372,17 +395,12 @@ async fn create_locked(
     let trailer = serde_json::to_vec(&m).expect("manifest serialises");
     let writer = piped.writer;
     let file_bytes = tokio::task::spawn_blocking(move || -> Result<u64, Error> {
-        let (bw, n) = writer.finish(&trailer)?;
-        let f = bw
-            .into_inner()
-            .map_err(|e| Error::io("cannot write the backup file")(e.into_error()))?;
-        f.sync_all()
-            .map_err(Error::io("cannot fsync the backup file"))?;
+        let (sink, n) = writer.finish(&trailer)?;
+        sink.commit()?;
         Ok(n)
     })
     .await
     .map_err(|e| Error::Other(format!("backup pipeline failed: {e}")))??;
-    tmp.persist()?;
 
     let summary = Summary {
         summary_version: 1,
@@ -409,9 +427,10 @@ async fn create_locked(
         compression: compression.codec,
         compression_level: compression.recorded_level(),
     };
-    if let Err(e) = repo::write_summary(&path, &summary) {
+    let text = serde_json::to_string_pretty(&summary).expect("summary serialises") + "\n";
+    if let Err(e) = repository.put(&store::summary_key(&key), text.as_bytes()) {
         // Without its summary the file is not a listed backup: remove it.
-        let _ = std::fs::remove_file(&path);
+        let _ = repository.delete(&key);
         return Err(e);
     }
     let _ = written.set((id.clone(), path.clone()));

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod pgdump;
 pub mod repo;
 pub mod restore;
+pub mod store;
 pub mod verify;
 
 /// Progress reporting for long byte streams; a no-op unless the caller installs a bar.

@@ -53,6 +53,12 @@ pub struct Entry {
     pub summary: Summary,
     pub path: PathBuf,
     pub status: Status,
+    /// The repositories holding a copy (filled in when several are listed together).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<String>,
+    /// The object's key in its repository (`<database>/<id>.opsbak`).
+    #[serde(skip)]
+    pub key: String,
 }
 
 pub fn db_dir(dir: &Path, database: &str) -> PathBuf {
@@ -170,10 +176,19 @@ pub fn list_db_dir(dbdir: &Path) -> Result<Vec<Entry>, Error> {
             tracing::debug!("{} has no summary: incomplete, not listed", path.display());
             continue;
         };
+        let key = format!(
+            "{}/{name}",
+            dbdir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
         out.push(Entry {
             status: read_status(&path),
             summary,
             path,
+            repositories: Vec::new(),
+            key,
         });
     }
     out.sort_by(|a, b| {

@@ -73,13 +73,28 @@ pub async fn run(args: ArchiveArgs) -> u8 {
         Ok(mut v) => v.remove(0),
         Err(e) => return fail(e),
     };
-    let export_dir = args
+    let export_target = args
         .export_dir
         .clone()
-        .or_else(|| policy.archive.export_dir.clone());
+        .or_else(|| policy.archive.export_repo.clone())
+        .or_else(|| {
+            policy
+                .archive
+                .export_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+        });
+    let export_dir = match export_target
+        .as_deref()
+        .map(|t| crate::storage::resolve(Some(t), &policy))
+        .transpose()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
     if args.drop_after_export && export_dir.is_none() {
         return fail(Error::Config(
-            "--drop-after-export needs --export-dir DIR (or [archive] export_dir in the policy): \
+            "--drop-after-export needs --export-dir DIR|URL (or [archive] export_repo / export_dir in the policy): \
              a month is only dropped after its export verified"
                 .into(),
         ));
@@ -293,7 +308,24 @@ async fn restore_cmd(args: ArchiveRestoreArgs) -> u8 {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
-    if !args.file.is_file() {
+    // From a repository: the object is read once into a private 0600 file, then restored
+    // from there exactly as a local file.
+    let fetched = match &args.repo {
+        Some(r) => {
+            let key = args.file.to_string_lossy().into_owned();
+            match crate::storage::resolve(Some(r), &policy)
+                .and_then(|repo| crate::backup::store::fetch(&repo, &key))
+            {
+                Ok(f) => Some(f),
+                Err(e) => return fail(e),
+            }
+        }
+        None => None,
+    };
+    let file = fetched
+        .as_ref()
+        .map_or_else(|| args.file.clone(), |f| f.path.clone());
+    if !file.is_file() {
         return fail(Error::Config(format!(
             "{} is not a file: give the path of an exported month (*.{})",
             args.file.display(),
@@ -308,7 +340,7 @@ async fn restore_cmd(args: ArchiveRestoreArgs) -> u8 {
         let conn = db::connect(&settings).await?;
         partition::prepare_session(&conn).await?;
         partition::set_actor(&conn, RESTORE_ACTOR).await?;
-        export::restore(&conn, &args.file, &keys, &Notices).await
+        export::restore(&conn, &file, &keys, &Notices).await
     }
     .await;
     match res {

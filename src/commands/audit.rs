@@ -188,7 +188,8 @@ async fn recorded_outside(
         let policy = load_policy(&args.policy)?;
         let keys = super::backup::load_keys(&args.keys, &policy)
             .map_err(|e| Error::Config(format!("{e:#} (--backups reads the sealed manifests)")))?;
-        let ev = audit::recorded_by_backups(conn, dir, &keys).await?;
+        let repo = crate::storage::resolve(Some(dir), &policy)?;
+        let ev = audit::recorded_by_backups(conn, &repo, &keys).await?;
         recorded.extend(ev.seals);
         problems.extend(ev.problems);
     }

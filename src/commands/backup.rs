@@ -14,12 +14,13 @@ use super::{
     conn_settings, load_policy, print, print_error, stderr_is_terminal, EXIT_FAILURE, EXIT_OK,
 };
 use crate::backup::keys::{self, KeyMaterial, KeySources};
-use crate::backup::{bookkeeping, create, repo, verify, Progress};
+use crate::backup::{bookkeeping, create, repo, store, verify, Progress};
 use crate::cli::{
-    BackupArgs, BackupCommand, BackupCreateArgs, BackupDirArgs, BackupListArgs, BackupPruneArgs,
-    BackupRekeyArgs, BackupVerifyArgs, ConnectArgs, Format, KeyArgs,
+    BackupArgs, BackupCommand, BackupCopyArgs, BackupCreateArgs, BackupDirArgs, BackupListArgs,
+    BackupPruneArgs, BackupRekeyArgs, BackupVerifyArgs, ConnectArgs, Format, KeyArgs,
 };
 use crate::policy::Policy;
+use crate::storage::{self, Repository};
 use crate::text;
 
 pub async fn run(args: BackupArgs) -> u8 {
@@ -30,6 +31,7 @@ pub async fn run(args: BackupArgs) -> u8 {
         BackupCommand::Verify(a) => verify_cmd(a).await,
         BackupCommand::Prune(a) => prune(a).await,
         BackupCommand::Rekey(a) => rekey(a),
+        BackupCommand::Copy(a) => copy_cmd(a),
     };
     finish(r)
 }
@@ -59,22 +61,67 @@ pub fn load_keys(args: &KeyArgs, policy: &Policy) -> anyhow::Result<Vec<KeyMater
     Ok(sources.load()?)
 }
 
-/// The backup directory: --dir / OPSCTL_BACKUP_DIR, else the policy's [backup] dir.
-pub fn backup_dir(args: &BackupDirArgs, policy: &Policy) -> anyhow::Result<PathBuf> {
-    args.dir
-        .clone()
-        .or_else(|| policy.backup.dir.clone())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no backup directory: pass --dir DIR (or OPSCTL_BACKUP_DIR, or [backup] dir in the policy)"
-            )
-        })
+/// The repositories a command works on: `--repo URL|NAME` (one), else `--dir` /
+/// OPSCTL_BACKUP_DIR (one directory), else every repository of the policy (`[[repositories]]`
+/// or `[backup] dir`), the first being where new backups are written.
+pub fn repositories(args: &BackupDirArgs, policy: &Policy) -> anyhow::Result<Vec<Repository>> {
+    if let Some(r) = &args.repo {
+        return Ok(vec![storage::resolve(Some(r), policy)?]);
+    }
+    if let Some(d) = &args.dir {
+        return Ok(vec![Repository::local("local", d)]);
+    }
+    let repos = storage::from_policy(policy)?;
+    if repos.is_empty() {
+        anyhow::bail!(
+            "no backup directory: pass --dir DIR or --repo URL|NAME (or OPSCTL_BACKUP_DIR, or \
+             [backup] dir / [[repositories]] in the policy)"
+        );
+    }
+    Ok(repos)
 }
 
-/// Resolves FILE|ID; the directory is optional when FILE is a path.
-pub fn resolve_backup(arg: &str, dir: &BackupDirArgs, policy: &Policy) -> anyhow::Result<PathBuf> {
-    let d = dir.dir.clone().or_else(|| policy.backup.dir.clone());
-    Ok(repo::resolve(arg, d.as_deref())?)
+/// A backup named on the command line: a file given by path, or the copies of an id in
+/// the repositories (repository index, key), in repository order.
+pub struct Located {
+    pub repos: Vec<Repository>,
+    pub file: Option<PathBuf>,
+    pub copies: Vec<(usize, String)>,
+}
+
+impl Located {
+    /// The file a reader works on: the given path, or the first copy fetched.
+    pub fn fetch_first(&self) -> anyhow::Result<(store::Fetched, Option<(usize, String)>)> {
+        if let Some(f) = &self.file {
+            return Ok((store::Fetched::file(f), None));
+        }
+        let (i, key) = self.copies[0].clone();
+        Ok((store::fetch(&self.repos[i], &key)?, Some((i, key))))
+    }
+}
+
+/// Resolves FILE|ID: an existing path is a file; otherwise an id in the repositories.
+pub fn locate(arg: &str, dir: &BackupDirArgs, policy: &Policy) -> anyhow::Result<Located> {
+    let p = Path::new(arg);
+    if p.is_file() {
+        return Ok(Located {
+            repos: Vec::new(),
+            file: Some(p.to_path_buf()),
+            copies: Vec::new(),
+        });
+    }
+    let repos = match repositories(dir, policy) {
+        Ok(r) => r,
+        Err(_) => anyhow::bail!(
+            "{arg} is not a file; to look up a backup id, give --dir DIR or --repo URL|NAME"
+        ),
+    };
+    let copies = store::find(arg, &repos)?;
+    Ok(Located {
+        repos,
+        file: None,
+        copies,
+    })
 }
 
 /// A byte progress bar on a terminal, nothing otherwise.
@@ -120,13 +167,13 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
             Err(e) => return Ok(super::partition::fail(e)),
         };
     let settings = conn_settings(&a.connect)?;
-    let dir = backup_dir(&a.dir, &policy)?;
+    let repos = repositories(&a.dir, &policy)?;
     let keys = load_keys(&a.keys, &policy)?;
     let pb = progress("dumping");
     let written = std::sync::OnceLock::new();
     let fut = create::create(
         &settings,
-        &dir,
+        &repos[0],
         keys,
         pb.clone(),
         a.lock_wait,
@@ -151,16 +198,26 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
         _ = term.recv() => return Err(stopped("terminated")),
     };
     drop(pb);
+    // Each other repository gets a verified copy of this backup, and of any earlier one
+    // whose copy failed before (newer than the newest it holds).
+    let copies = tokio::task::block_in_place(|| copy_to_others(&repos, &created.summary.database));
     super::note_result(format!(
-        "backup {} of {} ({}, {}) written to {}",
+        "backup {} of {} ({}, {}) written to {}{}",
         created.summary.id,
         created.summary.database,
         crate::text::plural(created.summary.tables, "table"),
         crate::text::plural(created.summary.rows, "row"),
-        created.path.display()
+        created.path.display(),
+        copies_note(&copies)
     ));
     if a.output.format == Format::Json {
-        print(&(serde_json::to_string_pretty(&created)? + "\n"));
+        let mut v = serde_json::to_value(&created)?;
+        if repos.len() > 1 {
+            v["repository"] = repos[0].name.clone().into();
+            v["copies"] = serde_json::to_value(&copies)?;
+        }
+        print(&(serde_json::to_string_pretty(&v)? + "\n"));
+        warn_copies(&copies);
     } else {
         let s = &created.summary;
         print(&format!(
@@ -181,8 +238,113 @@ async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
                 .unwrap_or_else(|| "none (no audit seal yet)".into()),
             created.bookkeeping
         ));
+        for c in copies.iter().filter(|c| c.ok) {
+            print(&format!(
+                "  copied {} to repository {} ({}), verified by reading it back\n",
+                c.id, c.repository, c.url
+            ));
+        }
+        warn_copies(&copies);
     }
     Ok(EXIT_OK)
+}
+
+/// One copy to another repository made by `backup create` (or why it failed).
+#[derive(Debug, serde::Serialize)]
+pub struct CopyOutcome {
+    pub repository: String,
+    pub url: String,
+    pub id: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Copies the backups of `database` that the first repository holds and each other one
+/// lacks (see [`store::missing`]), each verified by reading it back.
+fn copy_to_others(repos: &[Repository], database: &str) -> Vec<CopyOutcome> {
+    let mut out = Vec::new();
+    let Some((first, others)) = repos.split_first() else {
+        return out;
+    };
+    for to in others {
+        let fail = |id: String, e: String| CopyOutcome {
+            repository: to.name.clone(),
+            url: to.display(),
+            id,
+            ok: false,
+            bytes: None,
+            error: Some(e),
+        };
+        let keys = match store::missing(first, to, database) {
+            Ok(k) => k,
+            Err(e) => {
+                out.push(fail("-".into(), e.to_string()));
+                continue;
+            }
+        };
+        for key in keys {
+            let id = key_id(&key);
+            match store::copy(first, to, &key) {
+                Ok(c) => out.push(CopyOutcome {
+                    repository: to.name.clone(),
+                    url: to.display(),
+                    id,
+                    ok: true,
+                    bytes: Some(c.bytes),
+                    error: None,
+                }),
+                Err(e) => {
+                    out.push(fail(id, e.to_string()));
+                    // The next ones would fail the same way; the next run retries all.
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The backup id of a key `<database>/<id>.opsbak`.
+fn key_id(key: &str) -> String {
+    key.rsplit('/')
+        .next()
+        .unwrap_or(key)
+        .trim_end_matches(&format!(".{}", repo::EXT))
+        .to_string()
+}
+
+fn copies_note(copies: &[CopyOutcome]) -> String {
+    let ok = copies.iter().filter(|c| c.ok).count();
+    let failed = copies.len() - ok;
+    match (ok, failed) {
+        (0, 0) => String::new(),
+        (n, 0) => format!("; {} to other repositories", text::plural(n, "copy")),
+        (n, f) => format!(
+            "; {} to other repositories, {} FAILED (retried by the next run)",
+            text::plural(n, "copy"),
+            f
+        ),
+    }
+}
+
+/// A warning per failed copy: the backup is made, the copy is retried by the next run.
+fn warn_copies(copies: &[CopyOutcome]) {
+    for c in copies.iter().filter(|c| !c.ok) {
+        crate::logging::warn(format_args!(
+            "the copy of backup {} to repository {} ({}) failed: {}; the backup itself is \
+             made, and the next `opsctl backup create` retries the copy (or run `opsctl \
+             backup copy {} --to {}`)",
+            c.id,
+            c.repository,
+            c.url,
+            c.error.as_deref().unwrap_or("?"),
+            c.id,
+            c.repository
+        ));
+    }
 }
 
 /// `#N` and the first 12 hex digits of the audit chain head a backup recorded, or `-`.
@@ -279,9 +441,35 @@ fn table(mut rows: Vec<Vec<String>>, fit: Option<(usize, &[usize])>) -> String {
 
 fn list(a: BackupListArgs) -> anyhow::Result<u8> {
     let policy = load_policy(&a.policy)?;
-    let dir = backup_dir(&a.dir, &policy)?;
-    let entries = repo::list(&dir)?;
-    let temps = temps_line(&repo::temp_files(&dir)?);
+    let repos = repositories(&a.dir, &policy)?;
+    let several = repos.len() > 1;
+    let (entries, problems) = store::list_all(&repos)?;
+    let mut all_temps = Vec::new();
+    for r in &repos {
+        if let Some(dir) = store::local_dir(r) {
+            if let Ok(t) = repo::temp_files(dir) {
+                all_temps.extend(t);
+            } else if !several {
+                all_temps.extend(repo::temp_files(dir)?);
+            }
+        }
+    }
+    let temps = temps_line(&all_temps);
+    for p in &problems {
+        crate::logging::warn(format_args!("cannot list {p}"));
+    }
+    let entries: Vec<repo::Entry> = if several {
+        entries
+    } else {
+        // One repository: the listing is as it always was (no repositories field).
+        entries
+            .into_iter()
+            .map(|mut e| {
+                e.repositories.clear();
+                e
+            })
+            .collect()
+    };
     if a.output.format == Format::Json {
         print(&(serde_json::to_string_pretty(&entries)? + "\n"));
         if let Some(t) = temps {
@@ -292,11 +480,27 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
     if entries.is_empty() {
         print(&format!(
             "no backups under {}\n{}",
-            dir.display(),
+            repos
+                .iter()
+                .map(|r| r.display())
+                .collect::<Vec<_>>()
+                .join(", "),
             temps.map(|t| t + "\n").unwrap_or_default()
         ));
         return Ok(EXIT_OK);
     }
+    let held_by = |e: &repo::Entry| {
+        let mut v = e.repositories.join(",");
+        let missing: Vec<&str> = repos
+            .iter()
+            .filter(|r| !e.repositories.contains(&r.name))
+            .map(|r| r.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            v.push_str(&format!(" (not in {})", missing.join(",")));
+        }
+        v
+    };
     if a.wide {
         let mut rows = vec![[
             "id",
@@ -314,10 +518,13 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
         ]
         .map(String::from)
         .to_vec()];
+        if several {
+            rows[0].push("repositories".into());
+        }
         for e in &entries {
             let s = &e.summary;
             let (v, d) = status_word(&e.status);
-            rows.push(vec![
+            let mut row = vec![
                 s.id.clone(),
                 s.database.clone(),
                 text::ts(&s.started_at),
@@ -330,7 +537,11 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
                 seal_short(s.audit_seal.as_ref()),
                 v,
                 d,
-            ]);
+            ];
+            if several {
+                row.push(held_by(e));
+            }
+            rows.push(row);
         }
         print(&with_temps(table(rows, None), temps));
         return Ok(EXIT_OK);
@@ -346,10 +557,13 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
     ]
     .map(String::from)
     .to_vec()];
+    if several {
+        rows[0].push("repositories".into());
+    }
     for e in &entries {
         let s = &e.summary;
         let (v, d) = status_short(&e.status);
-        rows.push(vec![
+        let mut row = vec![
             s.id.clone(),
             s.database.clone(),
             text::ts(&s.started_at),
@@ -357,13 +571,19 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
             seal_short(s.audit_seal.as_ref()),
             v,
             d,
-        ]);
+        ];
+        if several {
+            row.push(held_by(e));
+        }
+        rows.push(row);
     }
     // Cut the database name first, then the drill, the seal and the start if need be.
-    print(&with_temps(
-        table(rows, Some((LIST_WIDTH, &[1, 6, 4, 2]))),
-        temps,
-    ));
+    let fit: &[usize] = if several {
+        &[1, 6, 4, 2, 7]
+    } else {
+        &[1, 6, 4, 2]
+    };
+    print(&with_temps(table(rows, Some((LIST_WIDTH, fit))), temps));
     Ok(EXIT_OK)
 }
 
@@ -402,8 +622,10 @@ fn temps_line(temps: &[repo::TempEntry]) -> Option<String> {
 
 async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
     let policy = load_policy(&a.policy)?;
-    let path = resolve_backup(&a.backup, &a.dir, &policy)?;
+    let located = locate(&a.backup, &a.dir, &policy)?;
     let keys = load_keys(&a.keys, &policy)?;
+    let (fetched, copy) = tokio::task::block_in_place(|| located.fetch_first())?;
+    let path = fetched.path.clone();
     let pb = progress("verifying");
     let p = path.clone();
     let pb2 = pb.clone();
@@ -427,8 +649,20 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
             crate::logging::warn(format_args!(
                 "cannot record the result beside the backup: {e}"
             ));
+        } else if let Some((i, key)) = &copy {
+            if let Err(e) = fetched.push_status(&located.repos[*i], key) {
+                crate::logging::warn(format_args!(
+                    "cannot record the result in repository {}: {e}",
+                    located.repos[*i].display()
+                ));
+            }
         }
     }
+    let shown = match &copy {
+        Some((i, key)) => store::display_path(&located.repos[*i], key),
+        None => path.clone(),
+    };
+    let path = shown;
     if record && connection_configured(&a.connect) {
         if let Some(id) = &report.id {
             let rec = async {
@@ -496,10 +730,19 @@ async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
 
 #[derive(serde::Serialize)]
 struct PruneOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
     dry_run: bool,
     decisions: Vec<repo::Decision>,
     deleted: Vec<String>,
     temporary_files: Vec<TempOutcome>,
+    /// Incomplete uploads and orphans removed (object storage).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    incomplete: Vec<String>,
+    #[serde(skip)]
+    retention: crate::policy::Retention,
 }
 
 /// What prune did with one temporary file.
@@ -511,10 +754,69 @@ struct TempOutcome {
     action: &'static str,
 }
 
+/// The retention of repository `name`: its own `[repositories.retention]`, else
+/// `[backup.retention]`.
+fn retention_for(r: &Repository, policy: &Policy) -> crate::policy::Retention {
+    r.retention
+        .clone()
+        .unwrap_or_else(|| policy.backup.retention.clone())
+}
+
 async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
     let policy = load_policy(&a.policy)?;
-    let dir = backup_dir(&a.dir, &policy)?;
-    let entries = repo::list(&dir)?;
+    let repos = repositories(&a.dir, &policy)?;
+    let several = repos.len() > 1;
+    let conn = if !a.dry_run && connection_configured(&a.connect) {
+        match async { crate::db::connect(&conn_settings(&a.connect)?).await }.await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                crate::logging::warn(format_args!(
+                    "deletions not recorded in the opsctl schema: {e}"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut outs = Vec::new();
+    for r in &repos {
+        let retention = retention_for(r, &policy);
+        let mut out = prune_one(r, retention, a.dry_run, conn.as_ref()).await?;
+        if several {
+            out.repository = Some(r.name.clone());
+            out.url = Some(r.display());
+        }
+        outs.push(out);
+    }
+    if a.output.format == Format::Json {
+        let v = if several {
+            serde_json::json!({ "dry_run": a.dry_run, "repositories": outs })
+        } else {
+            serde_json::to_value(&outs[0])?
+        };
+        print(&(serde_json::to_string_pretty(&v)? + "\n"));
+        return Ok(EXIT_OK);
+    }
+    let mut text = String::new();
+    for o in &outs {
+        if let (Some(name), Some(url)) = (&o.repository, &o.url) {
+            text.push_str(&format!("repository {name} ({url}):\n"));
+        }
+        text.push_str(&prune_text(o, a.dry_run));
+    }
+    print(&text);
+    Ok(EXIT_OK)
+}
+
+/// Applies `retention` to the backups of one repository (each database on its own).
+async fn prune_one(
+    r: &Repository,
+    retention: crate::policy::Retention,
+    dry_run: bool,
+    conn: Option<&crate::db::Connection>,
+) -> anyhow::Result<PruneOut> {
+    let entries = store::list(r)?;
     let now = chrono::Utc::now();
     let mut by_db: std::collections::BTreeMap<String, Vec<&repo::Entry>> = Default::default();
     for e in &entries {
@@ -532,67 +834,62 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
                 )
             })
             .collect();
-        for mut d in repo::prune_plan(&input, &policy.backup.retention, now) {
+        for mut d in repo::prune_plan(&input, &retention, now) {
             d.database = db.clone();
             decisions.push(d);
         }
     }
     // Temporary files: removed when their writer is gone (checked again under its lock).
     let mut temps = Vec::new();
-    for t in repo::temp_files(&dir)? {
-        let action = match t.in_use {
-            Some(true) => "being_written",
-            None => "unknown",
-            Some(false) if a.dry_run => "would_remove",
-            Some(false) => {
-                if repo::remove_temp(&t)? {
-                    "removed"
-                } else {
-                    "being_written"
+    if let Some(dir) = store::local_dir(r) {
+        for t in repo::temp_files(dir)? {
+            let action = match t.in_use {
+                Some(true) => "being_written",
+                None => "unknown",
+                Some(false) if dry_run => "would_remove",
+                Some(false) => {
+                    if repo::remove_temp(&t)? {
+                        "removed"
+                    } else {
+                        "being_written"
+                    }
                 }
-            }
-        };
-        temps.push(TempOutcome { file: t, action });
+            };
+            temps.push(TempOutcome { file: t, action });
+        }
+    }
+    let mut incomplete = Vec::new();
+    if !r.is_local() && !dry_run {
+        incomplete = r.clean_incomplete(Duration::from_secs(24 * 3600))?;
     }
     let mut deleted = Vec::new();
-    if !a.dry_run {
-        let conn = if connection_configured(&a.connect) {
-            match async { crate::db::connect(&conn_settings(&a.connect)?).await }.await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    crate::logging::warn(format_args!(
-                        "deletions not recorded in the opsctl schema: {e}"
-                    ));
-                    None
-                }
-            }
-        } else {
-            None
-        };
+    if !dry_run {
         for d in decisions.iter().filter(|d| !d.keep) {
             let e = entries
                 .iter()
                 .find(|e| e.summary.id == d.id && e.summary.database == d.database)
                 .expect("listed");
-            repo::delete(&e.path)?;
+            store::delete(r, &e.key)?;
             deleted.push(e.path.display().to_string());
-            if let Some(c) = &conn {
+            if let Some(c) = conn {
                 let _ = bookkeeping::record_deleted(c, &d.id).await;
             }
         }
     }
-    if a.output.format == Format::Json {
-        print(
-            &(serde_json::to_string_pretty(&PruneOut {
-                dry_run: a.dry_run,
-                decisions,
-                deleted,
-                temporary_files: temps,
-            })? + "\n"),
-        );
-        return Ok(EXIT_OK);
-    }
-    let r = &policy.backup.retention;
+    Ok(PruneOut {
+        repository: None,
+        url: None,
+        dry_run,
+        decisions,
+        deleted,
+        temporary_files: temps,
+        incomplete,
+        retention,
+    })
+}
+
+fn prune_text(o: &PruneOut, dry_run: bool) -> String {
+    let r = &o.retention;
     let mut out =
         format!(
         "retention: keep_last={} daily={} weekly={} monthly={}, and the newest verified backup{}\n",
@@ -600,10 +897,10 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
         r.daily,
         r.weekly,
         r.monthly,
-        if a.dry_run { " (dry run: nothing deleted)" } else { "" }
+        if dry_run { " (dry run: nothing deleted)" } else { "" }
     );
-    for d in &decisions {
-        let verb = match (d.keep, a.dry_run) {
+    for d in &o.decisions {
+        let verb = match (d.keep, dry_run) {
             (true, _) => "keep  ",
             (false, true) => "would delete",
             (false, false) => "delete",
@@ -616,10 +913,10 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
             d.reasons.join("; ")
         ));
     }
-    if decisions.is_empty() {
+    if o.decisions.is_empty() {
         out.push_str("no backups\n");
     }
-    for t in &temps {
+    for t in &o.temporary_files {
         let f = &t.file;
         let what = match t.action {
             "removed" | "would_remove" => format!(
@@ -646,20 +943,59 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
         out.push_str(&what);
         out.push('\n');
     }
-    print(&out);
-    Ok(EXIT_OK)
+    for line in &o.incomplete {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 fn rekey(a: BackupRekeyArgs) -> anyhow::Result<u8> {
     let policy = load_policy(&a.policy)?;
-    let path = resolve_backup(&a.backup, &a.dir, &policy)?;
+    let located = locate(&a.backup, &a.dir, &policy)?;
     let keys = load_keys(&a.keys, &policy)?;
-    let new_key = KeyMaterial::Key(keys::load_key_file(&a.new_key_file)?);
-    let header = if a.reencrypt {
-        repo::reencrypt(&path, &keys, &[new_key])?
-    } else {
-        repo::rekey(&path, &keys, &[new_key], a.replace)?
+    let new_key = || -> anyhow::Result<KeyMaterial> {
+        Ok(KeyMaterial::Key(keys::load_key_file(&a.new_key_file)?))
     };
+    new_key()?;
+    // Every copy of the backup is rekeyed (a spooled copy is put back whole).
+    let targets: Vec<Option<(usize, String)>> = if located.file.is_some() {
+        vec![None]
+    } else {
+        located.copies.iter().cloned().map(Some).collect()
+    };
+    let mut header = None;
+    let mut path = PathBuf::new();
+    for t in targets {
+        let fetched = match (&t, &located.file) {
+            (None, Some(f)) => store::Fetched::file(f),
+            (Some((i, key)), _) => store::fetch(&located.repos[*i], key)?,
+            (None, None) => unreachable!("a file or copies"),
+        };
+        let h = if a.reencrypt {
+            repo::reencrypt(&fetched.path, &keys, &[new_key()?])?
+        } else {
+            repo::rekey(&fetched.path, &keys, &[new_key()?], a.replace)?
+        };
+        match &t {
+            Some((i, key)) => {
+                let r = &located.repos[*i];
+                fetched.push_all(r, key)?;
+                if header.is_some() {
+                    eprintln!(
+                        "note: the copy in repository {} ({}) was rekeyed too",
+                        r.name,
+                        r.display()
+                    );
+                } else {
+                    path = store::display_path(r, key);
+                }
+            }
+            None => path = fetched.path.clone(),
+        }
+        header.get_or_insert(h);
+    }
+    let header = header.expect("at least one copy");
     let ids = header.key_ids();
     if a.output.format == Format::Json {
         print(
@@ -688,6 +1024,76 @@ fn rekey(a: BackupRekeyArgs) -> anyhow::Result<u8> {
                  key, use --replace --reencrypt"
             );
         }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `backup copy ID --to NAME|URL`: the first copy found (repository order) is copied and
+/// read back from the destination.
+fn copy_cmd(a: BackupCopyArgs) -> anyhow::Result<u8> {
+    let policy = load_policy(&a.policy)?;
+    let located = locate(&a.backup, &a.dir, &policy)?;
+    if located.file.is_some() {
+        anyhow::bail!(
+            "{} is a file: `backup copy` takes a backup id from a repository (see `opsctl \
+             backup list`)",
+            a.backup
+        );
+    }
+    let to = storage::resolve(Some(&a.to), &policy)?;
+    let (i, key) = located.copies[0].clone();
+    let from = &located.repos[i];
+    if from.name == to.name && from.display() == to.display() {
+        anyhow::bail!(
+            "backup {} is read from repository {} itself: give another --to",
+            a.backup,
+            to.name
+        );
+    }
+    if to.exists(&store::summary_key(&key))? {
+        print(&format!(
+            "repository {} ({}) already holds backup {}: nothing copied\n",
+            to.name,
+            to.display(),
+            a.backup
+        ));
+        return Ok(EXIT_OK);
+    }
+    let t0 = std::time::Instant::now();
+    let c = tokio::task::block_in_place(|| store::copy(from, &to, &key))?;
+    let secs = t0.elapsed().as_secs_f64();
+    super::note_result(format!(
+        "copied backup {} from {} to {} ({})",
+        a.backup,
+        from.name,
+        to.name,
+        human_bytes(c.bytes)
+    ));
+    if a.output.format == Format::Json {
+        print(
+            &(serde_json::to_string_pretty(&serde_json::json!({
+                "id": a.backup,
+                "from": from.name,
+                "from_url": from.display(),
+                "to": to.name,
+                "to_url": to.display(),
+                "bytes": c.bytes,
+                "sha256": c.sha256,
+                "seconds": secs,
+            }))? + "\n"),
+        );
+    } else {
+        print(&format!(
+            "copied backup {} from repository {} ({}) to {} ({}): {} in {:.1}s, read back \
+             with the same SHA-256\n",
+            a.backup,
+            from.name,
+            from.display(),
+            to.name,
+            to.display(),
+            human_bytes(c.bytes),
+            secs
+        ));
     }
     Ok(EXIT_OK)
 }

@@ -2,9 +2,9 @@
 //! compare with the sealed manifest; exit 0 when everything matched, 1 otherwise,
 //! 130/143 when interrupted (the scratch database dropped, nothing recorded).
 
-use super::backup::{backup_dir, finish, load_keys, progress, resolve_backup};
+use super::backup::{finish, load_keys, locate, progress, repositories, Located};
 use super::{conn_settings, load_policy, print, EXIT_FAILURE, EXIT_OK};
-use crate::backup::{drill, repo};
+use crate::backup::{drill, store};
 use crate::cli::{DrillArgs, Format};
 use crate::error::Error;
 use crate::interrupt::Stop;
@@ -16,39 +16,57 @@ pub async fn run(a: DrillArgs) -> u8 {
 async fn run_inner(a: DrillArgs) -> anyhow::Result<u8> {
     let policy = load_policy(&a.policy)?;
     let settings = conn_settings(&a.connect)?;
-    let path = match &a.backup {
-        Some(b) => resolve_backup(b, &a.dir, &policy)?,
+    let located = match &a.backup {
+        Some(b) => locate(b, &a.dir, &policy)?,
         None => {
-            let dir = backup_dir(&a.dir, &policy)?;
+            let repos = repositories(&a.dir, &policy)?;
             let conn = crate::db::connect(&settings).await?;
             let db: String = conn
                 .query_one("SELECT current_database()::text", &[])
                 .await
                 .map_err(crate::error::Error::db)?
                 .get(0);
-            repo::list_db_dir(&repo::db_dir(&dir, &db))?
-                .pop()
-                .map(|e| e.path)
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "no backups of {db} under {}; run `opsctl backup create --dir {}` first",
-                        dir.display(),
-                        dir.display()
-                    )
-                })?
+            // The newest backup of this database any repository holds.
+            let mut newest: Option<(chrono::DateTime<chrono::Utc>, String)> = None;
+            for r in &repos {
+                let listed = match store::list_database(r, &db) {
+                    Ok(l) => l,
+                    Err(e) if repos.len() > 1 => {
+                        crate::logging::warn(format_args!("cannot list {}: {e}", r.display()));
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(e) = listed.last() {
+                    let c = (e.summary.started_at, e.summary.id.clone());
+                    if newest.as_ref().map_or(true, |n| c > *n) {
+                        newest = Some(c);
+                    }
+                }
+            }
+            let Some((_, id)) = newest else {
+                let first = repos[0].display();
+                anyhow::bail!(
+                    "no backups of {db} under {first}; run `opsctl backup create --dir {first}` first"
+                );
+            };
+            let copies = store::find(&id, &repos)?;
+            Located {
+                repos,
+                file: None,
+                copies,
+            }
         }
     };
-    let keys = load_keys(&a.keys, &policy)?;
+    let keys = std::sync::Arc::new(load_keys(&a.keys, &policy)?);
     let pb = progress("restoring");
     let stop = Stop::on_signals()?;
-    let r = drill::drill(
-        &settings,
-        &path,
-        std::sync::Arc::new(keys),
-        pb.clone(),
-        stop,
-    )
-    .await;
+    let (r, used, _fetched) = super::restore::first_good(&located, |path| {
+        let (keys, pb, stop) = (keys.clone(), pb.clone(), stop.clone());
+        let settings = &settings;
+        async move { drill::drill(settings, &path, keys, pb, stop).await }
+    })
+    .await?;
     drop(pb);
     let r = match r {
         Err(Error::Interrupted { signal, undone }) => {
@@ -63,8 +81,16 @@ async fn run_inner(a: DrillArgs) -> anyhow::Result<u8> {
             r.removed_leftovers.join(", ")
         );
     }
+    if let (Some((name, url)), false) = (&used, a.output.format == Format::Json) {
+        print(&format!("read from repository {name} ({url})\n"));
+    }
     if a.output.format == Format::Json {
-        print(&(serde_json::to_string_pretty(&r)? + "\n"));
+        let mut v = serde_json::to_value(&r)?;
+        if let Some((name, url)) = &used {
+            v["repository"] = name.clone().into();
+            v["repository_url"] = url.clone().into();
+        }
+        print(&(serde_json::to_string_pretty(&v)? + "\n"));
     } else if r.ok {
         print(&format!(
             "drill PASSED for backup {} of {}: restored into {} in {:.1}s (RTO), {} tables and \

@@ -15,7 +15,7 @@
 //! landed, and attaches it to `archive.<table>`, all in one transaction.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -28,11 +28,13 @@ use tokio_postgres::Client;
 use super::archive::{ensure_archive_table, ARCHIVE_SCHEMA};
 use super::{archive_oid, inspect, partitions, ts_literal, Observer, Table, TableSpec};
 use crate::backup::compress::{Codec, Compression};
-use crate::backup::format::{FormatError, Reader, Writer};
+use crate::backup::format::{FormatError, Reader};
 use crate::backup::keys::KeyMaterial;
+use crate::backup::store;
 use crate::db::{self, quote_ident, quote_qualified};
 use crate::error::Error;
-use crate::fsutil;
+use crate::storage::sealed::SealedWriter;
+use crate::storage::Repository;
 
 /// The container's content string for an exported month written with gzip (all exports
 /// before the compression setting); see `Codec::export_content`.
@@ -211,17 +213,27 @@ impl From<ReadError> for Error {
 pub fn read_file(
     path: &Path,
     keys: &[KeyMaterial],
-    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<Manifest, ReadError> {
     let f = File::open(path).map_err(|e| FormatError::Io {
         context: format!("cannot open {}", path.display()),
         source: e,
     })?;
-    let reader = Reader::open(BufReader::with_capacity(256 * 1024, f), keys)?;
+    read_from(f, &path.display().to_string(), keys, sink)
+}
+
+/// The same as [`read_file`] over any stream (`name` is what messages call it).
+pub fn read_from(
+    inp: impl Read,
+    name: &str,
+    keys: &[KeyMaterial],
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<Manifest, ReadError> {
+    let reader = Reader::open(BufReader::with_capacity(256 * 1024, inp), keys)?;
     let Some(codec) = Codec::from_export_content(&reader.header.content) else {
         return Err(FormatError::Unsupported(format!(
             "{} holds {:?}, not an exported archive month ({:?}, {CONTENT:?} or {:?})",
-            path.display(),
+            name,
             reader.header.content,
             Codec::Zstd.export_content(),
             Codec::None.export_content(),
@@ -285,6 +297,20 @@ pub async fn verify_file(path: &Path, keys: &[KeyMaterial]) -> Result<Manifest, 
     tokio::task::spawn_blocking(move || read_file(&path, &keys, |_| Ok(())))
         .await
         .map_err(|e| ReadError::Mismatch(format!("the verifying thread failed: {e}")))?
+}
+
+/// Reads a whole month object back from its repository and checks it.
+pub fn verify_object(
+    repo: &Repository,
+    key: &str,
+    keys: &[KeyMaterial],
+) -> Result<Manifest, ReadError> {
+    let inp = repo.open(key).map_err(|e| FormatError::Io {
+        context: format!("cannot read {key} in {}", repo.display()),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let name = store::display_path(repo, key).display().to_string();
+    tokio::task::block_in_place(|| read_from(inp, &name, keys, |_| Ok(())))
 }
 
 /// Copies key material for a worker thread (the copies zeroize on drop too).
@@ -388,7 +414,12 @@ fn column_list(cols: &[Column]) -> String {
 
 /// The file of one month: `DIR/<schema>.<partition>.opsarc`.
 pub fn file_name(dir: &Path, schema: &str, partition: &str) -> PathBuf {
-    dir.join(format!("{schema}.{partition}.{EXTENSION}"))
+    dir.join(object_key(schema, partition))
+}
+
+/// The key of one month in its repository: `<schema>.<partition>.opsarc`.
+pub fn object_key(schema: &str, partition: &str) -> String {
+    format!("{schema}.{partition}.{EXTENSION}")
 }
 
 /// Test hook (only in builds with the `test-hooks` feature): `OPSCTL_TEST_CORRUPT_EXPORT=1`
@@ -417,7 +448,7 @@ fn test_corrupt(_path: &Path) {}
 pub async fn export_archived(
     client: &Client,
     t: &Table,
-    dir: &Path,
+    repo: &Repository,
     keys: &[KeyMaterial],
     drop_after: bool,
     lock_wait: std::time::Duration,
@@ -432,7 +463,7 @@ pub async fn export_archived(
         "maintenance job (archive, backup, vacuum, reindex or partition work)",
     )
     .await?;
-    let res = export_locked(client, t, dir, keys, drop_after, obs, compression).await;
+    let res = export_locked(client, t, repo, keys, drop_after, obs, compression).await;
     let _ = db::release_advisory_lock(client, db::locks::MAINTENANCE).await;
     res
 }
@@ -440,18 +471,28 @@ pub async fn export_archived(
 async fn export_locked(
     client: &Client,
     t: &Table,
-    dir: &Path,
+    repo: &Repository,
     keys: &[KeyMaterial],
     drop_after: bool,
     obs: &dyn Observer,
     compression: Compression,
 ) -> Result<ExportSummary, Error> {
-    std::fs::create_dir_all(dir).map_err(Error::io(format!("cannot create {}", dir.display())))?;
-    let dir = dir
-        .canonicalize()
-        .map_err(Error::io(format!("cannot resolve {}", dir.display())))?;
+    // A local directory is made and named by its absolute path (what the records keep).
+    let canonical;
+    let repo = match store::local_dir(repo) {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(Error::io(format!("cannot create {}", dir.display())))?;
+            let dir = dir
+                .canonicalize()
+                .map_err(Error::io(format!("cannot resolve {}", dir.display())))?;
+            canonical = Repository::local(&repo.name, &dir);
+            &canonical
+        }
+        None => repo,
+    };
     let mut summary = ExportSummary {
-        dir: dir.clone(),
+        dir: PathBuf::from(repo.display()),
         months: Vec::new(),
         failed: None,
     };
@@ -480,7 +521,7 @@ async fn export_locked(
             &p.name,
             from,
             to,
-            &dir,
+            repo,
             keys,
             drop_after,
             &columns,
@@ -509,7 +550,7 @@ async fn export_month(
     name: &str,
     from: NaiveDateTime,
     to: NaiveDateTime,
-    dir: &Path,
+    repo: &Repository,
     keys: &[KeyMaterial],
     drop_after: bool,
     columns: &[Column],
@@ -519,7 +560,9 @@ async fn export_month(
     compression: Compression,
 ) -> Result<ExportedMonth, Error> {
     let part = quote_qualified(schema, name);
-    let path = file_name(dir, &t.schema, name);
+    let key = object_key(&t.schema, name);
+    let path = store::display_path(repo, &key);
+    let here = path.to_string_lossy().into_owned();
     let copy = format!(
         "COPY {part} ({}) TO STDOUT (FORMAT binary)",
         column_list(columns)
@@ -537,7 +580,14 @@ async fn export_month(
             .await
             .map_err(Error::db_ctx(format!("cannot read {schema}.{name}")))?
             .map_err(Error::Verify)?;
-        if now == (rows, checksum.clone()) && Path::new(&file).exists() {
+        // The recorded file: this repository's object, or a file elsewhere on this host.
+        let in_repo = file == here;
+        let exists = if in_repo {
+            repo.exists(&key)?
+        } else {
+            Path::new(&file).exists()
+        };
+        if now == (rows, checksum.clone()) && exists {
             let mut m = ExportedMonth {
                 partition: format!("{schema}.{name}"),
                 range_from: from,
@@ -552,7 +602,11 @@ async fn export_month(
             };
             if drop_after {
                 // Read the kept file back right before dropping what it holds.
-                let man = verify_file(Path::new(&file), keys).await?;
+                let man = if in_repo {
+                    verify_object(repo, &key, keys)?
+                } else {
+                    verify_file(Path::new(&file), keys).await?
+                };
                 if man.rows != m.rows || man.checksum != m.checksum {
                     return Err(Error::Verify(format!(
                         "{file} no longer holds the recorded rows; not dropping {schema}.{name}"
@@ -569,10 +623,15 @@ async fn export_month(
         }
     }
 
-    // 1. COPY out in one snapshot → digest, compress, encrypt on a thread → temporary file.
-    let tmp = fsutil::temp_path(&path);
-    let _ = std::fs::remove_file(&tmp);
-    let file = fsutil::create_new(&tmp, 0o600)?;
+    // 1. COPY out in one snapshot → digest, then the one sealed-file writer (compress,
+    // encrypt, the repository's sink) on a thread.
+    let sealed = SealedWriter::create(
+        repo,
+        &key,
+        keys,
+        compression.codec.export_content(),
+        compression,
+    )?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
         database: database.into(),
@@ -590,39 +649,34 @@ async fn export_month(
         created_at: Utc::now(),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let keys_t = clone_keys(keys);
     let writer = std::thread::Builder::new()
         .name("opsctl-export".into())
         .spawn(move || -> Result<(Manifest, u64, String), Error> {
             let mut manifest = manifest;
-            let w = Writer::new(
-                BufWriter::with_capacity(256 * 1024, file),
-                &keys_t,
-                compression.codec.export_content(),
-            )?;
-            let file_id = w.header().file_id_hex();
-            let mut gz = compression
-                .encoder(w)
-                .map_err(Error::io("cannot start the compressor"))?;
+            let mut w = sealed;
+            let file_id = w.file_id().to_string();
             let mut digest = CopyDigest::new();
-            while let Some(b) = rx.blocking_recv() {
-                digest.feed(&b).map_err(Error::Other)?;
-                gz.write_all(&b)
-                    .map_err(Error::io("cannot write the export file"))?;
-            }
-            let w = gz
-                .finish()
-                .map_err(Error::io("cannot write the export file"))?;
-            let (rows, checksum) = digest.finish().map_err(Error::Other)?;
+            let fed = (|| -> Result<(), Error> {
+                while let Some(b) = rx.blocking_recv() {
+                    digest.feed(&b).map_err(Error::Other)?;
+                    w.write_all(&b)
+                        .map_err(Error::io("cannot write the export file"))?;
+                }
+                Ok(())
+            })();
+            let (rows, checksum) = match fed.and_then(|()| digest.finish().map_err(Error::Other)) {
+                Ok(x) => x,
+                Err(e) => {
+                    w.abort();
+                    return Err(e);
+                }
+            };
             manifest.rows = rows;
             manifest.checksum = checksum;
             let trailer = serde_json::to_vec(&manifest).expect("manifest serializes");
-            let (out, bytes) = w.finish(&trailer)?;
-            let f = out
-                .into_inner()
-                .map_err(|e| Error::Other(format!("cannot write the export file: {e}")))?;
-            f.sync_all()
-                .map_err(Error::io("cannot fsync the export file"))?;
+            // Committed here: the object is in the repository, read back below before
+            // anything relies on it (and removed if it does not read back).
+            let bytes = w.finish(&trailer)?;
             Ok((manifest, bytes, file_id))
         })
         .map_err(Error::io("cannot start the export thread"))?;
@@ -655,8 +709,11 @@ async fn export_month(
     let written = writer
         .join()
         .map_err(|_| Error::Other("the export thread panicked".into()));
+    let written_ok = matches!(&written, Ok(Ok(_)));
     let cleanup = |e: Error| {
-        let _ = std::fs::remove_file(&tmp);
+        if written_ok {
+            let _ = repo.delete(&key);
+        }
         e
     };
     let count = match copied {
@@ -674,9 +731,11 @@ async fn export_month(
         ))));
     }
 
-    // 2. Read the whole file back before it takes its name.
-    test_corrupt(&tmp);
-    let back = verify_file(&tmp, keys).await.map_err(|e| {
+    // 2. Read the whole object back from the repository before it is recorded.
+    if let Some(p) = repo.local_path(&key) {
+        test_corrupt(&p);
+    }
+    let back = verify_object(repo, &key, keys).map_err(|e| {
         cleanup(Error::Verify(format!(
             "the export of {schema}.{name} did not verify when read back ({}): {e}; the month \
              stays in the database",
@@ -689,11 +748,7 @@ async fn export_month(
             back.rows, back.checksum, manifest.rows, manifest.checksum
         ))));
     }
-    std::fs::rename(&tmp, &path)
-        .map_err(Error::io(format!("cannot rename to {}", path.display())))
-        .map_err(cleanup)?;
-    fsutil::sync_dir(&path)?;
-    let file_s = path.to_string_lossy().into_owned();
+    let file_s = here;
     client
         .execute(
             SQL_RECORD,

@@ -15,6 +15,7 @@ use crate::backup::repo;
 
 pub const IDS: &[&str] = &[
     "backup_freshness",
+    "repository_freshness",
     "restore_drill",
     "drill_scratch_databases",
 ];
@@ -149,6 +150,9 @@ pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
     if wants("backup_freshness") {
         out.push(freshness(&seen, ctx));
     }
+    if wants("repository_freshness") {
+        out.extend(per_repository(ctx));
+    }
     if wants("restore_drill") {
         out.push(drill(&seen, ctx));
     }
@@ -254,6 +258,90 @@ fn freshness(seen: &Seen, ctx: &Ctx<'_>) -> Check {
             )
         }
     }
+}
+
+/// With several repositories in the policy: one check per repository, the age of the
+/// newest backup of this database it holds (a copy counts when it is listed, i.e. it read
+/// back), WARNING past `[backup] max_age_hours` or when it holds none: an offsite copy
+/// that falls behind is a warning of its own, whatever the first repository holds.
+fn per_repository(ctx: &Ctx<'_>) -> Vec<Check> {
+    const ID: &str = "repository_freshness";
+    let repos = match crate::storage::from_policy(ctx.policy) {
+        Ok(r) if r.len() > 1 => r,
+        _ => return Vec::new(),
+    };
+    let warn_h = ctx.policy.backup.max_age_hours.unwrap_or(26.0);
+    let th = format!("{warn_h}h or none = WARNING");
+    let newest_of = |r: &crate::storage::Repository| {
+        crate::backup::store::list_database(r, &ctx.dbname)
+            .map(|es| es.iter().map(|e| e.summary.finished_at).max())
+    };
+    let newest: Vec<_> = repos.iter().map(newest_of).collect();
+    let best = newest
+        .iter()
+        .filter_map(|n| n.as_ref().ok().copied().flatten())
+        .max();
+    let mut out = Vec::new();
+    for (r, n) in repos.iter().zip(newest) {
+        let hint = format!(
+            "copy the missing backups: the next `opsctl backup create` retries failed copies, \
+             or `opsctl backup copy ID --to {}`; check that {} is reachable",
+            r.name,
+            r.display()
+        );
+        let what = format!("repository {} ({})", r.name, r.display());
+        let c = match n {
+            Err(e) => Check::new(
+                ID,
+                State::Warning,
+                format!("{what}: cannot be listed: {e}"),
+                hint,
+            ),
+            Ok(None) => Check::new(
+                ID,
+                State::Warning,
+                format!("{what}: holds no backup of {}", ctx.dbname),
+                hint,
+            ),
+            Ok(Some(end)) => {
+                let age = (Utc::now() - end).num_seconds().max(0) as f64;
+                let behind = best
+                    .map(|b| (b - end).num_seconds().max(0) as f64)
+                    .unwrap_or(0.0);
+                let state = if age > warn_h * 3600.0 {
+                    State::Warning
+                } else {
+                    State::Ok
+                };
+                Check::new(
+                    ID,
+                    state,
+                    format!(
+                        "{what}: newest backup {} ago{}",
+                        human_duration(age),
+                        if behind > 0.0 {
+                            format!(", {} behind the newest", human_duration(behind))
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    hint,
+                )
+                .metric({
+                    let mut m = Metric::new(
+                        "repository_backup_age_seconds",
+                        "Age of the newest backup a repository holds.",
+                        age,
+                    )
+                    .label("repository", r.name.clone());
+                    m.warn = Some(warn_h * 3600.0);
+                    m
+                })
+            }
+        };
+        out.push(c.threshold(th.clone()));
+    }
+    out
 }
 
 fn drill(seen: &Seen, ctx: &Ctx<'_>) -> Check {

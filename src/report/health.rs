@@ -34,6 +34,7 @@ pub const CHECK_IDS: &[&str] = &[
     "partition_runway",
     "default_partition_rows",
     "backup_freshness",
+    "repository_freshness",
     "restore_drill",
     "drill_scratch_databases",
     "audit_chain",

@@ -119,10 +119,23 @@ impl JobKind {
             args
         };
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // With [[repositories]] the child works on every repository of the policy (the
+        // first written, the others copied to, each pruned on its own); else on the dir.
+        let repo_args = || -> Result<Vec<String>, Error> {
+            if p.repositories.is_empty() {
+                Ok(vec!["--dir".into(), backup_dir()?])
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let with_repo = |mut v: Vec<String>| -> Result<Vec<String>, Error> {
+            v.extend(repo_args()?);
+            Ok(v)
+        };
         Ok(match self {
-            JobKind::Backup => vec![with_key(s(&["backup", "create", "--dir", &backup_dir()?]))],
-            JobKind::Prune => vec![s(&["backup", "prune", "--dir", &backup_dir()?])],
-            JobKind::Drill => vec![with_key(s(&["drill", "--latest", "--dir", &backup_dir()?]))],
+            JobKind::Backup => vec![with_key(with_repo(s(&["backup", "create"]))?)],
+            JobKind::Prune => vec![with_repo(s(&["backup", "prune"]))?],
+            JobKind::Drill => vec![with_key(with_repo(s(&["drill", "--latest"]))?)],
             JobKind::Vacuum => vec![s(&["vacuum"])],
             JobKind::Reindex => vec![s(&["reindex"])],
             JobKind::Partitions => vec![s(&["partition", "ensure"])],

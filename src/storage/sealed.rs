@@ -16,6 +16,7 @@ use super::{Repository, Sink};
 pub struct SealedWriter {
     enc: Encoder<Writer<Box<dyn Sink>>>,
     key_ids: Vec<String>,
+    file_id: String,
 }
 
 impl SealedWriter {
@@ -41,15 +42,25 @@ impl SealedWriter {
     ) -> Result<SealedWriter, Error> {
         let w = Writer::new(sink, keys, content)?;
         let key_ids = w.header().key_ids();
+        let file_id = w.header().file_id_hex();
         let enc = compression
             .encoder(w)
             .map_err(Error::io("cannot start the compressor"))?;
-        Ok(SealedWriter { enc, key_ids })
+        Ok(SealedWriter {
+            enc,
+            key_ids,
+            file_id,
+        })
     }
 
     /// The key ids of the slots in the header.
     pub fn key_ids(&self) -> &[String] {
         &self.key_ids
+    }
+
+    /// The random file id in the header (hex).
+    pub fn file_id(&self) -> &str {
+        &self.file_id
     }
 
     /// Ends the compressed stream, seals `trailer` after it, and commits the object;

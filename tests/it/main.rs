@@ -15,6 +15,7 @@ mod migrate;
 mod oplog;
 mod partition;
 mod reports;
+mod repos;
 mod restore_signals;
 #[cfg(feature = "test-hooks")]
 mod s3;
