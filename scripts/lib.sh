@@ -31,6 +31,11 @@ install_deps() {
     $sudo pg_ctlcluster 15 main stop >/dev/null 2>&1 || true
   fi
   command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
+  # The loopback S3 server of the S3 repository tests (crate s3s-fs; checks signatures).
+  if ! command -v s3s-fs >/dev/null && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
+    log "installing the S3 test server s3s-fs"
+    cargo install --locked s3s-fs --version 0.14.1 --features binary
+  fi
 }
 
 # Runs a PostgreSQL server binary, as the postgres user when we are root.

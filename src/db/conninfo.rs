@@ -722,6 +722,9 @@ fn parse_keyvalue(s: &str) -> Result<BTreeMap<String, String>, Error> {
 ///   every following word up to the next known `option=` (an unquoted password with a
 ///   space or `&` spills into them).
 pub fn redact(s: &str) -> String {
+    // The AWS secret variables' values (an S3 repository's credentials), wherever they are.
+    let aws = crate::storage::s3::redact(s);
+    let s = aws.as_str();
     let mut spans = userinfo_spans(s);
     spans.extend(password_value_spans(s));
     if spans.is_empty() {
@@ -840,7 +843,11 @@ fn password_value_spans(s: &str) -> Vec<(usize, usize)> {
         let key = percent_encoding::percent_decode_str(&s[key_start..i])
             .decode_utf8_lossy()
             .to_ascii_lowercase();
-        if !(key.ends_with("password") || key.ends_with("passphrase")) {
+        if !(key.ends_with("password")
+            || key.ends_with("passphrase")
+            || key.ends_with("secret_access_key")
+            || key.ends_with("session_token"))
+        {
             continue;
         }
         let mut j = i;

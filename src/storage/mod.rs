@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod local;
+pub mod s3;
 pub mod sealed;
 
 use std::io::{Read, Write};
@@ -147,12 +148,8 @@ impl Repository {
     ) -> Result<Repository, Error> {
         let backend: Box<dyn Backend> = match &location {
             Location::Local(p) => Box::new(local::LocalBackend::new(p)),
-            Location::S3 { .. } => {
-                let _ = settings;
-                return Err(Error::Config(format!(
-                    "repository {name} ({}): S3 repositories are not available in this build",
-                    location.display()
-                )));
+            Location::S3 { bucket, prefix } => {
+                Box::new(s3::S3Backend::new(bucket, prefix, settings))
             }
         };
         Ok(Repository {

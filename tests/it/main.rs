@@ -17,5 +17,7 @@ mod partition;
 mod reports;
 mod repos;
 mod restore_signals;
+#[cfg(feature = "test-hooks")]
+mod s3;
 mod schedule;
 mod secrets;

@@ -528,3 +528,8 @@ pub fn slow_pg_bindir(dir: &Path, sleep_secs: u32) -> PathBuf {
     std::os::unix::fs::symlink(real.join("pg_restore"), bin.join("pg_restore")).unwrap();
     bin
 }
+
+/// The loopback S3 server (s3s-fs) for the S3 repository tests (which build repositories
+/// with test credentials, a test hook).
+#[cfg(feature = "test-hooks")]
+pub mod s3;
