@@ -386,3 +386,61 @@ fn archive_exports_go_to_a_file_url_repository_verified_by_reading_back() {
     assert!(back.stdout.contains("(verified)"), "{}", back.all());
     assert_eq!(db.sql("SELECT count(*) FROM archive.trades_p2025_01"), jan);
 }
+
+/// A local repository and an S3 one (the loopback s3s-fs server): the copy goes to S3,
+/// is listed there, verifies from there, and a restore falls back to it (the object
+/// spooled once to a private file) when the local copy is damaged.
+#[test]
+fn a_local_and_an_s3_repository_copy_list_verify_and_fall_back() {
+    let server = crate::common::s3::S3Server::start();
+    let env = Env::new("repos_s3", 200);
+    let policy = env.dir.path().join("s3.toml");
+    let local = env.dir.path().join("onsite");
+    std::fs::write(
+        &policy,
+        format!(
+            "[[repositories]]\nname = \"onsite\"\nurl = \"{}\"\n\n{}",
+            local.display(),
+            server.policy_entry("offsite", "opsctl/prod")
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.arg("--policy").arg(&policy);
+        for (k, v) in server.env() {
+            c.env(k, v);
+        }
+        c.args(args).run()
+    };
+    let created = run(&["backup", "create", "--format", "json"]).success();
+    let j = created.json();
+    let id = j["id"].as_str().unwrap().to_string();
+    assert_eq!(j["copies"][0]["repository"], "offsite", "{j}");
+    assert_eq!(j["copies"][0]["ok"], true, "{j}");
+    let list = run(&["backup", "list", "--format", "json"])
+        .success()
+        .json();
+    assert_eq!(
+        list[0]["repositories"],
+        serde_json::json!(["onsite", "offsite"])
+    );
+    run(&["backup", "verify", &id, "--repo", "offsite"]).success();
+    // The local copy is damaged: the restore reads the S3 copy and says so.
+    let mut b = std::fs::read(local.join(&env.db.name).join(format!("{id}.opsbak"))).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 1;
+    std::fs::write(local.join(&env.db.name).join(format!("{id}.opsbak")), b).unwrap();
+    let target = format!("{}_from_s3", env.db.name);
+    let r = run(&["restore", &id, "--target-db", &target, "--create"]).success();
+    assert!(
+        r.stdout.contains("read from repository offsite"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(
+        env.db.sql("SELECT count(*) FROM trades"),
+        crate::common::cluster().psql(&target, "SELECT count(*) FROM trades")
+    );
+    crate::common::cluster().psql("postgres", &format!("DROP DATABASE \"{target}\""));
+}
