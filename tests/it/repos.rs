@@ -390,6 +390,7 @@ fn archive_exports_go_to_a_file_url_repository_verified_by_reading_back() {
 /// A local repository and an S3 one (the loopback s3s-fs server): the copy goes to S3,
 /// is listed there, verifies from there, and a restore falls back to it (the object
 /// spooled once to a private file) when the local copy is damaged.
+#[cfg(feature = "test-hooks")]
 #[test]
 fn a_local_and_an_s3_repository_copy_list_verify_and_fall_back() {
     let server = crate::common::s3::S3Server::start();
