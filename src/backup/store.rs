@@ -441,10 +441,8 @@ pub fn delete(r: &Repository, key: &str) -> Result<(), Error> {
 /// what the next run copies after a failed copy.
 pub fn missing(from: &Repository, to: &Repository, database: &str) -> Result<Vec<String>, Error> {
     let src = list_database(from, database)?;
-    let dst = match list_database(to, database) {
-        Ok(d) => d,
-        Err(_) => Vec::new(),
-    };
+    // A repository not made yet (or unreadable: the copies then say why) holds nothing.
+    let dst = list_database(to, database).unwrap_or_default();
     let newest = dst.iter().map(|e| e.summary.started_at).max();
     Ok(src
         .into_iter()

@@ -93,6 +93,27 @@ fn from_repo(dir: &std::path::Path, database: &str, seen: &mut Seen) {
     }
 }
 
+/// The same as [`from_repo`] for a repository of any kind.
+fn from_repository(r: &crate::storage::Repository, database: &str, seen: &mut Seen) {
+    if let Some(dir) = crate::backup::store::local_dir(r) {
+        return from_repo(dir, database, seen);
+    }
+    match crate::backup::store::list_database(r, database) {
+        Ok(entries) => {
+            for e in &entries {
+                seen.backups += 1;
+                if e.status.is_verified() {
+                    seen.verified(e.summary.finished_at);
+                }
+                if let (Some(ok), Some(at)) = (e.status.drill_ok, e.status.drilled_at) {
+                    seen.drilled(ok, at);
+                }
+            }
+        }
+        Err(e) => seen.dir_problem = Some(format!("repository {}: {e}", r.display())),
+    }
+}
+
 async fn from_tables(ctx: &Ctx<'_>, seen: &mut Seen) {
     let c = ctx.client;
     let tables = (
@@ -144,6 +165,16 @@ pub async fn checks(ctx: &Ctx<'_>, wants: impl Fn(&str) -> bool) -> Vec<Check> {
     let mut seen = Seen::default();
     if let Some(dir) = &ctx.policy.backup.dir {
         from_repo(dir, &ctx.dbname, &mut seen);
+    } else if !ctx.policy.repositories.is_empty() {
+        // No [backup] dir: the first [[repositories]] entry is where backups are made.
+        match crate::storage::from_policy(ctx.policy) {
+            Ok(repos) => {
+                if let Some(first) = repos.first() {
+                    from_repository(first, &ctx.dbname, &mut seen);
+                }
+            }
+            Err(e) => seen.dir_problem = Some(e.to_string()),
+        }
     }
     from_tables(ctx, &mut seen).await;
     let mut out = Vec::new();
@@ -203,7 +234,8 @@ async fn scratch_left(ctx: &Ctx<'_>) -> Check {
 
 fn freshness(seen: &Seen, ctx: &Ctx<'_>) -> Check {
     const ID: &str = "backup_freshness";
-    let configured = ctx.policy.backup.dir.is_some() || seen.backups > 0;
+    let configured =
+        ctx.policy.backup.dir.is_some() || !ctx.policy.repositories.is_empty() || seen.backups > 0;
     if !configured {
         if let Some(c) = &seen.error {
             return as_check(ID, c);

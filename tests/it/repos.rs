@@ -299,6 +299,7 @@ fn prune_applies_each_repositorys_retention_and_health_judges_each_repository() 
 }
 
 /// Trades every hour of January and February 2025 (and a day of March), months made.
+#[cfg(feature = "test-hooks")]
 fn archive_db(tag: &str) -> crate::common::TestDb {
     let db = crate::common::TestDb::with_schema(tag);
     db.sql(
