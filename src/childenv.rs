@@ -11,8 +11,9 @@ const BASE: &[&str] = &[
 ];
 
 /// What a scheduled opsctl run inherits on top of [`BASE`]: opsctl's own settings, the
-/// libpq variables it may fall back to, and its logging filter.
-const OPSCTL_PREFIXES: &[&str] = &["OPSCTL_", "PG", "RUST_LOG"];
+/// libpq variables it may fall back to, its logging filter, and the AWS credential chain
+/// (a scheduled backup to an S3 repository needs it; pg_dump and pg_restore never get it).
+const OPSCTL_PREFIXES: &[&str] = &["OPSCTL_", "PG", "RUST_LOG", "AWS_"];
 
 fn inherited(prefixes: &[&str]) -> Vec<(OsString, OsString)> {
     std::env::vars_os()

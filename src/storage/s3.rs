@@ -740,7 +740,15 @@ impl Backend for S3Backend {
 
     fn clean_incomplete(&self, older_than: Duration) -> Result<Vec<String>, Error> {
         let c = self.client()?;
-        let uploads = run(self.list_uploads(&c))?.map_err(Error::Other)?;
+        let uploads = match run(self.list_uploads(&c))? {
+            Ok(u) => u,
+            // A server without ListMultipartUploads: warn and go on (prune still prunes).
+            Err(m) if m.contains("ListMultipartUploads not implemented") => {
+                tracing::warn!("{m}");
+                return Ok(Vec::new());
+            }
+            Err(m) => return Err(Error::Other(m)),
+        };
         let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
         let mut removed = Vec::new();
         for (key, id, initiated) in uploads {
