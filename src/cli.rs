@@ -95,6 +95,13 @@ pub enum Command {
     /// Prints the manual page opsctl(1), or writes one page per command into a directory.
     #[command(after_long_help = crate::help::MAN)]
     Man(ManArgs),
+    /// Physical base backup (pg_basebackup) sealed into the repository; succeeds only once
+    /// the WAL it needs is archived (exit 0 kept, 1 failed).
+    #[command(after_long_help = crate::help::BASEBACKUP)]
+    Basebackup(BasebackupArgs),
+    /// Creates a named restore point (pg_create_restore_point) for restore --pitr --to-name.
+    #[command(after_long_help = crate::help::RESTORE_POINT)]
+    RestorePoint(RestorePointArgs),
 }
 
 impl Command {
@@ -544,11 +551,17 @@ pub struct BackupRekeyArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Backup file path, or backup id (looked up under --dir).
-    #[arg(value_name = "FILE|ID")]
-    pub backup: String,
+    #[arg(
+        value_name = "FILE|ID",
+        required_unless_present = "pitr",
+        conflicts_with = "pitr"
+    )]
+    pub backup: Option<String>,
     /// Database to restore into.
-    #[arg(long)]
-    pub target_db: String,
+    #[arg(long, required_unless_present = "pitr", conflicts_with = "pitr")]
+    pub target_db: Option<String>,
+    #[command(flatten)]
+    pub pitr: PitrRestoreArgs,
     /// Create the target database when it does not exist.
     #[arg(long)]
     pub create: bool,
@@ -1023,4 +1036,123 @@ pub fn hoist_common_flags(args: &[std::ffi::OsString]) -> Vec<std::ffi::OsString
     head.extend(moved);
     head.extend(args[i.min(args.len())..].iter().cloned());
     head
+}
+
+/// `restore --pitr`: a physical restore to a point in time.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("pitr_target").args(["to_time", "to_lsn", "to_xid", "to_name", "latest"]).multiple(false)))]
+pub struct PitrRestoreArgs {
+    /// Point-in-time recovery: a base backup plus archived WAL into a new data directory.
+    #[arg(long, help_heading = "Point-in-time recovery", requires_all = ["pgdata", "pitr_target"])]
+    pub pitr: bool,
+    /// The data directory to create (absent or empty; never one a server uses).
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub pgdata: Option<PathBuf>,
+    /// Recover up to this time (RFC 3339; no zone = UTC), stopping before the first
+    /// transaction committed after it.
+    #[arg(
+        long,
+        value_name = "T",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub to_time: Option<String>,
+    /// Recover up to this WAL position (e.g. 0/3000060).
+    #[arg(
+        long,
+        value_name = "L",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub to_lsn: Option<String>,
+    /// Recover up to and including this transaction id.
+    #[arg(
+        long,
+        value_name = "X",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub to_xid: Option<u64>,
+    /// Recover up to a restore point made with opsctl restore-point NAME.
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub to_name: Option<String>,
+    /// Recover everything the archive holds.
+    #[arg(long, help_heading = "Point-in-time recovery", requires = "pitr")]
+    pub latest: bool,
+    /// The base backup to start from (default: the newest one before the target).
+    #[arg(
+        long = "backup",
+        value_name = "ID",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub base_backup: Option<String>,
+    /// What the server does at the target.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "promote",
+        help_heading = "Point-in-time recovery"
+    )]
+    pub target_action: TargetAction,
+    /// Start the server (as the data directory's owner), wait until recovery reaches the
+    /// target, and report the position and time reached.
+    #[arg(long, help_heading = "Point-in-time recovery", requires = "pitr")]
+    pub start: bool,
+    /// Port for the restored server (written into postgresql.auto.conf; default: the
+    /// source's port from the backup).
+    #[arg(long, help_heading = "Point-in-time recovery", requires = "pitr")]
+    pub port: Option<u16>,
+    /// Repository (a policy repository name or a URL; default: the policy's first).
+    #[arg(long, value_name = "URL|NAME", help_heading = "Point-in-time recovery")]
+    pub repo: Option<String>,
+    /// With --start: how long to wait for recovery to reach the target.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration_arg, help_heading = "Point-in-time recovery")]
+    pub start_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TargetAction {
+    Promote,
+    Pause,
+    Shutdown,
+}
+
+#[derive(Debug, Args)]
+pub struct BasebackupArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Repository (a policy repository name or a URL; default: the policy's first).
+    #[arg(long, value_name = "URL|NAME")]
+    pub repo: Option<String>,
+    /// How long to wait for the archive to receive the WAL the backup needs
+    /// (default: [basebackup] archive_wait, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub archive_wait: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestorePointArgs {
+    /// The restore point's name (use it with restore --pitr --to-name NAME).
+    pub name: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }

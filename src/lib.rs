@@ -21,6 +21,7 @@ pub mod maintenance;
 pub mod migrate;
 pub mod oplog;
 pub mod partition;
+pub mod pitr;
 pub mod policy;
 pub mod policy_check;
 pub mod report;

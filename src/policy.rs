@@ -22,6 +22,7 @@ pub struct Policy {
     pub reports: ReportPolicy,
     pub audit: AuditPolicy,
     pub scheduler: SchedulerPolicy,
+    pub basebackup: BasebackupPolicy,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -72,6 +73,36 @@ impl Default for Retention {
             daily: 7,
             weekly: 4,
             monthly: 6,
+        }
+    }
+}
+
+/// `[basebackup]`: physical base backups for point-in-time recovery (the repository and
+/// key are `[backup]`'s).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BasebackupPolicy {
+    /// Cron expression for scheduled base backups (scheduler job `basebackup`).
+    pub schedule: Option<String>,
+    /// Keep the newest N base backups (at least 1); older ones, and the WAL only they
+    /// need, are removed by `backup prune`.
+    pub keep_last: u32,
+    /// Also keep every base backup younger than this many days.
+    pub keep_days: u32,
+    /// How long `basebackup` waits for the archive to receive the WAL it needs.
+    pub archive_wait: String,
+    /// `pitr_window` warns when the newest base backup is older than this many hours.
+    pub max_age_hours: Option<f64>,
+}
+
+impl Default for BasebackupPolicy {
+    fn default() -> Self {
+        BasebackupPolicy {
+            schedule: None,
+            keep_last: 2,
+            keep_days: 0,
+            archive_wait: "5 minutes".into(),
+            max_age_hours: None,
         }
     }
 }

@@ -1,0 +1,440 @@
+//! `opsctl basebackup`, `opsctl restore --pitr …` and `opsctl restore-point NAME`: the
+//! physical side of backups (see [`crate::pitr`]). Exit codes: 0 done, 1 failed or
+//! refused (a target outside the recovery window, a tampered backup, a non-empty data
+//! directory), 2 usage (a malformed target or policy).
+
+use std::path::{Path, PathBuf};
+
+use super::backup::{load_keys, progress};
+use super::{
+    conn_settings, load_policy, note_result, print, print_error, EXIT_FAILURE, EXIT_OK, EXIT_USAGE,
+};
+use crate::cli::{BasebackupArgs, Format, RestoreArgs, RestorePointArgs, TargetAction};
+use crate::error::Error;
+use crate::pitr::basebackup::{self, Options};
+use crate::pitr::catalog::Lsn;
+use crate::pitr::restore::{self as prestore, Action, RecoveryConf, Target};
+use crate::text;
+use crate::units::human_bytes;
+
+fn fail(code: u8, e: impl Into<anyhow::Error>) -> u8 {
+    print_error(&e.into());
+    code
+}
+
+/// Maps a library error: configuration → usage only when `usage` says the arguments were
+/// at fault; everything else is a failure.
+fn fail_err(e: Error) -> u8 {
+    fail(EXIT_FAILURE, e)
+}
+
+pub async fn basebackup_cmd(a: BasebackupArgs) -> u8 {
+    let (policy, compression) =
+        match load_policy(&a.policy).and_then(|p| p.backup.compression().map(|c| (p, c))) {
+            Ok(x) => x,
+            Err(e) => return fail(EXIT_USAGE, e),
+        };
+    let archive_wait = match a.archive_wait {
+        Some(w) => w,
+        None => match crate::duration::parse_duration(&policy.basebackup.archive_wait) {
+            Ok(w) => w,
+            Err(e) => {
+                return fail(
+                    EXIT_USAGE,
+                    anyhow::anyhow!("[basebackup] archive_wait: {e}"),
+                )
+            }
+        },
+    };
+    let settings = match conn_settings(&a.connect) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let repo = match crate::storage::resolve(a.repo.as_deref(), &policy) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let keys = match load_keys(&a.keys, &policy) {
+        Ok(k) => k,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let pb = progress("base backup");
+    let opts = Options {
+        compression,
+        archive_wait,
+    };
+    let r = basebackup::basebackup(&settings, &repo, &keys, &opts, pb.clone()).await;
+    drop(pb);
+    let s = match r {
+        Ok(s) => s,
+        Err(e) => return fail_err(e),
+    };
+    note_result(format!(
+        "base backup {} ({} files, {} → {}) in {}",
+        s.id,
+        s.files,
+        human_bytes(s.tar_bytes),
+        human_bytes(s.stored_bytes),
+        repo.display()
+    ));
+    if a.output.format == Format::Json {
+        print(&(serde_json::to_string_pretty(&s).expect("serialises") + "\n"));
+    } else {
+        print(&format!(
+            "base backup {} of system {} written to {}\n  timeline {}, WAL {} → {} ({} … {}), \
+             {}, {} → stored {} in {:.1}s; key id(s) {}\n  the WAL it needs is archived: \
+             recovery to any time after {} is possible\n",
+            s.id,
+            s.system_identifier,
+            repo.display(),
+            s.timeline,
+            s.start_lsn,
+            s.stop_lsn,
+            s.start_wal,
+            s.stop_wal,
+            text::plural(s.files, "file"),
+            human_bytes(s.tar_bytes),
+            human_bytes(s.stored_bytes),
+            s.duration_secs,
+            s.key_ids.join(", "),
+            text::ts(&s.stopped_at)
+        ));
+    }
+    EXIT_OK
+}
+
+/// The recovery target the flags name.
+fn target_of(a: &crate::cli::PitrRestoreArgs) -> Result<Target, anyhow::Error> {
+    if let Some(t) = &a.to_time {
+        return crate::datetime::parse_utc(t)
+            .map(Target::Time)
+            .map_err(|e| anyhow::anyhow!("--to-time {t:?}: {e}"));
+    }
+    if let Some(l) = &a.to_lsn {
+        return Ok(Target::Lsn(
+            Lsn::parse(l).map_err(|e| anyhow::anyhow!("--to-lsn: {e}"))?,
+        ));
+    }
+    if let Some(x) = a.to_xid {
+        return Ok(Target::Xid(x));
+    }
+    if let Some(n) = &a.to_name {
+        if n.is_empty() || n.len() > 63 {
+            anyhow::bail!("--to-name: a restore point name is 1 to 63 bytes");
+        }
+        return Ok(Target::Name(n.clone()));
+    }
+    if a.latest {
+        return Ok(Target::Latest);
+    }
+    anyhow::bail!(
+        "restore --pitr needs a target: --to-time, --to-lsn, --to-xid, --to-name or --latest"
+    )
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+#[derive(serde::Serialize)]
+struct PitrOutcome {
+    backup: String,
+    system_identifier: String,
+    pgdata: PathBuf,
+    target: String,
+    target_action: Action,
+    window: crate::pitr::catalog::Window,
+    files: u64,
+    authenticate_secs: f64,
+    unpack_secs: f64,
+    started: bool,
+    reached: Option<prestore::Reached>,
+    start_command: String,
+}
+
+/// `restore --pitr`.
+pub async fn restore_pitr(a: RestoreArgs) -> u8 {
+    let p = &a.pitr;
+    let target = match target_of(p) {
+        Ok(t) => t,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let policy = match load_policy(&a.policy) {
+        Ok(x) => x,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let Some(policy_path) = a.policy.policy.as_deref().map(absolute) else {
+        return fail(
+            EXIT_USAGE,
+            anyhow::anyhow!(
+                "restore --pitr needs --policy FILE (or OPSCTL_POLICY): the restored server's \
+                 restore_command runs opsctl wal fetch with it to find the repository and key"
+            ),
+        );
+    };
+    let repo = match crate::storage::resolve(p.repo.as_deref(), &policy) {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let keys = match load_keys(&a.keys, &policy) {
+        Ok(k) => k,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
+    let dir = absolute(p.pgdata.as_deref().expect("clap requires --pgdata"));
+    let action = match p.target_action {
+        TargetAction::Promote => Action::Promote,
+        TargetAction::Pause => Action::Pause,
+        TargetAction::Shutdown => Action::Shutdown,
+    };
+    let choice = match prestore::choose(&repo, &target, p.base_backup.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail_err(e),
+    };
+    // Refuse a used or non-empty directory before reading anything.
+    if dir.exists() {
+        if let Err(e) = prestore::check_pgdata(&dir) {
+            return fail_err(e);
+        }
+    }
+    let b = &choice.base;
+    let pb = progress("authenticating the base backup");
+    let t0 = std::time::Instant::now();
+    let manifest =
+        match tokio::task::block_in_place(|| prestore::authenticate(&repo, b, &keys, &pb)) {
+            Ok(m) => m,
+            Err(e) => return fail_err(e),
+        };
+    drop(pb);
+    let authenticate_secs = t0.elapsed().as_secs_f64();
+    let existed = match prestore::check_pgdata(&dir) {
+        Ok(x) => x,
+        Err(e) => return fail_err(e),
+    };
+    let undo = |dir: &Path| {
+        if existed {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    let path = e.path();
+                    let _ = if path.is_dir() && !path.is_symlink() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    };
+    let pb = progress("unpacking");
+    let t1 = std::time::Instant::now();
+    let files = match tokio::task::block_in_place(|| {
+        prestore::unpack(&repo, b, &keys, &manifest, &dir, &pb)
+    }) {
+        Ok(n) => n,
+        Err(e) => {
+            undo(&dir);
+            return fail_err(e);
+        }
+    };
+    drop(pb);
+    let unpack_secs = t1.elapsed().as_secs_f64();
+    let opsctl = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .unwrap_or_else(|_| PathBuf::from("opsctl"));
+    let conf = RecoveryConf {
+        opsctl,
+        policy: policy_path,
+        key_file: a.keys.key_file.as_deref().map(absolute),
+        target: target.clone(),
+        action,
+        port: p.port,
+        archive_off: false,
+        comment: format!(
+            "opsctl restore --pitr: base backup {} to {} ({})",
+            b.summary.id,
+            target.describe(),
+            text::ts(&chrono::Utc::now())
+        ),
+    };
+    if let Err(e) = prestore::write_recovery(&dir, &conf) {
+        undo(&dir);
+        return fail_err(e);
+    }
+    // The server must run as a non-root user that owns the directory.
+    let mut run_as: Option<String> = None;
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(&dir).map(|m| (m.uid(), m.gid())).ok();
+        let target_owner = match owner {
+            Some((uid, gid)) if existed && uid != 0 => {
+                prestore::user_name(uid).map(|n| (uid, gid, n))
+            }
+            _ => prestore::postgres_user(),
+        };
+        match target_owner {
+            Some((uid, gid, name)) => {
+                if let Err(e) = prestore::chown_tree(&dir, uid, gid) {
+                    return fail_err(e);
+                }
+                run_as = Some(name);
+            }
+            None => {
+                crate::logging::note(format_args!(
+                    "running as root and there is no postgres user: {} stays owned by root; \
+                     give it to the server's user before starting it",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    let bindir = prestore::server_bindir(b.summary.pg_major);
+    let log = dir.join("opsctl-recovery.log");
+    let start_command = match (&bindir, &run_as) {
+        (Ok(bd), Some(u)) => format!(
+            "runuser -u {u} -- {} -D {} -l {} start",
+            bd.join("pg_ctl").display(),
+            dir.display(),
+            log.display()
+        ),
+        (Ok(bd), None) => format!(
+            "{} -D {} -l {} start",
+            bd.join("pg_ctl").display(),
+            dir.display(),
+            log.display()
+        ),
+        (Err(_), _) => format!("pg_ctl -D {} start", dir.display()),
+    };
+    let mut reached = None;
+    if p.start {
+        let bindir = match bindir {
+            Ok(b) => b,
+            Err(e) => return fail_err(e),
+        };
+        match tokio::task::block_in_place(|| {
+            prestore::start_and_wait(
+                &bindir,
+                &dir,
+                &log,
+                run_as.as_deref(),
+                action,
+                p.start_timeout,
+            )
+        }) {
+            Ok(r) => reached = Some(r),
+            Err(e) => return fail_err(e),
+        }
+    }
+    let out = PitrOutcome {
+        backup: b.summary.id.clone(),
+        system_identifier: b.summary.system_identifier.clone(),
+        pgdata: dir.clone(),
+        target: target.describe(),
+        target_action: action,
+        window: choice.window.clone(),
+        files,
+        authenticate_secs,
+        unpack_secs,
+        started: p.start,
+        reached: reached.clone(),
+        start_command: start_command.clone(),
+    };
+    note_result(format!(
+        "restored base backup {} into {} for {}",
+        out.backup,
+        dir.display(),
+        out.target
+    ));
+    if a.output.format == Format::Json {
+        print(&(serde_json::to_string_pretty(&out).expect("serialises") + "\n"));
+        return EXIT_OK;
+    }
+    let mut s = format!(
+        "restored base backup {} (system {}) into {}: {}, authenticated in {:.1}s, unpacked in {:.1}s\n  \
+         recovery target: {} (then {}); recovery window of this backup: {}\n",
+        out.backup,
+        out.system_identifier,
+        dir.display(),
+        text::plural(files, "file"),
+        authenticate_secs,
+        unpack_secs,
+        out.target,
+        action.name(),
+        choice.window.describe()
+    );
+    match &reached {
+        Some(r) => s.push_str(&format!(
+            "  recovery {} after {:.1}s: {}{}{}\n",
+            r.state,
+            r.recovery_secs,
+            r.stop_line
+                .clone()
+                .unwrap_or_else(|| "end of the archived WAL".into()),
+            r.lsn
+                .as_ref()
+                .map(|l| format!("; redo done at {l}"))
+                .unwrap_or_default(),
+            r.time
+                .as_ref()
+                .map(|t| format!("; last transaction replayed at {t}"))
+                .unwrap_or_default()
+        )),
+        None => s.push_str(&format!(
+            "  start the server to recover: {start_command}\n  (restore_command fetches WAL \
+             with this opsctl and policy; the server log says when recovery reaches the target)\n"
+        )),
+    }
+    print(&s);
+    EXIT_OK
+}
+
+/// `restore-point NAME`.
+pub async fn restore_point(a: RestorePointArgs) -> u8 {
+    const CREATE: &str = "SELECT pg_create_restore_point($1)::text";
+    const SWITCH: &str = "SELECT pg_switch_wal()::text, pg_walfile_name(pg_current_wal_lsn())";
+    if a.name.is_empty() || a.name.len() > 63 {
+        return fail(
+            EXIT_USAGE,
+            anyhow::anyhow!("a restore point name is 1 to 63 bytes"),
+        );
+    }
+    let settings = match conn_settings(&a.connect) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_USAGE, e),
+    };
+    let conn = match crate::db::connect(&settings).await {
+        Ok(c) => c,
+        Err(e) => return fail_err(e),
+    };
+    let lsn: String = match conn.client.query_one(CREATE, &[&a.name]).await {
+        Ok(r) => r.get(0),
+        Err(e) => return fail_err(Error::db_ctx("cannot create the restore point")(e)),
+    };
+    // Switch the segment out so the archive holds the point without waiting for
+    // archive_timeout.
+    let switched = conn
+        .client
+        .query_one(SWITCH, &[])
+        .await
+        .ok()
+        .map(|r| r.get::<_, String>(1));
+    note_result(format!("restore point {:?} at {lsn}", a.name));
+    if a.output.format == Format::Json {
+        print(
+            &(serde_json::json!({"name": a.name, "lsn": lsn, "switched_to": switched}).to_string()
+                + "\n"),
+        );
+    } else {
+        print(&format!(
+            "restore point {:?} at {lsn}; recover to it with opsctl restore --pitr --to-name {:?}\n",
+            a.name, a.name
+        ));
+    }
+    EXIT_OK
+}
