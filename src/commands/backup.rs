@@ -282,11 +282,27 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
     let dir = backup_dir(&a.dir, &policy)?;
     let entries = repo::list(&dir)?;
     let temps = temps_line(&repo::temp_files(&dir)?);
+    let bases = super::pitr::base_listed(&dir)?;
+    if a.output.format == Format::Json && !bases.is_empty() {
+        let mut all: Vec<serde_json::Value> = entries
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()?;
+        for b in &bases {
+            all.push(serde_json::to_value(b)?);
+        }
+        print(&(serde_json::to_string_pretty(&all)? + "\n"));
+        return Ok(EXIT_OK);
+    }
     if a.output.format == Format::Json {
         print(&(serde_json::to_string_pretty(&entries)? + "\n"));
         if let Some(t) = temps {
             eprintln!("note: {t}");
         }
+        return Ok(EXIT_OK);
+    }
+    if entries.is_empty() && !bases.is_empty() {
+        print(&with_temps(super::pitr::base_table(&bases), temps));
         return Ok(EXIT_OK);
     }
     if entries.is_empty() {
@@ -332,7 +348,11 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
                 d,
             ]);
         }
-        print(&with_temps(table(rows, None), temps));
+        let mut out = table(rows, None);
+        if !bases.is_empty() {
+            out.push_str(&super::pitr::base_table(&bases));
+        }
+        print(&with_temps(out, temps));
         return Ok(EXIT_OK);
     }
     let mut rows = vec![[
@@ -360,10 +380,11 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
         ]);
     }
     // Cut the database name first, then the drill, the seal and the start if need be.
-    print(&with_temps(
-        table(rows, Some((LIST_WIDTH, &[1, 6, 4, 2]))),
-        temps,
-    ));
+    let mut out = table(rows, Some((LIST_WIDTH, &[1, 6, 4, 2])));
+    if !bases.is_empty() {
+        out.push_str(&super::pitr::base_table(&bases));
+    }
+    print(&with_temps(out, temps));
     Ok(EXIT_OK)
 }
 
@@ -402,6 +423,14 @@ fn temps_line(temps: &[repo::TempEntry]) -> Option<String> {
 
 async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
     let policy = load_policy(&a.policy)?;
+    if let Some(d) = a.dir.dir.clone().or_else(|| policy.backup.dir.clone()) {
+        if !Path::new(&a.backup).exists() {
+            let keys = load_keys(&a.keys, &policy)?;
+            if let Some(code) = super::pitr::verify_base(&d, &a.backup, &keys, a.output.format) {
+                return Ok(code);
+            }
+        }
+    }
     let path = resolve_backup(&a.backup, &a.dir, &policy)?;
     let keys = load_keys(&a.keys, &policy)?;
     let pb = progress("verifying");
@@ -500,6 +529,8 @@ struct PruneOut {
     decisions: Vec<repo::Decision>,
     deleted: Vec<String>,
     temporary_files: Vec<TempOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_backups: Option<crate::pitr::prune::BasePrune>,
 }
 
 /// What prune did with one temporary file.
@@ -554,6 +585,7 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
         };
         temps.push(TempOutcome { file: t, action });
     }
+    let bases = super::pitr::prune_bases(&dir, &policy, a.dry_run)?;
     let mut deleted = Vec::new();
     if !a.dry_run {
         let conn = if connection_configured(&a.connect) {
@@ -588,6 +620,7 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
                 decisions,
                 deleted,
                 temporary_files: temps,
+                base_backups: bases,
             })? + "\n"),
         );
         return Ok(EXIT_OK);
@@ -616,8 +649,11 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
             d.reasons.join("; ")
         ));
     }
-    if decisions.is_empty() {
+    if decisions.is_empty() && bases.is_none() {
         out.push_str("no backups\n");
+    }
+    if let Some(b) = &bases {
+        out.push_str(&super::pitr::prune_text(b, &policy.basebackup, a.dry_run));
     }
     for t in &temps {
         let f = &t.file;

@@ -252,6 +252,7 @@ pub async fn restore_pitr(a: RestoreArgs) -> u8 {
         opsctl,
         policy: policy_path,
         key_file: a.keys.key_file.as_deref().map(absolute),
+        repo: p.repo.as_ref().map(|_| repo.display()),
         target: target.clone(),
         action,
         port: p.port,
@@ -437,4 +438,188 @@ pub async fn restore_point(a: RestorePointArgs) -> u8 {
         ));
     }
     EXIT_OK
+}
+
+/// A base backup as `backup list` shows it: the summary, the window it opens, its status.
+#[derive(serde::Serialize)]
+pub struct BaseListed {
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub summary: crate::pitr::catalog::BaseSummary,
+    pub window: crate::pitr::catalog::Window,
+    pub status: crate::pitr::catalog::BaseStatus,
+}
+
+/// The base backups in the backup directory (the local repository), oldest first.
+pub fn base_listed(dir: &Path) -> anyhow::Result<Vec<BaseListed>> {
+    let repo = crate::storage::Repository::local("local", dir);
+    let bases = crate::pitr::catalog::base_backups(&repo)?;
+    let mut out = Vec::new();
+    let mut archives: std::collections::BTreeMap<String, crate::pitr::catalog::Archive> =
+        Default::default();
+    for b in bases {
+        let sysid = b.summary.system_identifier.clone();
+        if !archives.contains_key(&sysid) {
+            archives.insert(sysid.clone(), crate::pitr::catalog::archive(&repo, &sysid)?);
+        }
+        let window = crate::pitr::catalog::window(&b.summary, &archives[&sysid]);
+        let status = crate::pitr::catalog::read_status(&repo, &b);
+        out.push(BaseListed {
+            kind: "base",
+            summary: b.summary,
+            window,
+            status,
+        });
+    }
+    Ok(out)
+}
+
+/// The `backup list` table of base backups.
+pub fn base_table(bases: &[BaseListed]) -> String {
+    let mut s = String::from(
+        "\nbase backups (physical, for restore --pitr); recovery window = stop → newest archived WAL:\n",
+    );
+    let mut rows = vec![[
+        "id",
+        "kind",
+        "system",
+        "stop",
+        "stored",
+        "window to",
+        "verified",
+        "drilled",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for b in bases {
+        let st = &b.status;
+        rows.push(vec![
+            b.summary.id.clone(),
+            "base".into(),
+            b.summary.system_identifier.clone(),
+            text::ts(&b.summary.stopped_at),
+            human_bytes(b.summary.stored_bytes),
+            match b.window.to_time {
+                Some(t) => text::ts(&t),
+                None => "WAL MISSING".into(),
+            },
+            match st.verify_ok {
+                Some(true) => "ok".into(),
+                Some(false) => "FAILED".into(),
+                None => "-".into(),
+            },
+            match (st.drill_ok, st.drill_rto_secs) {
+                (Some(true), Some(r)) => format!("ok, rto {}", text::duration_short(r)),
+                (Some(false), _) => "FAILED".into(),
+                _ => "-".into(),
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// `backup prune`'s part for base backups and WAL (None when there are none).
+pub fn prune_bases(
+    dir: &Path,
+    policy: &crate::policy::Policy,
+    dry_run: bool,
+) -> anyhow::Result<Option<crate::pitr::prune::BasePrune>> {
+    let repo = crate::storage::Repository::local("local", dir);
+    let r = crate::pitr::prune::prune(&repo, &policy.basebackup, chrono::Utc::now(), dry_run)?;
+    Ok((!r.decisions.is_empty()).then_some(r))
+}
+
+pub fn prune_text(
+    r: &crate::pitr::prune::BasePrune,
+    p: &crate::policy::BasebackupPolicy,
+    dry_run: bool,
+) -> String {
+    let mut s = format!(
+        "base backups: keep_last={} keep_days={}\n",
+        p.keep_last.max(1),
+        p.keep_days
+    );
+    for d in &r.decisions {
+        let verb = match (d.keep, dry_run) {
+            (true, _) => "keep  ",
+            (false, true) => "would delete",
+            (false, false) => "delete",
+        };
+        s.push_str(&format!(
+            "{verb} base {} ({}): {}\n",
+            d.id,
+            text::ts(&d.stopped_at),
+            d.reason
+        ));
+    }
+    for (sysid, from) in &r.wal_kept_from {
+        s.push_str(&format!(
+            "WAL of system {sysid}: kept from {from} (what the oldest kept base backup needs); {} older file(s) {}\n",
+            r.wal_removed.len(),
+            if dry_run { "would be removed" } else { "removed" }
+        ));
+    }
+    s
+}
+
+/// `backup verify ID` for a base backup: None when `id` names no base backup.
+pub fn verify_base(
+    dir: &Path,
+    id: &str,
+    keys: &[crate::backup::keys::KeyMaterial],
+    format: Format,
+) -> Option<u8> {
+    let repo = crate::storage::Repository::local("local", dir);
+    let b = crate::pitr::catalog::find_base(&repo, id).ok()?;
+    let pb = progress("verifying the base backup");
+    let r = tokio::task::block_in_place(|| prestore::authenticate(&repo, &b, keys, &pb));
+    drop(pb);
+    let now = chrono::Utc::now();
+    let ok = r.is_ok();
+    let reason = r.as_ref().err().map(|e| e.to_string());
+    // A key that opens nothing says nothing about the backup's health.
+    let defect = matches!(&r, Err(Error::Verify(_)));
+    if ok || defect {
+        let _ = crate::pitr::catalog::update_status(&repo, &b, |s| {
+            s.verified_at = Some(now);
+            s.verify_ok = Some(ok);
+            s.verify_reason = reason.clone();
+        });
+    }
+    if format == Format::Json {
+        print(
+            &(serde_json::json!({
+                "id": b.summary.id, "kind": "base", "ok": ok, "reason": reason,
+                "files": r.as_ref().map(|m| m.file_list.len()).unwrap_or(0),
+            })
+            .to_string()
+                + "\n"),
+        );
+    }
+    match r {
+        Ok(m) => {
+            if format != Format::Json {
+                print(&format!(
+                    "base backup {} is good: every chunk authenticated, the sealed manifest \
+                     matches the summary, {} match their sealed SHA-256\n",
+                    b.summary.id,
+                    text::plural(m.file_list.len() as u64, "file")
+                ));
+            }
+            Some(EXIT_OK)
+        }
+        Err(e) => Some(fail(EXIT_FAILURE, e)),
+    }
 }

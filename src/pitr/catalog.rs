@@ -295,6 +295,41 @@ pub fn base_backups(repo: &Repository) -> Result<Vec<BaseEntry>, Error> {
     Ok(out)
 }
 
+/// Verify and drill results of a base backup (`status.json` beside it, plain).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BaseStatus {
+    pub verified_at: Option<DateTime<Utc>>,
+    pub verify_ok: Option<bool>,
+    pub verify_reason: Option<String>,
+    pub drilled_at: Option<DateTime<Utc>>,
+    pub drill_ok: Option<bool>,
+    pub drill_rto_secs: Option<f64>,
+    pub drill_reason: Option<String>,
+}
+
+pub const STATUS_OBJECT: &str = "status.json";
+
+pub fn read_status(repo: &Repository, b: &BaseEntry) -> BaseStatus {
+    repo.get(&format!("{}{STATUS_OBJECT}", b.prefix))
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+pub fn update_status(
+    repo: &Repository,
+    b: &BaseEntry,
+    f: impl FnOnce(&mut BaseStatus),
+) -> Result<BaseStatus, Error> {
+    let mut s = read_status(repo, b);
+    f(&mut s);
+    let text = serde_json::to_vec_pretty(&s).expect("status serialises");
+    repo.put(&format!("{}{STATUS_OBJECT}", b.prefix), &text)?;
+    Ok(s)
+}
+
 /// A base backup by id (or `base/<sysid>/<id>` prefix).
 pub fn find_base(repo: &Repository, id: &str) -> Result<BaseEntry, Error> {
     let all = base_backups(repo)?;

@@ -4,5 +4,6 @@
 
 pub mod basebackup;
 pub mod catalog;
+pub mod prune;
 pub mod restore;
 pub mod tarscan;

@@ -402,6 +402,8 @@ pub struct RecoveryConf {
     pub opsctl: PathBuf,
     pub policy: PathBuf,
     pub key_file: Option<PathBuf>,
+    /// `--repo` for `wal fetch` when the repository is not the policy's first.
+    pub repo: Option<String>,
     pub target: Target,
     pub action: Action,
     pub port: Option<u16>,
@@ -433,6 +435,9 @@ pub fn recovery_lines(c: &RecoveryConf) -> Result<String, Error> {
     );
     if let Some(k) = &c.key_file {
         cmd.push_str(&format!(" --key-file {}", shell_word(k)?));
+    }
+    if let Some(r) = &c.repo {
+        cmd.push_str(&format!(" --repo {}", shell_word(Path::new(r))?));
     }
     let mut s = format!(
         "\n# {}\nrestore_command = {}\n",
@@ -589,7 +594,10 @@ pub fn start_and_wait(
             && text.contains("archive recovery complete")
         {
             Some("promoted")
-        } else if action == Action::Pause && text.contains("recovery has paused") {
+        } else if action == Action::Pause
+            && (text.contains("pausing at the end of recovery")
+                || text.contains("recovery has paused"))
+        {
             Some("paused")
         } else if action == Action::Shutdown && stop_line.is_some() && !pid_exists && seen_pid {
             Some("shut down")
@@ -713,6 +721,7 @@ mod tests {
             opsctl: "/usr/bin/opsctl".into(),
             policy: "/etc/opsctl/policy.toml".into(),
             key_file: None,
+            repo: None,
             target: Target::Time("2026-12-02T14:16:26.760463Z".parse().unwrap()),
             action: Action::Promote,
             port: Some(5999),

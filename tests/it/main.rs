@@ -14,6 +14,7 @@ mod maintenance;
 mod migrate;
 mod oplog;
 mod partition;
+mod pitr;
 mod reports;
 mod restore_signals;
 mod schedule;
