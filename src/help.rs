@@ -227,3 +227,15 @@ pub const MAN: &str = "\
 Examples:
   opsctl man | man -l -
   opsctl man --dir /usr/local/share/man/man1";
+
+pub const WAL: &str = "\
+Examples:
+  opsctl wal setup --print --policy /etc/opsctl/policy.toml
+  archive_command = '/usr/local/bin/opsctl wal push %p --policy /etc/opsctl/policy.toml'
+  restore_command = '/usr/local/bin/opsctl wal fetch %f %p --policy /etc/opsctl/policy.toml'
+  opsctl wal status --json
+  opsctl wal verify
+
+Exit codes: push 0 archived (or already archived with identical content), 1 not archived
+(PostgreSQL retries). fetch 0 restored, 1 not in the archive, 200 the file is there but
+cannot be delivered intact (tampered, wrong key, unreadable): PostgreSQL stops recovery.";

@@ -29,5 +29,6 @@ pub mod serve;
 pub mod storage;
 pub mod text;
 pub mod units;
+pub mod wal;
 
 pub use error::{Error, Result};

@@ -18,6 +18,7 @@ pub mod restore;
 pub mod schedule;
 pub mod serve;
 pub mod vacuum;
+pub mod wal;
 
 use std::io::{IsTerminal, Write};
 
@@ -206,6 +207,7 @@ async fn dispatch(command: Command) -> u8 {
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
+        Command::Wal(cmd) => wal::run(cmd).await,
     }
 }
 
