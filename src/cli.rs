@@ -102,6 +102,10 @@ pub enum Command {
     /// Creates a named restore point (pg_create_restore_point) for restore --pitr --to-name.
     #[command(after_long_help = crate::help::RESTORE_POINT)]
     RestorePoint(RestorePointArgs),
+    /// WAL archiving: push (archive_command), fetch (restore_command), status, setup, verify.
+    #[command(subcommand)]
+    #[command(after_long_help = crate::help::WAL)]
+    Wal(WalCommand),
 }
 
 impl Command {
@@ -957,6 +961,93 @@ pub struct ManArgs {
     /// instead of printing opsctl.1.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+/// Where WAL is archived and the key that seals it (no database connection).
+#[derive(Debug, Clone, Args)]
+pub struct WalRepoArgs {
+    /// Repository URL or name (default: the policy's first repository).
+    #[arg(long, value_name = "URL|NAME")]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// archive_command: seals one WAL file into the repository (exit 0 only once durable).
+    Push(WalPushArgs),
+    /// restore_command: restores one archived WAL file (exit 1 not archived, 200 recovery must stop).
+    Fetch(WalFetchArgs),
+    /// Archiving settings, pg_stat_archiver, segments waiting, newest archived per timeline.
+    Status(WalStatusArgs),
+    /// Prints the ALTER SYSTEM lines that turn archiving on with opsctl.
+    Setup(WalSetupArgs),
+    /// Checks that the archive has no gap, on every timeline of the history (exit 1 on a gap).
+    Verify(WalVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    /// The WAL file (%p: relative to the data directory).
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub repo: WalRepoArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    /// The archived file's name (%f).
+    pub name: String,
+    /// Where to write it (%p).
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub repo: WalRepoArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WalStatusArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Repository URL or name (default: the policy's first repository).
+    #[arg(long, value_name = "URL|NAME")]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WalSetupArgs {
+    /// Print the lines (opsctl never changes server settings itself).
+    #[arg(long)]
+    pub print: bool,
+    /// archive_timeout: the longest a finished transaction waits to be archived on an
+    /// idle server (the RPO).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub archive_timeout: String,
+    /// Key file to name in archive_command (otherwise the policy's [backup] key_file).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Repository to name in archive_command (otherwise the policy's first).
+    #[arg(long, value_name = "URL|NAME")]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WalVerifyArgs {
+    /// First segment that must be there (default: the oldest archived).
+    #[arg(long, value_name = "SEGMENT")]
+    pub from: Option<String>,
+    #[command(flatten)]
+    pub repo: WalRepoArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// The flags shared by most commands that may also come before the command name

@@ -247,3 +247,15 @@ Examples:
   opsctl restore --pitr --pgdata /srv/pitr --to-name before-migration-42
 
 The WAL holding the point is switched out at once, so the archive has it within seconds.";
+
+pub const WAL: &str = "\
+Examples:
+  opsctl wal setup --print --policy /etc/opsctl/policy.toml
+  archive_command = '/usr/local/bin/opsctl wal push %p --policy /etc/opsctl/policy.toml'
+  restore_command = '/usr/local/bin/opsctl wal fetch %f %p --policy /etc/opsctl/policy.toml'
+  opsctl wal status --json
+  opsctl wal verify
+
+Exit codes: push 0 archived (or already archived with identical content), 1 not archived
+(PostgreSQL retries). fetch 0 restored, 1 not in the archive, 200 the file is there but
+cannot be delivered intact (tampered, wrong key, unreadable): PostgreSQL stops recovery.";

@@ -30,5 +30,6 @@ pub mod serve;
 pub mod storage;
 pub mod text;
 pub mod units;
+pub mod wal;
 
 pub use error::{Error, Result};

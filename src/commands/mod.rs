@@ -19,6 +19,7 @@ pub mod restore;
 pub mod schedule;
 pub mod serve;
 pub mod vacuum;
+pub mod wal;
 
 use std::io::{IsTerminal, Write};
 
@@ -211,6 +212,7 @@ async fn dispatch(command: Command) -> u8 {
         Command::Man(args) => man::run(args),
         Command::Basebackup(args) => pitr::basebackup_cmd(args).await,
         Command::RestorePoint(args) => pitr::restore_point(args).await,
+        Command::Wal(cmd) => wal::run(cmd).await,
     }
 }
 
