@@ -22,6 +22,7 @@ pub struct Archiving {
     pub port: u16,
     pub ca: PathBuf,
     pub repo: PathBuf,
+    #[allow(dead_code)]
     pub key: PathBuf,
     pub policy: PathBuf,
     bindir: PathBuf,
