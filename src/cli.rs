@@ -600,6 +600,13 @@ pub struct DrillArgs {
     /// Drill the newest backup of the connected database.
     #[arg(long)]
     pub latest: bool,
+    /// PITR drill: the newest base backup plus archived WAL recovered on a throwaway
+    /// server to a restore point made now, and every table compared with the source.
+    #[arg(long, conflicts_with_all = ["backup", "latest"])]
+    pub pitr: bool,
+    /// With --pitr: recover to this time instead (no content comparison).
+    #[arg(long, value_name = "T", requires = "pitr")]
+    pub to_time: Option<String>,
     #[command(flatten)]
     pub policy: PolicyArgs,
     #[command(flatten)]

@@ -4,6 +4,7 @@
 
 pub mod basebackup;
 pub mod catalog;
+pub mod drill;
 pub mod prune;
 pub mod restore;
 pub mod tarscan;
