@@ -204,6 +204,18 @@ impl ArchCluster {
         self.psql("SELECT system_identifier FROM pg_control_system()")
     }
 
+    fn sysid_of(&self, data: &Path) -> String {
+        let out = ok(
+            Command::new(bindir().join("pg_controldata")).arg(data),
+            "pg_controldata",
+        );
+        out.lines()
+            .find_map(|l| l.strip_prefix("Database system identifier:"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
     fn object(&self, seg: &str) -> PathBuf {
         self.repo
             .join("wal")
@@ -624,7 +636,7 @@ fn a_tampered_segment_stops_recovery_and_the_server_does_not_promote() {
     let conf = restored.join("postgresql.auto.conf");
     let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
     text.push_str(&format!(
-        "\nrestore_command = '{} wal fetch %f %p --policy {}'\narchive_mode = off\nport = {}\n",
+        "\nrestore_command = '{} wal fetch %f %p --policy {}'\nport = {}\n",
         env!("CARGO_BIN_EXE_opsctl"),
         c.policy.display(),
         free_port()
@@ -718,4 +730,68 @@ fn a_tampered_segment_stops_recovery_and_the_server_does_not_promote() {
         "count",
     );
     assert_eq!(rows.trim(), "2000");
+
+    // The promoted server archives timeline 2 into the same archive (same cluster):
+    // 00000002.history, the old timeline's .partial, new segments. verify follows the
+    // history across the switch.
+    let psql2 = |sql: &str| {
+        ok(
+            Command::new(bindir().join("psql"))
+                .args([
+                    "-X",
+                    "-A",
+                    "-t",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-U",
+                    "postgres",
+                    "-h",
+                ])
+                .arg(&c.sock)
+                .args(["-p", &port, "-d", "postgres", "-c", sql]),
+            sql,
+        )
+        .trim()
+        .to_string()
+    };
+    psql2("INSERT INTO after_backup SELECT g FROM generate_series(2001, 3000) g");
+    let t2 = psql2("SELECT pg_walfile_name(pg_switch_wal())");
+    assert!(t2.starts_with("00000002"), "{t2}");
+    let t0 = Instant::now();
+    while psql2("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < t2 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{t2} not archived");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let v = c
+        .wal()
+        .args(["verify", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(v["timeline"], 2, "{v}");
+    assert_eq!(v["history"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["to"], t2, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    // The history file and a timeline-2 segment come back through fetch.
+    let work = tempfile::tempdir().unwrap();
+    c.wal()
+        .args(["fetch", "00000002.history"])
+        .arg(work.path().join("h"))
+        .run()
+        .success();
+    let h = std::fs::read_to_string(work.path().join("h")).unwrap();
+    assert!(h.starts_with("1\t"), "{h}");
+    // Without the history file the timelines cannot be followed: a problem, exit 1.
+    let hist = c
+        .repo
+        .join("wal")
+        .join(c.sysid_of(&restored))
+        .join("00000002/00000002.history");
+    std::fs::remove_file(&hist).unwrap();
+    let r = c.wal().arg("verify").run().code(1);
+    assert!(
+        r.stdout.contains("00000002.history is not archived"),
+        "{}",
+        r.stdout
+    );
 }
