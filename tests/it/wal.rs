@@ -472,6 +472,27 @@ fn archiving_pushes_sealed_segments_refuses_conflicts_and_fetch_exit_codes() {
     );
     assert!(r.stdout.contains("archive_mode     on"), "{}", r.stdout);
 
+    // health: archiving works.
+    let h = opsctl()
+        .args([
+            "health",
+            "--check",
+            "wal_archiving",
+            "--format",
+            "json",
+            "--database-url",
+            &c.url(),
+        ])
+        .run()
+        .success()
+        .json();
+    assert_eq!(h["checks"][0]["id"], "wal_archiving", "{h}");
+    assert_eq!(h["checks"][0]["state"], "OK", "{h}");
+    assert!(
+        h["checks"][0]["value"].as_str().unwrap().contains(&s3),
+        "{h}"
+    );
+
     // A failing archiver shows in status: point archive_command at a missing key.
     c.psql(&format!(
         "ALTER SYSTEM SET archive_command = '{} wal push %p --policy {} --key-file /nonexistent'",
@@ -500,6 +521,42 @@ fn archiving_pushes_sealed_segments_refuses_conflicts_and_fetch_exit_codes() {
     assert!(
         st["notes"].to_string().contains("archiving is failing"),
         "{st}"
+    );
+    // health: failing since a recent success is a WARNING (CRITICAL after 5 minutes
+    // without success; the unit tests cover that), exit 1.
+    let r = opsctl()
+        .args([
+            "health",
+            "--check",
+            "wal_archiving",
+            "--format",
+            "json",
+            "--database-url",
+            &c.url(),
+        ])
+        .run()
+        .code(1);
+    let h = r.json();
+    assert_eq!(h["checks"][0]["state"], "WARNING", "{h}");
+    assert!(
+        h["checks"][0]["hint"].as_str().unwrap().contains(&failing),
+        "{h}"
+    );
+    let r = opsctl()
+        .args([
+            "health",
+            "--check",
+            "wal_archiving",
+            "--format",
+            "prometheus",
+            "--database-url",
+            &c.url(),
+        ])
+        .run();
+    assert!(
+        r.stdout.contains("opsctl_wal_archive_failures"),
+        "{}",
+        r.stdout
     );
 }
 
