@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{check_segment, control_system_id, key, load_info, ArchiveInfo, WalName, INFO_KEY};
+use super::{check_segment, key, load_info, ArchiveInfo, WalName, INFO_KEY};
 use crate::backup::compress::{Codec, Compression};
 use crate::backup::keys::KeyMaterial;
 use crate::error::Error;
@@ -44,31 +44,6 @@ fn codec_of(label: &str) -> Option<Codec> {
     }
 }
 
-/// The system identifier of a file without a page header (`.history`, `.backup`): the
-/// archive's, else the `global/pg_control` of the data directory whose `pg_wal` holds it
-/// (PostgreSQL runs archive_command in the data directory).
-fn system_id_without_header(path: &Path, info: Option<&ArchiveInfo>) -> Result<u64, Error> {
-    if let Some(info) = info {
-        return info.system_id();
-    }
-    let wal_dir = path.parent().unwrap_or(Path::new("."));
-    let wal_dir = if wal_dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        wal_dir
-    };
-    let control = wal_dir.join("..").join("global").join("pg_control");
-    let bytes = std::fs::read(&control).map_err(|e| {
-        Error::Other(format!(
-            "cannot tell which cluster {} belongs to: nothing is archived yet and {} cannot be read ({e}); archive a WAL segment first",
-            path.display(),
-            control.display()
-        ))
-    })?;
-    control_system_id(&bytes)
-        .ok_or_else(|| Error::Other(format!("{} is too short", control.display())))
-}
-
 /// Archives one WAL file (`archive_command = 'opsctl wal push %p'`).
 pub fn push(
     repo: &Repository,
@@ -100,7 +75,16 @@ pub fn push(
             })?;
             (h.system_id, Some(h.seg_size))
         }
-        _ => (system_id_without_header(path, info.as_ref())?, None),
+        // `.history` and `.backup` files have no page header: the archive's cluster.
+        _ => match &info {
+            Some(i) => (i.system_id()?, None),
+            None => {
+                return Err(Error::Other(format!(
+                    "the WAL archive in repository {} is empty: archive a WAL segment before {file_name}",
+                    repo.display()
+                )))
+            }
+        },
     };
 
     match &info {
@@ -116,12 +100,7 @@ pub fn push(
             }
         }
         None => {
-            let Some(seg_size) = seg_size else {
-                return Err(Error::Other(format!(
-                    "the WAL archive in repository {} is empty: archive a WAL segment before {file_name}",
-                    repo.display()
-                )));
-            };
+            let seg_size = seg_size.expect("a segment when the archive is empty");
             let info = ArchiveInfo {
                 format: 1,
                 system_identifier: system_id.to_string(),

@@ -238,11 +238,6 @@ pub fn check_segment(seg: &Segment, bytes: &[u8]) -> Result<SegmentHeader, Strin
     Ok(h)
 }
 
-/// The system identifier in a `global/pg_control` file (its first 8 bytes).
-pub fn control_system_id(bytes: &[u8]) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?))
-}
-
 /// Which cluster a repository's archive belongs to (`wal/archive.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ArchiveInfo {

@@ -19,3 +19,4 @@ mod reports;
 mod restore_signals;
 mod schedule;
 mod secrets;
+mod wal;
