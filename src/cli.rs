@@ -842,7 +842,7 @@ pub struct ScheduleRunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Run this one job now and exit with its outcome (backup, prune, drill, vacuum,
-    /// reindex, partitions, archive, size-snapshot, audit-seal).
+    /// reindex, partitions, archive, size-snapshot, audit-seal, basebackup).
     #[arg(long, value_name = "JOB")]
     pub once: Option<String>,
 }
@@ -854,7 +854,7 @@ pub struct ScheduleHistoryArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     /// Only this job (backup, prune, drill, vacuum, reindex, partitions, archive,
-    /// size-snapshot, audit-seal).
+    /// size-snapshot, audit-seal, basebackup).
     #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
     /// How far back: 90m, 24h, 7d, 2w.
