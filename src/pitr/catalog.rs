@@ -185,7 +185,7 @@ pub fn archive(repo: &Repository, sysid: &str) -> Result<Archive, Error> {
             a.segments.insert(seg);
             let newer = match &a.newest {
                 None => true,
-                Some((n, _)) => parse_segment(n).is_none_or(|(t, s)| (seg.1, seg.0) > (s, t)),
+                Some((n, _)) => !parse_segment(n).is_some_and(|(t, s)| (seg.1, seg.0) <= (s, t)),
             };
             if newer {
                 a.newest = Some((name.clone(), o.modified));

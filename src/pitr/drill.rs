@@ -296,7 +296,7 @@ pub async fn drill(
         let mut s = settings.clone();
         s.port = Some(port);
         s.hostaddr = None;
-        if s.host.as_deref().is_none_or(|h| h.starts_with('/')) {
+        if s.host.as_deref().map_or(true, |h| h.starts_with('/')) {
             s.host = Some("localhost".into());
         }
         let scratch_conn = connect_retry(&s).await?;

@@ -50,7 +50,7 @@ pub fn prune(
             .filter(|b| b.summary.system_identifier == sysid)
             .collect();
         // Newest first.
-        of.sort_by(|a, b| b.summary.stopped_at.cmp(&a.summary.stopped_at));
+        of.sort_by_key(|b| std::cmp::Reverse(b.summary.stopped_at));
         let mut oldest_kept_start: Option<u64> = None;
         for (i, b) in of.iter().enumerate() {
             let age_days = (now - b.summary.stopped_at).num_seconds() as f64 / 86400.0;
@@ -104,7 +104,6 @@ pub fn prune(
             }
         }
     }
-    out.decisions
-        .sort_by(|a, b| a.stopped_at.cmp(&b.stopped_at));
+    out.decisions.sort_by_key(|a| a.stopped_at);
     Ok(out)
 }
