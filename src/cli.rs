@@ -985,14 +985,19 @@ pub struct WalRepoArgs {
 #[derive(Debug, Subcommand)]
 pub enum WalCommand {
     /// archive_command: seals one WAL file into the repository (exit 0 only once durable).
+    #[command(after_long_help = crate::help::WAL_PUSH)]
     Push(WalPushArgs),
     /// restore_command: restores one archived WAL file (exit 1 not archived, 200 recovery must stop).
+    #[command(after_long_help = crate::help::WAL_FETCH)]
     Fetch(WalFetchArgs),
     /// Archiving settings, pg_stat_archiver, segments waiting, newest archived per timeline.
+    #[command(after_long_help = crate::help::WAL_STATUS)]
     Status(WalStatusArgs),
     /// Prints the ALTER SYSTEM lines that turn archiving on with opsctl.
+    #[command(after_long_help = crate::help::WAL_SETUP)]
     Setup(WalSetupArgs),
     /// Checks that the archive has no gap, on every timeline of the history (exit 1 on a gap).
+    #[command(after_long_help = crate::help::WAL_VERIFY)]
     Verify(WalVerifyArgs),
 }
 
@@ -1037,7 +1042,7 @@ pub struct WalSetupArgs {
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub archive_timeout: String,
     /// Key file to name in archive_command (otherwise the policy's [backup] key_file).
-    #[arg(long)]
+    #[arg(long, help_heading = "Connection and keys")]
     pub key_file: Option<PathBuf>,
     /// Repository to name in archive_command (otherwise the policy's first).
     #[arg(long, value_name = "URL|NAME")]

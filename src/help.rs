@@ -249,13 +249,45 @@ Examples:
 The WAL holding the point is switched out at once, so the archive has it within seconds.";
 
 pub const WAL: &str = "\
+push and fetch are PostgreSQL's archive_command and restore_command (see `opsctl wal
+setup --print`); status, setup and verify are for people.
+
 Examples:
   opsctl wal setup --print --policy /etc/opsctl/policy.toml
-  archive_command = '/usr/local/bin/opsctl wal push %p --policy /etc/opsctl/policy.toml'
-  restore_command = '/usr/local/bin/opsctl wal fetch %f %p --policy /etc/opsctl/policy.toml'
-  opsctl wal status --json
-  opsctl wal verify
+  opsctl wal status --format json
+  opsctl wal verify --policy /etc/opsctl/policy.toml";
 
-Exit codes: push 0 archived (or already archived with identical content), 1 not archived
-(PostgreSQL retries). fetch 0 restored, 1 not in the archive, 200 the file is there but
-cannot be delivered intact (tampered, wrong key, unreadable): PostgreSQL stops recovery.";
+pub const WAL_PUSH: &str = "\
+archive_command = '/usr/local/bin/opsctl wal push %p --policy /etc/opsctl/policy.toml'
+Exit 0 once the file is durable in the repository (or already there, identical), 1
+otherwise: PostgreSQL keeps the file and retries.
+
+Examples:
+  opsctl wal push pg_wal/000000010000000000000001 --policy /etc/opsctl/policy.toml
+  opsctl wal push pg_wal/00000002.history --repo /backups --key-file /etc/opsctl/wal.key";
+
+pub const WAL_FETCH: &str = "\
+restore_command = '/usr/local/bin/opsctl wal fetch %f %p --policy /etc/opsctl/policy.toml'
+Exit 0 restored, 1 not in the archive, 200 the file is there but cannot be delivered
+intact (tampered, truncated, wrong key) or opsctl cannot work: PostgreSQL stops recovery.
+
+Examples:
+  opsctl wal fetch 000000010000000000000001 pg_wal/RECOVERYXLOG --policy /etc/opsctl/policy.toml
+  opsctl wal fetch 00000002.history /tmp/00000002.history --repo /backups --key-file wal.key";
+
+pub const WAL_STATUS: &str = "\
+Examples:
+  opsctl wal status
+  opsctl wal status --format json --policy /etc/opsctl/policy.toml";
+
+pub const WAL_SETUP: &str = "\
+Examples:
+  opsctl wal setup --print --policy /etc/opsctl/policy.toml
+  opsctl wal setup --print --archive-timeout 5m --policy /etc/opsctl/policy.toml";
+
+pub const WAL_VERIFY: &str = "\
+Exit 0 no gap, 1 a gap or a problem (a missing history file, nothing archived).
+
+Examples:
+  opsctl wal verify --policy /etc/opsctl/policy.toml
+  opsctl wal verify --from 000000010000000000000010 --format json";

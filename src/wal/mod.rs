@@ -306,7 +306,7 @@ pub fn list(repo: &Repository, system_id: u64) -> Result<Vec<Archived>, Error> {
         .filter_map(|o| {
             let file = o.key.rsplit('/').next()?;
             let name = WalName::parse(file)?;
-            (o.key == key(system_id, &name)).then(|| Archived {
+            (o.key == key(system_id, &name)).then_some(Archived {
                 name,
                 key: o.key,
                 size: o.size,
@@ -314,7 +314,7 @@ pub fn list(repo: &Repository, system_id: u64) -> Result<Vec<Archived>, Error> {
             })
         })
         .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by_key(|a| a.name);
     Ok(out)
 }
 
