@@ -121,15 +121,13 @@ Examples:
       --target-db copy --create
   opsctl restore 20260115T020000Z-3f2a --dir /backups --key-file /etc/opsctl/key \\
       --target-db copy --clean --jobs 4
-  opsctl restore --pitr --pgdata /var/lib/postgresql/15/restored \\
-      --to-time '2026-01-15 14:30:00Z' --policy /etc/opsctl/policy.toml --start
-  opsctl restore --pitr --pgdata /srv/pitr --to-name before-migration-42 --target-action pause
-  opsctl restore --pitr --pgdata /srv/pitr --latest";
+  opsctl restore --pitr --pgdata /srv/pitr --to-time 2026-01-15T14:30:00Z --start";
 
 pub const DRILL: &str = "\
 Examples:
   opsctl drill --latest --dir /backups --key-file /etc/opsctl/key
-  opsctl drill 20260115T020000Z-3f2a --dir /backups --format json";
+  opsctl drill 20260115T020000Z-3f2a --dir /backups --format json
+  opsctl drill --pitr --policy /etc/opsctl/policy.toml";
 
 pub const VACUUM: &str = "\
 Examples:
@@ -233,20 +231,21 @@ Examples:
   opsctl man --dir /usr/local/share/man/man1";
 
 pub const BASEBACKUP: &str = "\
-Examples:
-  opsctl basebackup --policy /etc/opsctl/policy.toml
-  opsctl basebackup --archive-wait 10m --format json
-
 The role needs REPLICATION and pg_hba.conf a `hostssl replication` line; archiving must be
 on (opsctl wal setup --print). The backup is kept only once the WAL from its start to its
-stop and its .backup file are in the archive.";
+stop and its .backup file are in the archive.
+
+Examples:
+  opsctl basebackup --policy /etc/opsctl/policy.toml
+  opsctl basebackup --archive-wait 10m --format json";
 
 pub const RESTORE_POINT: &str = "\
+The WAL holding the point is switched out at once, so the archive has it within seconds;
+recover to it with opsctl restore --pitr --pgdata DIR --to-name NAME.
+
 Examples:
   opsctl restore-point before-migration-42
-  opsctl restore --pitr --pgdata /srv/pitr --to-name before-migration-42
-
-The WAL holding the point is switched out at once, so the archive has it within seconds.";
+  opsctl restore-point nightly-close --format json";
 
 pub const WAL: &str = "\
 push and fetch are PostgreSQL's archive_command and restore_command (see `opsctl wal

@@ -91,8 +91,6 @@ pub struct BasebackupPolicy {
     pub keep_days: u32,
     /// How long `basebackup` waits for the archive to receive the WAL it needs.
     pub archive_wait: String,
-    /// `pitr_window` warns when the newest base backup is older than this many hours.
-    pub max_age_hours: Option<f64>,
 }
 
 impl Default for BasebackupPolicy {
@@ -102,7 +100,6 @@ impl Default for BasebackupPolicy {
             keep_last: 2,
             keep_days: 0,
             archive_wait: "5 minutes".into(),
-            max_age_hours: None,
         }
     }
 }
