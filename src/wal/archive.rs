@@ -44,6 +44,30 @@ fn codec_of(label: &str) -> Option<Codec> {
     }
 }
 
+/// The system identifier and segment size of the first readable segment in a pg_wal
+/// directory.
+fn cluster_of_wal_dir(dir: &Path) -> Option<(u64, u32)> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| matches!(WalName::parse(n), Some(WalName::Segment(_))))
+        .collect();
+    names.sort();
+    names.into_iter().find_map(|n| {
+        let mut head = [0u8; super::LONG_HEADER_LEN];
+        let mut f = std::fs::File::open(dir.join(&n)).ok()?;
+        f.read_exact(&mut head).ok()?;
+        let h = super::read_header(&head).ok()?;
+        Some((h.system_id, h.seg_size))
+    })
+}
+
 /// Archives one WAL file (`archive_command = 'opsctl wal push %p'`).
 pub fn push(
     repo: &Repository,
@@ -75,15 +99,20 @@ pub fn push(
             })?;
             (h.system_id, Some(h.seg_size))
         }
-        // `.history` and `.backup` files have no page header: the archive's cluster.
+        // `.history` and `.backup` files have no page header: the archive's cluster, or
+        // (PostgreSQL archives history files first, so one may open a new archive) the
+        // cluster of the segments beside it in pg_wal.
         _ => match &info {
             Some(i) => (i.system_id()?, None),
-            None => {
-                return Err(Error::Other(format!(
-                    "the WAL archive in repository {} is empty: archive a WAL segment before {file_name}",
-                    repo.display()
-                )))
-            }
+            None => match cluster_of_wal_dir(path.parent().unwrap_or(Path::new("."))) {
+                Some((id, size)) => (id, Some(size)),
+                None => {
+                    return Err(Error::Other(format!(
+                        "the WAL archive in repository {} is empty and no WAL segment beside                          {file_name} tells which cluster it belongs to: archive a WAL segment first",
+                        repo.display()
+                    )))
+                }
+            },
         },
     };
 
@@ -100,7 +129,7 @@ pub fn push(
             }
         }
         None => {
-            let seg_size = seg_size.expect("a segment when the archive is empty");
+            let seg_size = seg_size.expect("known when the archive is empty");
             let info = ArchiveInfo {
                 format: 1,
                 system_identifier: system_id.to_string(),
@@ -310,6 +339,40 @@ pub fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_history_file_opens_an_empty_archive_with_the_cluster_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::local("local", &dir.path().join("repo"));
+        let keys = vec![KeyMaterial::Key(zeroize::Zeroizing::new([7u8; 32]))];
+        let wal = dir.path().join("pg_wal");
+        std::fs::create_dir(&wal).unwrap();
+        let hist = wal.join("00000002.history");
+        std::fs::write(&hist, "1\t0/3000060\tno recovery target specified\n").unwrap();
+        let e = push(&repo, &keys, Compression::default(), &hist).unwrap_err();
+        assert!(e.to_string().contains("archive a WAL segment first"), "{e}");
+        let mut seg = vec![0u8; 1 << 20];
+        seg[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        seg[2..4].copy_from_slice(&2u16.to_le_bytes());
+        seg[8..16].copy_from_slice(&(3u64 << 20).to_le_bytes());
+        seg[24..32].copy_from_slice(&42u64.to_le_bytes());
+        seg[32..36].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        std::fs::write(wal.join("000000020000000000000003"), &seg).unwrap();
+        assert!(matches!(
+            push(&repo, &keys, Compression::default(), &hist).unwrap(),
+            Pushed::Archived { .. }
+        ));
+        assert!(repo.exists("wal/42/00000002/00000002.history").unwrap());
+        let seg_path = wal.join("000000020000000000000003");
+        push(&repo, &keys, Compression::default(), &seg_path).unwrap();
+        let out = dir.path().join("back");
+        fetch(&repo, &keys, "000000020000000000000003", &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), seg);
+        assert!(matches!(
+            fetch(&repo, &keys, "000000020000000000000004", &out),
+            Err(FetchError::Missing)
+        ));
+    }
 
     #[test]
     fn codec_labels() {
