@@ -4,6 +4,7 @@
 # opsctl command, and RSS again at twice the data (it should not grow).
 #
 #   scripts/bench.sh [--rows N] [--reps R] [--opsctl PATH] [--out FILE]
+#   scripts/bench.sh --wal-only [--reps R] [--seconds S] [--opsctl PATH]   (scripts/bench-wal.sh)
 #
 # Defaults: 2,000,000 trades over 24 months (a few hundred MB), 3 repetitions, a release
 # build. Data is generated reproducibly (setseed). A throwaway TLS cluster is started
@@ -23,6 +24,7 @@ while [ $# -gt 0 ]; do
     --reps) REPS="$2"; shift 2 ;;
     --opsctl) OPSCTL="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
+    --wal-only) shift; exec scripts/bench-wal.sh "$@" ;;
     *) die "unknown argument $1 (use --rows N --reps R --opsctl PATH --out FILE)" ;;
   esac
 done
@@ -256,3 +258,7 @@ AUDIT_COST=$(awk -v a="$TPS_WITH" -v b="$TPS_WITHOUT" 'BEGIN { if (b+0==0) print
   echo "| archive (partial month) | $(R archive_partial_month) | – |"
   echo "| health (500 partitions) | $(R health_500_partitions) | – |"
 } | tee "$OUT"
+
+# ---------------------------------------------------------------- WAL archiving (scripts/bench-wal.sh)
+log "WAL archiving"
+scripts/bench-wal.sh --opsctl "$OPSCTL" --out "$(dirname "$OUT")/wal-latest.md"

@@ -95,6 +95,17 @@ pub enum Command {
     /// Prints the manual page opsctl(1), or writes one page per command into a directory.
     #[command(after_long_help = crate::help::MAN)]
     Man(ManArgs),
+    /// Physical base backup (pg_basebackup) sealed into the repository; succeeds only once
+    /// the WAL it needs is archived (exit 0 kept, 1 failed).
+    #[command(after_long_help = crate::help::BASEBACKUP)]
+    Basebackup(BasebackupArgs),
+    /// Creates a named restore point (pg_create_restore_point) for restore --pitr --to-name.
+    #[command(after_long_help = crate::help::RESTORE_POINT)]
+    RestorePoint(RestorePointArgs),
+    /// WAL archiving: push (archive_command), fetch (restore_command), status, setup, verify.
+    #[command(subcommand)]
+    #[command(after_long_help = crate::help::WAL)]
+    Wal(WalCommand),
 }
 
 impl Command {
@@ -568,11 +579,17 @@ pub struct BackupRekeyArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Backup file path, or backup id (looked up under --dir).
-    #[arg(value_name = "FILE|ID")]
-    pub backup: String,
+    #[arg(
+        value_name = "FILE|ID",
+        required_unless_present = "pitr",
+        conflicts_with = "pitr"
+    )]
+    pub backup: Option<String>,
     /// Database to restore into.
-    #[arg(long)]
-    pub target_db: String,
+    #[arg(long, required_unless_present = "pitr", conflicts_with = "pitr")]
+    pub target_db: Option<String>,
+    #[command(flatten)]
+    pub pitr: PitrRestoreArgs,
     /// Create the target database when it does not exist.
     #[arg(long)]
     pub create: bool,
@@ -607,6 +624,13 @@ pub struct DrillArgs {
     /// Drill the newest backup of the connected database.
     #[arg(long)]
     pub latest: bool,
+    /// PITR drill: the newest base backup plus archived WAL recovered on a throwaway
+    /// server to a restore point made now, and every table compared with the source.
+    #[arg(long, conflicts_with_all = ["backup", "latest"])]
+    pub pitr: bool,
+    /// With --pitr: recover to this time instead (no content comparison).
+    #[arg(long, value_name = "T", requires = "pitr")]
+    pub to_time: Option<String>,
     #[command(flatten)]
     pub policy: PolicyArgs,
     #[command(flatten)]
@@ -849,7 +873,7 @@ pub struct ScheduleRunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Run this one job now and exit with its outcome (backup, prune, drill, vacuum,
-    /// reindex, partitions, archive, size-snapshot, audit-seal).
+    /// reindex, partitions, archive, size-snapshot, audit-seal, basebackup).
     #[arg(long, value_name = "JOB")]
     pub once: Option<String>,
 }
@@ -861,7 +885,7 @@ pub struct ScheduleHistoryArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     /// Only this job (backup, prune, drill, vacuum, reindex, partitions, archive,
-    /// size-snapshot, audit-seal).
+    /// size-snapshot, audit-seal, basebackup).
     #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
     /// How far back: 90m, 24h, 7d, 2w.
@@ -978,6 +1002,98 @@ pub struct ManArgs {
     pub dir: Option<PathBuf>,
 }
 
+/// Where WAL is archived and the key that seals it (no database connection).
+#[derive(Debug, Clone, Args)]
+pub struct WalRepoArgs {
+    /// Repository URL or name (default: the policy's first repository).
+    #[arg(long, value_name = "URL|NAME")]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// archive_command: seals one WAL file into the repository (exit 0 only once durable).
+    #[command(after_long_help = crate::help::WAL_PUSH)]
+    Push(WalPushArgs),
+    /// restore_command: restores one archived WAL file (exit 1 not archived, 200 recovery must stop).
+    #[command(after_long_help = crate::help::WAL_FETCH)]
+    Fetch(WalFetchArgs),
+    /// Archiving settings, pg_stat_archiver, segments waiting, newest archived per timeline.
+    #[command(after_long_help = crate::help::WAL_STATUS)]
+    Status(WalStatusArgs),
+    /// Prints the ALTER SYSTEM lines that turn archiving on with opsctl.
+    #[command(after_long_help = crate::help::WAL_SETUP)]
+    Setup(WalSetupArgs),
+    /// Checks that the archive has no gap, on every timeline of the history (exit 1 on a gap).
+    #[command(after_long_help = crate::help::WAL_VERIFY)]
+    Verify(WalVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    /// The WAL file (%p: relative to the data directory).
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub repo: WalRepoArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    /// The archived file's name (%f).
+    pub name: String,
+    /// Where to write it (%p).
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub repo: WalRepoArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WalStatusArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Repository URL or name (default: the policy's first repository).
+    #[arg(long, value_name = "URL|NAME")]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WalSetupArgs {
+    /// Print the lines (opsctl never changes server settings itself).
+    #[arg(long)]
+    pub print: bool,
+    /// archive_timeout: the longest a finished transaction waits to be archived on an
+    /// idle server (the RPO).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub archive_timeout: String,
+    /// Key file to name in archive_command (otherwise the policy's [backup] key_file).
+    #[arg(long, help_heading = "Connection and keys")]
+    pub key_file: Option<PathBuf>,
+    /// Repository to name in archive_command (otherwise the policy's first).
+    #[arg(long, value_name = "URL|NAME")]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WalVerifyArgs {
+    /// First segment that must be there (default: the oldest archived).
+    #[arg(long, value_name = "SEGMENT")]
+    pub from: Option<String>,
+    #[command(flatten)]
+    pub repo: WalRepoArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 /// The flags shared by most commands that may also come before the command name
 /// (`opsctl --database-url URL health`); all take a value.
 pub const COMMON_FLAGS: &[&str] = &[
@@ -1055,4 +1171,120 @@ pub fn hoist_common_flags(args: &[std::ffi::OsString]) -> Vec<std::ffi::OsString
     head.extend(moved);
     head.extend(args[i.min(args.len())..].iter().cloned());
     head
+}
+
+/// `restore --pitr`: a physical restore to a point in time.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("pitr_target").args(["to_time", "to_lsn", "to_xid", "to_name", "latest"]).multiple(false)))]
+pub struct PitrRestoreArgs {
+    /// Point-in-time recovery: a base backup plus archived WAL into a new data directory.
+    #[arg(long, help_heading = "Point-in-time recovery", requires_all = ["pgdata", "pitr_target"])]
+    pub pitr: bool,
+    /// The data directory to create (absent or empty; never one a server uses).
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub pgdata: Option<PathBuf>,
+    /// Recover up to this time (RFC 3339; no zone = UTC), stopping before the first
+    /// transaction committed after it.
+    #[arg(
+        long,
+        value_name = "T",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub to_time: Option<String>,
+    /// Recover up to this WAL position (e.g. 0/3000060).
+    #[arg(
+        long,
+        value_name = "L",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub to_lsn: Option<String>,
+    /// Recover up to and including this transaction id.
+    #[arg(
+        long,
+        value_name = "X",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub to_xid: Option<u64>,
+    /// Recover up to a restore point made with opsctl restore-point NAME.
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub to_name: Option<String>,
+    /// Recover everything the archive holds.
+    #[arg(long, help_heading = "Point-in-time recovery", requires = "pitr")]
+    pub latest: bool,
+    /// The base backup to start from (default: the newest one before the target).
+    #[arg(
+        long = "backup",
+        value_name = "ID",
+        help_heading = "Point-in-time recovery",
+        requires = "pitr"
+    )]
+    pub base_backup: Option<String>,
+    /// What the server does at the target.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "promote",
+        help_heading = "Point-in-time recovery"
+    )]
+    pub target_action: TargetAction,
+    /// Start the server (as the data directory's owner), wait until recovery reaches the
+    /// target, and report the position and time reached.
+    #[arg(long, help_heading = "Point-in-time recovery", requires = "pitr")]
+    pub start: bool,
+    /// Port for the restored server (written into postgresql.auto.conf; default: the
+    /// source's port from the backup).
+    #[arg(long, help_heading = "Point-in-time recovery", requires = "pitr")]
+    pub port: Option<u16>,
+    /// With --start: how long to wait for recovery to reach the target.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = duration_arg, help_heading = "Point-in-time recovery")]
+    pub start_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum TargetAction {
+    Promote,
+    Pause,
+    Shutdown,
+}
+
+#[derive(Debug, Args)]
+pub struct BasebackupArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Repository (a policy repository name or a URL; default: the policy's first).
+    #[arg(long, value_name = "URL|NAME")]
+    pub repo: Option<String>,
+    /// How long to wait for the archive to receive the WAL the backup needs
+    /// (default: [basebackup] archive_wait, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub archive_wait: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestorePointArgs {
+    /// The restore point's name (use it with restore --pitr --to-name NAME).
+    pub name: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }

@@ -120,12 +120,14 @@ Examples:
   opsctl restore 20260115T020000Z-3f2a --dir /backups --key-file /etc/opsctl/key \\
       --target-db copy --create
   opsctl restore 20260115T020000Z-3f2a --dir /backups --key-file /etc/opsctl/key \\
-      --target-db copy --clean --jobs 4";
+      --target-db copy --clean --jobs 4
+  opsctl restore --pitr --pgdata /srv/pitr --to-time 2026-01-15T14:30:00Z --start";
 
 pub const DRILL: &str = "\
 Examples:
   opsctl drill --latest --dir /backups --key-file /etc/opsctl/key
-  opsctl drill 20260115T020000Z-3f2a --dir /backups --format json";
+  opsctl drill 20260115T020000Z-3f2a --dir /backups --format json
+  opsctl drill --pitr --policy /etc/opsctl/policy.toml";
 
 pub const VACUUM: &str = "\
 Examples:
@@ -227,3 +229,64 @@ pub const MAN: &str = "\
 Examples:
   opsctl man | man -l -
   opsctl man --dir /usr/local/share/man/man1";
+
+pub const BASEBACKUP: &str = "\
+The role needs REPLICATION and pg_hba.conf a `hostssl replication` line; archiving must be
+on (opsctl wal setup --print). The backup is kept only once the WAL from its start to its
+stop and its .backup file are in the archive.
+
+Examples:
+  opsctl basebackup --policy /etc/opsctl/policy.toml
+  opsctl basebackup --archive-wait 10m --format json";
+
+pub const RESTORE_POINT: &str = "\
+The WAL holding the point is switched out at once, so the archive has it within seconds;
+recover to it with opsctl restore --pitr --pgdata DIR --to-name NAME.
+
+Examples:
+  opsctl restore-point before-migration-42
+  opsctl restore-point nightly-close --format json";
+
+pub const WAL: &str = "\
+push and fetch are PostgreSQL's archive_command and restore_command (see `opsctl wal
+setup --print`); status, setup and verify are for people.
+
+Examples:
+  opsctl wal setup --print --policy /etc/opsctl/policy.toml
+  opsctl wal status --format json
+  opsctl wal verify --policy /etc/opsctl/policy.toml";
+
+pub const WAL_PUSH: &str = "\
+archive_command = '/usr/local/bin/opsctl wal push %p --policy /etc/opsctl/policy.toml'
+Exit 0 once the file is durable in the repository (or already there, identical), 1
+otherwise: PostgreSQL keeps the file and retries.
+
+Examples:
+  opsctl wal push pg_wal/000000010000000000000001 --policy /etc/opsctl/policy.toml
+  opsctl wal push pg_wal/00000002.history --repo /backups --key-file /etc/opsctl/wal.key";
+
+pub const WAL_FETCH: &str = "\
+restore_command = '/usr/local/bin/opsctl wal fetch %f %p --policy /etc/opsctl/policy.toml'
+Exit 0 restored, 1 not in the archive, 200 the file is there but cannot be delivered
+intact (tampered, truncated, wrong key) or opsctl cannot work: PostgreSQL stops recovery.
+
+Examples:
+  opsctl wal fetch 000000010000000000000001 pg_wal/RECOVERYXLOG --policy /etc/opsctl/policy.toml
+  opsctl wal fetch 00000002.history /tmp/00000002.history --repo /backups --key-file wal.key";
+
+pub const WAL_STATUS: &str = "\
+Examples:
+  opsctl wal status
+  opsctl wal status --format json --policy /etc/opsctl/policy.toml";
+
+pub const WAL_SETUP: &str = "\
+Examples:
+  opsctl wal setup --print --policy /etc/opsctl/policy.toml
+  opsctl wal setup --print --archive-timeout 5m --policy /etc/opsctl/policy.toml";
+
+pub const WAL_VERIFY: &str = "\
+Exit 0 no gap, 1 a gap or a problem (a missing history file, nothing archived).
+
+Examples:
+  opsctl wal verify --policy /etc/opsctl/policy.toml
+  opsctl wal verify --from 000000010000000000000010 --format json";

@@ -21,6 +21,7 @@ pub mod maintenance;
 pub mod migrate;
 pub mod oplog;
 pub mod partition;
+pub mod pitr;
 pub mod policy;
 pub mod policy_check;
 pub mod report;
@@ -29,5 +30,6 @@ pub mod serve;
 pub mod storage;
 pub mod text;
 pub mod units;
+pub mod wal;
 
 pub use error::{Error, Result};

@@ -48,6 +48,11 @@ fn usage_exit_code(e: &clap::Error, args: &[std::ffi::OsString]) -> u8 {
             break;
         }
     }
+    // `wal fetch` is restore_command: PostgreSQL reads exit 2 as "not archived" and could
+    // end recovery early on a mistyped command, so a usage error stops recovery instead.
+    if sub.as_deref() == Some("wal") && words.any(|a| a == "fetch") {
+        return opsctl::commands::wal::EXIT_RECOVERY_STOP;
+    }
     match sub {
         Some(s) if Command::MONITORING.contains(&s.as_ref()) => 3,
         _ => 2,

@@ -24,6 +24,7 @@ pub struct Policy {
     pub scheduler: SchedulerPolicy,
     /// `[[repositories]]`: where backups are kept, in order (see `storage::config`).
     pub repositories: Vec<crate::storage::config::RepositoryEntry>,
+    pub basebackup: BasebackupPolicy,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -74,6 +75,33 @@ impl Default for Retention {
             daily: 7,
             weekly: 4,
             monthly: 6,
+        }
+    }
+}
+
+/// `[basebackup]`: physical base backups for point-in-time recovery (the repository and
+/// key are `[backup]`'s).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BasebackupPolicy {
+    /// Cron expression for scheduled base backups (scheduler job `basebackup`).
+    pub schedule: Option<String>,
+    /// Keep the newest N base backups (at least 1); older ones, and the WAL only they
+    /// need, are removed by `backup prune`.
+    pub keep_last: u32,
+    /// Also keep every base backup younger than this many days.
+    pub keep_days: u32,
+    /// How long `basebackup` waits for the archive to receive the WAL it needs.
+    pub archive_wait: String,
+}
+
+impl Default for BasebackupPolicy {
+    fn default() -> Self {
+        BasebackupPolicy {
+            schedule: None,
+            keep_last: 2,
+            keep_days: 0,
+            archive_wait: "5 minutes".into(),
         }
     }
 }

@@ -191,6 +191,7 @@ fn semantic_checks(text: &str, root: &Table, out: &mut Vec<Problem>) {
         ["maintenance", "lock_timeout"],
         ["maintenance", "retry_backoff"],
         ["maintenance", "lock_wait"],
+        ["basebackup", "archive_wait"],
     ] {
         if let Some((t, k, v)) = str_at(root, &path) {
             if let Err(e) = parse_duration(v) {

@@ -470,11 +470,27 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
             })
             .collect()
     };
+    let bases = super::pitr::base_listed(&repos[0])?;
+    if a.output.format == Format::Json && !bases.is_empty() {
+        let mut all: Vec<serde_json::Value> = entries
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()?;
+        for b in &bases {
+            all.push(serde_json::to_value(b)?);
+        }
+        print(&(serde_json::to_string_pretty(&all)? + "\n"));
+        return Ok(EXIT_OK);
+    }
     if a.output.format == Format::Json {
         print(&(serde_json::to_string_pretty(&entries)? + "\n"));
         if let Some(t) = temps {
             eprintln!("note: {t}");
         }
+        return Ok(EXIT_OK);
+    }
+    if entries.is_empty() && !bases.is_empty() {
+        print(&with_temps(super::pitr::base_table(&bases), temps));
         return Ok(EXIT_OK);
     }
     if entries.is_empty() {
@@ -543,7 +559,11 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
             }
             rows.push(row);
         }
-        print(&with_temps(table(rows, None), temps));
+        let mut out = table(rows, None);
+        if !bases.is_empty() {
+            out.push_str(&super::pitr::base_table(&bases));
+        }
+        print(&with_temps(out, temps));
         return Ok(EXIT_OK);
     }
     let mut rows = vec![[
@@ -583,7 +603,11 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
     } else {
         &[1, 6, 4, 2]
     };
-    print(&with_temps(table(rows, Some((LIST_WIDTH, fit))), temps));
+    let mut out = table(rows, Some((LIST_WIDTH, fit)));
+    if !bases.is_empty() {
+        out.push_str(&super::pitr::base_table(&bases));
+    }
+    print(&with_temps(out, temps));
     Ok(EXIT_OK)
 }
 
@@ -622,6 +646,16 @@ fn temps_line(temps: &[repo::TempEntry]) -> Option<String> {
 
 async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
     let policy = load_policy(&a.policy)?;
+    if !Path::new(&a.backup).exists() {
+        if let Ok(repos) = repositories(&a.dir, &policy) {
+            let keys = load_keys(&a.keys, &policy)?;
+            if let Some(code) =
+                super::pitr::verify_base(&repos[0], &a.backup, &keys, a.output.format)
+            {
+                return Ok(code);
+            }
+        }
+    }
     let located = locate(&a.backup, &a.dir, &policy)?;
     let keys = load_keys(&a.keys, &policy)?;
     let (fetched, copy) = tokio::task::block_in_place(|| located.fetch_first())?;
@@ -743,6 +777,8 @@ struct PruneOut {
     incomplete: Vec<String>,
     #[serde(skip)]
     retention: crate::policy::Retention,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_backups: Option<crate::pitr::prune::BasePrune>,
 }
 
 /// What prune did with one temporary file.
@@ -782,7 +818,7 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
     let mut outs = Vec::new();
     for r in &repos {
         let retention = retention_for(r, &policy);
-        let mut out = prune_one(r, retention, a.dry_run, conn.as_ref()).await?;
+        let mut out = prune_one(r, retention, &policy, a.dry_run, conn.as_ref()).await?;
         if several {
             out.repository = Some(r.name.clone());
             out.url = Some(r.display());
@@ -803,7 +839,7 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
         if let (Some(name), Some(url)) = (&o.repository, &o.url) {
             text.push_str(&format!("repository {name} ({url}):\n"));
         }
-        text.push_str(&prune_text(o, a.dry_run));
+        text.push_str(&prune_text(o, &policy.basebackup, a.dry_run));
     }
     print(&text);
     Ok(EXIT_OK)
@@ -813,6 +849,7 @@ async fn prune(a: BackupPruneArgs) -> anyhow::Result<u8> {
 async fn prune_one(
     r: &Repository,
     retention: crate::policy::Retention,
+    policy: &Policy,
     dry_run: bool,
     conn: Option<&crate::db::Connection>,
 ) -> anyhow::Result<PruneOut> {
@@ -862,6 +899,7 @@ async fn prune_one(
     if !r.is_local() && !dry_run {
         incomplete = r.clean_incomplete(Duration::from_secs(24 * 3600))?;
     }
+    let bases = super::pitr::prune_bases(r, policy, dry_run)?;
     let mut deleted = Vec::new();
     if !dry_run {
         for d in decisions.iter().filter(|d| !d.keep) {
@@ -885,10 +923,11 @@ async fn prune_one(
         temporary_files: temps,
         incomplete,
         retention,
+        base_backups: bases,
     })
 }
 
-fn prune_text(o: &PruneOut, dry_run: bool) -> String {
+fn prune_text(o: &PruneOut, basebackup: &crate::policy::BasebackupPolicy, dry_run: bool) -> String {
     let r = &o.retention;
     let mut out =
         format!(
@@ -913,8 +952,11 @@ fn prune_text(o: &PruneOut, dry_run: bool) -> String {
             d.reasons.join("; ")
         ));
     }
-    if o.decisions.is_empty() {
+    if o.decisions.is_empty() && o.base_backups.is_none() {
         out.push_str("no backups\n");
+    }
+    if let Some(b) = &o.base_backups {
+        out.push_str(&super::pitr::prune_text(b, basebackup, dry_run));
     }
     for t in &o.temporary_files {
         let f = &t.file;

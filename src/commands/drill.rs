@@ -10,6 +10,9 @@ use crate::error::Error;
 use crate::interrupt::Stop;
 
 pub async fn run(a: DrillArgs) -> u8 {
+    if a.pitr {
+        return super::pitr::drill_pitr(a).await;
+    }
     finish(run_inner(a).await)
 }
 

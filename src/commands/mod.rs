@@ -11,6 +11,7 @@ pub mod import;
 pub mod man;
 pub mod migrate;
 pub mod partition;
+pub mod pitr;
 pub mod policy;
 pub mod reindex;
 pub mod report;
@@ -18,6 +19,7 @@ pub mod restore;
 pub mod schedule;
 pub mod serve;
 pub mod vacuum;
+pub mod wal;
 
 use std::io::{IsTerminal, Write};
 
@@ -159,6 +161,8 @@ fn sensitive(cmd: &Command) -> Option<&ConnectArgs> {
         Command::Archive(a) if !a.dry_run => Some(&a.connect),
         Command::Vacuum(a) if !a.dry_run => Some(&a.connect),
         Command::Reindex(a) if !a.dry_run => Some(&a.connect),
+        Command::Basebackup(a) => Some(&a.connect),
+        Command::RestorePoint(a) => Some(&a.connect),
         _ => None,
     }
 }
@@ -206,6 +210,9 @@ async fn dispatch(command: Command) -> u8 {
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
+        Command::Basebackup(args) => pitr::basebackup_cmd(args).await,
+        Command::RestorePoint(args) => pitr::restore_point(args).await,
+        Command::Wal(cmd) => wal::run(cmd).await,
     }
 }
 

@@ -10,16 +10,19 @@ use crate::error::Error;
 use crate::interrupt::{self, Stop};
 
 pub async fn run(a: RestoreArgs) -> u8 {
+    if a.pitr.pitr {
+        return super::pitr::restore_pitr(a).await;
+    }
     finish(run_inner(a).await)
 }
 
 async fn run_inner(a: RestoreArgs) -> anyhow::Result<u8> {
     let policy = load_policy(&a.policy)?;
     let settings = conn_settings(&a.connect)?;
-    let located = locate(&a.backup, &a.dir, &policy)?;
+    let located = locate(a.backup.as_deref().unwrap_or_default(), &a.dir, &policy)?;
     let keys = std::sync::Arc::new(load_keys(&a.keys, &policy)?);
     let opts = Options {
-        target_db: a.target_db.clone(),
+        target_db: a.target_db.clone().unwrap_or_default(),
         create: a.create,
         clean: a.clean,
         jobs: a.jobs,

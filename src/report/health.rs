@@ -7,8 +7,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{
-    backups, connections, indexes, partitions, records, replication, statements, vacuum, Check,
-    Ctx, Metric, State,
+    backups, connections, indexes, partitions, records, replication, statements, vacuum, wal,
+    Check, Ctx, Metric, State,
 };
 use crate::db::{self, ConnSettings, SslMode};
 use crate::error::Error;
@@ -41,6 +41,7 @@ pub const CHECK_IDS: &[&str] = &[
     "migrations",
     "scheduled_jobs",
     "slow_queries",
+    "wal_archiving",
 ];
 
 /// TLS facts of the session, from `pg_stat_ssl`.
@@ -307,6 +308,7 @@ async fn themed(ctx: &Ctx<'_>, sel: &Selection) -> Vec<Check> {
     out.extend(backups::checks(ctx, wants).await);
     out.extend(records::checks(ctx, wants).await);
     out.extend(statements::checks(ctx, wants).await);
+    out.extend(wal::checks(ctx, wants).await);
     // Report order: as CHECK_IDS lists them.
     out.sort_by_key(|c| CHECK_IDS.iter().position(|i| *i == c.id));
     out

@@ -13,6 +13,7 @@ pub mod replication;
 pub mod size;
 pub mod statements;
 pub mod vacuum;
+pub mod wal;
 
 use serde::Serialize;
 

@@ -27,10 +27,11 @@ pub enum JobKind {
     Archive,
     SizeSnapshot,
     AuditSeal,
+    Basebackup,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 9] = [
+    pub const ALL: [JobKind; 10] = [
         JobKind::Backup,
         JobKind::Prune,
         JobKind::Drill,
@@ -40,6 +41,7 @@ impl JobKind {
         JobKind::Archive,
         JobKind::SizeSnapshot,
         JobKind::AuditSeal,
+        JobKind::Basebackup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +55,7 @@ impl JobKind {
             JobKind::Archive => "archive",
             JobKind::SizeSnapshot => "size-snapshot",
             JobKind::AuditSeal => "audit-seal",
+            JobKind::Basebackup => "basebackup",
         }
     }
 
@@ -80,6 +83,7 @@ impl JobKind {
             JobKind::Archive => "archive.schedule",
             JobKind::SizeSnapshot => "reports.size_snapshot_schedule",
             JobKind::AuditSeal => "audit.seal_schedule",
+            JobKind::Basebackup => "basebackup.schedule",
         }
     }
 
@@ -94,6 +98,7 @@ impl JobKind {
             JobKind::Archive => p.archive.schedule.as_deref(),
             JobKind::SizeSnapshot => p.reports.size_snapshot_schedule.as_deref(),
             JobKind::AuditSeal => p.audit.seal_schedule.as_deref(),
+            JobKind::Basebackup => p.basebackup.schedule.as_deref(),
         }
     }
 
@@ -159,6 +164,7 @@ impl JobKind {
             }
             JobKind::SizeSnapshot => vec![s(&["report", "size", "--snapshot", "--format", "json"])],
             JobKind::AuditSeal => vec![s(&["audit", "seal"])],
+            JobKind::Basebackup => vec![with_key(s(&["basebackup"]))],
         })
     }
 }

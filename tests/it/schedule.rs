@@ -110,7 +110,7 @@ fn schedule_list_shows_next_fire_times_and_last_runs() {
         .success()
         .json();
     let jobs = j["jobs"].as_array().unwrap();
-    assert_eq!(jobs.len(), 9);
+    assert_eq!(jobs.len(), 10);
     let vac = jobs.iter().find(|x| x["job"] == "vacuum").unwrap();
     assert_eq!(vac["expression"], "30 3 * * *");
     let next = vac["next"].as_array().unwrap();
