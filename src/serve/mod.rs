@@ -7,13 +7,26 @@
 //! database, and concurrent connections are capped so idle clients cannot exhaust the
 //! process's file descriptors.
 //!
-//! A hand-written server on tokio's TcpListener: two fixed routes, `Connection: close`,
-//! bounded request heads and timeouts. No HTTP framework is needed for that.
+//! Since issue 18 it also serves the on-call dashboard (HTML pages and their `/api/` JSON,
+//! see [`pages`]), so the hand-written server gave way to axum on hyper: many routes,
+//! forms, cookies and HTML are what a maintained HTTP stack is for, while the connection
+//! cap, the timeouts and the size limits stay here around hyper's connection handling.
+
+mod auth;
+mod pages;
+mod svg;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::State as AxState;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,13 +36,18 @@ use zeroize::Zeroizing;
 
 use crate::db::ConnSettings;
 use crate::policy::Policy;
+use crate::report::dashboard;
 use crate::report::health::{self, HealthReport, Selection};
 use crate::report::{render, State};
 
-/// Largest request head accepted.
+/// Largest request head accepted (hyper's read buffer; it answers 431 beyond it).
 const MAX_HEAD: usize = 16 * 1024;
+/// Largest request body accepted (the login form).
+const MAX_BODY: usize = 4 * 1024;
 /// Time a client gets to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a whole connection may take (slow bodies, slow readers).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time a client over the connection cap gets to send its head before its 503.
 const REJECT_READ_TIMEOUT: Duration = Duration::from_millis(500);
 /// The whole answer to a client over the connection cap.
@@ -42,11 +60,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 pub struct Config {
     pub settings: ConnSettings,
     pub policy: Policy,
-    /// How long one health run answers requests.
+    /// How long one health run (and one load of each page) answers requests.
     pub cache: Duration,
     /// Every client gets the full report in `/db/health`.
     pub details: bool,
-    /// A client sending `Authorization: Bearer <token>` gets the full report.
+    /// A client sending `Authorization: Bearer <token>` gets the full report, and the
+    /// dashboard pages (also through the login form's cookie).
     pub token: Option<Zeroizing<String>>,
     /// Connections served at once; more get 503.
     pub max_connections: usize,
@@ -73,10 +92,21 @@ impl<T> Cached<T> {
     }
 }
 
+type Loaded<T> = Cached<Result<T, String>>;
+
 struct Shared {
     cfg: Config,
+    /// The listener is on a loopback address (pages without a token only there).
+    loopback: bool,
     report: Cached<HealthReport>,
     usable: Cached<Result<(), String>>,
+    overview: Loaded<dashboard::Overview>,
+    backups: Loaded<dashboard::Backups>,
+    partitions: Loaded<dashboard::Partitions>,
+    size: Loaded<dashboard::Size>,
+    activity: Loaded<dashboard::Activity>,
+    audit: [Loaded<dashboard::Audit>; dashboard::AUDIT_WINDOWS.len()],
+    jobs: Loaded<dashboard::Jobs>,
 }
 
 impl Shared {
@@ -108,11 +138,10 @@ impl Shared {
     }
 
     /// Whether a request with these headers gets the full report; `Err` for a wrong token.
-    fn wants_details(&self, head: &str) -> Result<bool, ()> {
-        let presented = bearer(head);
-        match (&self.cfg.token, presented) {
+    fn wants_details(&self, headers: &HeaderMap) -> Result<bool, ()> {
+        match (&self.cfg.token, auth::bearer(headers)) {
             (Some(token), Some(p)) => {
-                if same_secret(token.as_bytes(), p.as_bytes()) {
+                if auth::same_secret(token.as_bytes(), p.as_bytes()) {
                     Ok(true)
                 } else {
                     Err(())
@@ -133,6 +162,128 @@ struct HealthBody<'a> {
     report: Option<&'a HealthReport>,
 }
 
+type App = Arc<Shared>;
+
+/// Every route. Pages and their JSON go through [`auth::guard`].
+fn router(shared: App) -> Router {
+    let pages = Router::new()
+        .route("/", get(pages::overview))
+        .route("/backups", get(pages::backups))
+        .route("/partitions", get(pages::partitions))
+        .route("/size", get(pages::size))
+        .route("/activity", get(pages::activity))
+        .route("/audit", get(pages::audit))
+        .route("/jobs", get(pages::jobs))
+        .route("/api/", get(pages::api_overview))
+        .route("/api/overview", get(pages::api_overview))
+        .route("/api/backups", get(pages::api_backups))
+        .route("/api/partitions", get(pages::api_partitions))
+        .route("/api/size", get(pages::api_size))
+        .route("/api/activity", get(pages::api_activity))
+        .route("/api/audit", get(pages::api_audit))
+        .route("/api/jobs", get(pages::api_jobs))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            auth::guard,
+        ));
+    Router::new()
+        .route("/db/health", get(db_health))
+        .route("/metrics", get(metrics))
+        .route("/login", get(auth::login_form).post(auth::login))
+        .route("/logout", axum::routing::post(auth::logout))
+        .merge(pages)
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(common_headers))
+        .with_state(shared)
+}
+
+/// Headers every answer carries: nothing is cached, nothing loads from elsewhere, no
+/// framing by other sites.
+async fn common_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+async fn not_found(method: Method) -> Response {
+    let _ = method;
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain")],
+        "not found: try /, /db/health or /metrics\n",
+    )
+        .into_response()
+}
+
+async fn db_health(AxState(shared): AxState<App>, headers: HeaderMap) -> Response {
+    let Ok(details) = shared.wants_details(&headers) else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [
+                (header::CONTENT_TYPE, "text/plain"),
+                (header::WWW_AUTHENTICATE, "Bearer"),
+            ],
+            "wrong bearer token\n",
+        )
+            .into_response();
+    };
+    let usable = shared.usable().await;
+    let report = if details {
+        Some(shared.report().await)
+    } else {
+        None
+    };
+    let body = match usable.as_ref() {
+        Ok(()) => HealthBody {
+            status: "healthy",
+            database: "connected".into(),
+            state: State::Ok,
+            report: report.as_deref(),
+        },
+        Err(reason) => HealthBody {
+            status: "unhealthy",
+            database: reason.lines().next().unwrap_or_default().to_string(),
+            state: State::Critical,
+            report: report.as_deref(),
+        },
+    };
+    let code = if usable.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn metrics(AxState(shared): AxState<App>) -> Response {
+    let report = shared.report().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render::prometheus(&report.checks),
+    )
+        .into_response()
+}
+
 /// Serves until `shutdown` completes, then stops accepting and lets requests in flight
 /// finish (at most a few seconds).
 pub async fn serve(
@@ -146,11 +297,21 @@ pub async fn serve(
     // descriptors stay bounded.
     let served = Arc::new(Semaphore::new(cap));
     let rejecting = Arc::new(Semaphore::new((cap / 2).max(8)));
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let shared = Arc::new(Shared {
         cfg,
+        loopback,
         report: Cached::new(),
         usable: Cached::new(),
+        overview: Cached::new(),
+        backups: Cached::new(),
+        partitions: Cached::new(),
+        size: Cached::new(),
+        activity: Cached::new(),
+        audit: std::array::from_fn(|_| Cached::new()),
+        jobs: Cached::new(),
     });
+    let app = router(shared);
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -160,9 +321,9 @@ pub async fn serve(
                 match accepted {
                     Ok((stream, peer)) => {
                         if let Ok(permit) = served.clone().try_acquire_owned() {
-                            let shared = shared.clone();
+                            let app = app.clone();
                             tasks.spawn(async move {
-                                if let Err(e) = handle(stream, &shared).await {
+                                if let Err(e) = handle(stream, app).await {
                                     tracing::debug!("request from {peer}: {e}");
                                 }
                                 drop(permit);
@@ -198,6 +359,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// One connection through hyper: one request (`Connection: close`, as before), its head
+/// within [`READ_TIMEOUT`] and [`MAX_HEAD`], the whole exchange within
+/// [`CONNECTION_TIMEOUT`].
+async fn handle(stream: TcpStream, app: Router) -> Result<(), String> {
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("connection timed out".into()),
+    }
+}
+
 /// 503 to a client over the connection cap. Its request is read first (briefly), so
 /// closing does not reset the connection before the client reads the answer.
 async fn reject_busy(mut stream: TcpStream) -> std::io::Result<()> {
@@ -219,190 +396,8 @@ async fn reject_busy(mut stream: TcpStream) -> std::io::Result<()> {
     stream.shutdown().await
 }
 
-/// The token of an `Authorization: Bearer <token>` header, if the request has one.
-fn bearer(head: &str) -> Option<&str> {
-    head.lines().skip(1).find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        if !name.trim().eq_ignore_ascii_case("authorization") {
-            return None;
-        }
-        let (scheme, token) = value.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    })
-}
-
-/// Compares two secrets in time independent of where they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn head_complete(buf: &[u8]) -> bool {
     buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n")
-}
-
-/// Method and path of a request head, if it is one.
-fn parse_head(head: &str) -> Option<(&str, &str)> {
-    let line = head.lines().next()?;
-    let mut it = line.split(' ');
-    let method = it.next()?;
-    let target = it.next()?;
-    let version = it.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    Some((method, target.split('?').next().unwrap_or(target)))
-}
-
-async fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let read = tokio::time::timeout(READ_TIMEOUT, async {
-        loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if head_complete(&buf) {
-                return Ok(true);
-            }
-            if buf.len() > MAX_HEAD {
-                return Ok(true);
-            }
-        }
-    })
-    .await;
-    let complete = match read {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            return respond(&mut stream, 408, "text/plain", b"request timeout\n", false).await;
-        }
-    };
-    if !complete {
-        return Ok(());
-    }
-    if buf.len() > MAX_HEAD {
-        return respond(
-            &mut stream,
-            431,
-            "text/plain",
-            b"request header too large\n",
-            false,
-        )
-        .await;
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let Some((method, path)) = parse_head(&head) else {
-        return respond(&mut stream, 400, "text/plain", b"bad request\n", false).await;
-    };
-    let head_only = method == "HEAD";
-    let known = matches!(path, "/db/health" | "/metrics");
-    if !known {
-        return respond(
-            &mut stream,
-            404,
-            "text/plain",
-            b"not found: try /db/health or /metrics\n",
-            head_only,
-        )
-        .await;
-    }
-    if method != "GET" && method != "HEAD" {
-        return respond(
-            &mut stream,
-            405,
-            "text/plain",
-            b"method not allowed\n",
-            false,
-        )
-        .await;
-    }
-    match path {
-        "/db/health" => {
-            let Ok(details) = shared.wants_details(&head) else {
-                return respond(
-                    &mut stream,
-                    401,
-                    "text/plain",
-                    b"wrong bearer token\n",
-                    head_only,
-                )
-                .await;
-            };
-            let usable = shared.usable().await;
-            let report = if details {
-                Some(shared.report().await)
-            } else {
-                None
-            };
-            let body = match usable.as_ref() {
-                Ok(()) => HealthBody {
-                    status: "healthy",
-                    database: "connected".into(),
-                    state: State::Ok,
-                    report: report.as_deref(),
-                },
-                Err(reason) => HealthBody {
-                    status: "unhealthy",
-                    database: reason.lines().next().unwrap_or_default().to_string(),
-                    state: State::Critical,
-                    report: report.as_deref(),
-                },
-            };
-            let code = if usable.is_ok() { 200 } else { 500 };
-            let body = serde_json::to_vec(&body).unwrap_or_default();
-            respond(&mut stream, code, "application/json", &body, head_only).await
-        }
-        _ => {
-            let report = shared.report().await;
-            let body = render::prometheus(&report.checks);
-            respond(
-                &mut stream,
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body.as_bytes(),
-                head_only,
-            )
-            .await
-        }
-    }
-}
-
-async fn respond(
-    stream: &mut TcpStream,
-    code: u16,
-    content_type: &str,
-    body: &[u8],
-    head_only: bool,
-) -> std::io::Result<()> {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        401 => "Unauthorized",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        _ => "Internal Server Error",
-    };
-    let mut out = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n",
-        body.len()
-    );
-    match code {
-        401 => out.push_str("WWW-Authenticate: Bearer\r\n"),
-        405 => out.push_str("Allow: GET, HEAD\r\n"),
-        _ => {}
-    }
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    if !head_only {
-        bytes.extend_from_slice(body);
-    }
-    stream.write_all(&bytes).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]
@@ -410,32 +405,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_request_lines() {
-        assert_eq!(
-            parse_head("GET /db/health?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Some(("GET", "/db/health"))
-        );
-        assert_eq!(parse_head("garbage"), None);
-    }
-
-    #[test]
     fn busy_answer_is_well_formed() {
         let text = std::str::from_utf8(BUSY).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
-    }
-
-    #[test]
-    fn finds_bearer_tokens() {
-        let head = "GET /db/health HTTP/1.1\r\nHost: a\r\nauthorization: Bearer s3cret \r\n\r\n";
-        assert_eq!(bearer(head), Some("s3cret"));
-        assert_eq!(
-            bearer("GET / HTTP/1.1\r\nAuthorization: Basic x\r\n\r\n"),
-            None
-        );
-        assert_eq!(bearer("GET / HTTP/1.1\r\n\r\n"), None);
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abc", b"abd"));
-        assert!(!same_secret(b"abc", b"abcd"));
     }
 }
