@@ -17,6 +17,7 @@ mod pages;
 mod svg;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,15 +73,22 @@ pub struct Config {
 }
 
 /// One value computed at most once per `ttl`; concurrent callers wait for the same run.
-struct Cached<T>(Mutex<Option<(Instant, Arc<T>)>>);
+struct Cached<T> {
+    slot: Mutex<Option<(Instant, Arc<T>)>>,
+    /// A background refresh is under way ([`Cached::fresh_or_stale`]).
+    refreshing: AtomicBool,
+}
 
-impl<T> Cached<T> {
-    fn new() -> Self {
-        Cached(Mutex::new(None))
+impl<T: Send + Sync + 'static> Cached<T> {
+    fn new() -> Arc<Self> {
+        Arc::new(Cached {
+            slot: Mutex::new(None),
+            refreshing: AtomicBool::new(false),
+        })
     }
 
     async fn get(&self, ttl: Duration, compute: impl Future<Output = T>) -> Arc<T> {
-        let mut guard = self.0.lock().await;
+        let mut guard = self.slot.lock().await;
         if let Some((at, v)) = guard.as_ref() {
             if at.elapsed() < ttl {
                 return v.clone();
@@ -90,16 +98,45 @@ impl<T> Cached<T> {
         *guard = Some((Instant::now(), v.clone()));
         v
     }
+
+    /// For pages: the value at once whenever there is one. A value older than `ttl` is
+    /// still answered, and replaced by one background run (whatever the number of
+    /// viewers); only the very first caller waits for a load.
+    async fn fresh_or_stale<Fut>(
+        self: &Arc<Self>,
+        ttl: Duration,
+        make: impl FnOnce() -> Fut,
+    ) -> Arc<T>
+    where
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        {
+            let guard = self.slot.lock().await;
+            if let Some((at, v)) = guard.as_ref() {
+                if at.elapsed() >= ttl && !self.refreshing.swap(true, Ordering::SeqCst) {
+                    let me = self.clone();
+                    let fut = make();
+                    tokio::spawn(async move {
+                        let v = Arc::new(fut.await);
+                        *me.slot.lock().await = Some((Instant::now(), v));
+                        me.refreshing.store(false, Ordering::SeqCst);
+                    });
+                }
+                return v.clone();
+            }
+        }
+        self.get(ttl, make()).await
+    }
 }
 
-type Loaded<T> = Cached<Result<T, String>>;
+type Loaded<T> = Arc<Cached<Result<T, String>>>;
 
 struct Shared {
     cfg: Config,
     /// The listener is on a loopback address (pages without a token only there).
     loopback: bool,
-    report: Cached<HealthReport>,
-    usable: Cached<Result<(), String>>,
+    report: Arc<Cached<HealthReport>>,
+    usable: Arc<Cached<Result<(), String>>>,
     overview: Loaded<dashboard::Overview>,
     backups: Loaded<dashboard::Backups>,
     partitions: Loaded<dashboard::Partitions>,
@@ -118,6 +155,17 @@ impl Shared {
                 cfg.cache,
                 health::run(&cfg.settings, &cfg.policy, &Selection::default()),
             )
+            .await
+    }
+
+    /// The cached health report at once for pages (see [`Cached::fresh_or_stale`]).
+    async fn report_for_page(self: &Arc<Self>) -> Arc<HealthReport> {
+        let me = self.clone();
+        self.report
+            .fresh_or_stale(self.cfg.cache, move || async move {
+                let cfg = &me.cfg;
+                health::run(&cfg.settings, &cfg.policy, &Selection::default()).await
+            })
             .await
     }
 

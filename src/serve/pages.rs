@@ -153,13 +153,22 @@ fn error_box(what: &str, e: &str) -> Markup {
     html! { p class="err" { (what) ": " (e) } }
 }
 
-/// The page's data from its cache, or a fresh load.
-async fn load<T, F>(app: &App, cache: &Loaded<T>, f: F) -> Arc<Result<T, String>>
+/// The page's data from its cache (see `Cached::fresh_or_stale`), or a first load.
+async fn load<T, F, Fut>(
+    app: &App,
+    pick: impl FnOnce(&super::Shared) -> &Loaded<T>,
+    f: F,
+) -> Arc<Result<T, String>>
 where
-    F: Future<Output = Result<T, crate::error::Error>>,
+    T: Send + Sync + 'static,
+    F: FnOnce(App) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, crate::error::Error>> + Send + 'static,
 {
-    cache
-        .get(app.cfg.cache, async { f.await.map_err(|e| e.to_string()) })
+    let a = app.clone();
+    pick(app)
+        .fresh_or_stale(app.cfg.cache, move || async move {
+            f(a).await.map_err(|e| e.to_string())
+        })
         .await
 }
 
@@ -190,12 +199,11 @@ async fn overview_data(
     Arc<crate::report::health::HealthReport>,
     Arc<Result<dashboard::Overview, String>>,
 ) {
-    let report = app.report().await;
-    let cfg = &app.cfg;
+    let report = app.report_for_page().await;
     let extra = load(
         app,
-        &app.overview,
-        dashboard::overview(&cfg.settings, &cfg.policy),
+        |s| &s.overview,
+        |a| async move { dashboard::overview(&a.cfg.settings, &a.cfg.policy).await },
     )
     .await;
     (report, extra)
@@ -266,10 +274,11 @@ pub async fn api_overview(State(app): State<App>) -> Response {
 // ------------------------------------------------------------------------------ backups
 
 async fn backups_data(app: &App) -> Arc<Result<dashboard::Backups, String>> {
-    let policy = &app.cfg.policy;
-    load(app, &app.backups, async {
-        Ok(dashboard::backups(policy, Utc::now()))
-    })
+    load(
+        app,
+        |s| &s.backups,
+        |a| async move { Ok(dashboard::backups(&a.cfg.policy, Utc::now())) },
+    )
     .await
 }
 
@@ -366,11 +375,10 @@ pub async fn api_backups(State(app): State<App>) -> Response {
 // --------------------------------------------------------------------------- partitions
 
 async fn partitions_data(app: &App) -> Arc<Result<dashboard::Partitions, String>> {
-    let cfg = &app.cfg;
     load(
         app,
-        &app.partitions,
-        dashboard::partitions(&cfg.settings, &cfg.policy),
+        |s| &s.partitions,
+        |a| async move { dashboard::partitions(&a.cfg.settings, &a.cfg.policy).await },
     )
     .await
 }
@@ -446,8 +454,12 @@ pub async fn api_partitions(State(app): State<App>) -> Response {
 // --------------------------------------------------------------------------------- size
 
 async fn size_data(app: &App) -> Arc<Result<dashboard::Size, String>> {
-    let cfg = &app.cfg;
-    load(app, &app.size, dashboard::size(&cfg.settings, &cfg.policy)).await
+    load(
+        app,
+        |s| &s.size,
+        |a| async move { dashboard::size(&a.cfg.settings, &a.cfg.policy).await },
+    )
+    .await
 }
 
 pub async fn size(State(app): State<App>) -> Markup {
@@ -531,11 +543,10 @@ pub async fn api_size(State(app): State<App>) -> Response {
 // ----------------------------------------------------------------------------- activity
 
 async fn activity_data(app: &App) -> Arc<Result<dashboard::Activity, String>> {
-    let cfg = &app.cfg;
     load(
         app,
-        &app.activity,
-        dashboard::activity(&cfg.settings, &cfg.policy),
+        |s| &s.activity,
+        |a| async move { dashboard::activity(&a.cfg.settings, &a.cfg.policy).await },
     )
     .await
 }
@@ -578,7 +589,7 @@ fn statements_table(rows: &[serde_json::Value], id: &str) -> Markup {
 
 pub async fn activity(State(app): State<App>) -> Markup {
     let data = activity_data(&app).await;
-    let report = app.report().await;
+    let report = app.report_for_page().await;
     let t = &app.cfg.policy.reports;
     let body = match data.as_ref() {
         Err(e) => error_box("cannot read pg_stat_activity", e),
@@ -670,7 +681,7 @@ fn sessions_table(rows: &[&crate::report::connections::Session], id: &str) -> Ma
 
 pub async fn api_activity(State(app): State<App>) -> Response {
     let data = activity_data(&app).await;
-    let report = app.report().await;
+    let report = app.report_for_page().await;
     match data.as_ref() {
         Ok(a) => json(&serde_json::json!({
             "activity": a,
@@ -697,11 +708,10 @@ fn window_index(q: &WindowQuery) -> usize {
 }
 
 async fn audit_data(app: &App, w: usize) -> Arc<Result<dashboard::Audit, String>> {
-    let cfg = &app.cfg;
     load(
         app,
-        &app.audit[w],
-        dashboard::audit(&cfg.settings, &cfg.policy, w),
+        |s| &s.audit[w],
+        move |a| async move { dashboard::audit(&a.cfg.settings, &a.cfg.policy, w).await },
     )
     .await
 }
@@ -715,7 +725,7 @@ pub async fn audit(State(app): State<App>, Query(q): Query<WindowQuery>) -> Mark
             h1 { "Audit" }
             p { "Window: "
                 @for (n, _) in AUDIT_WINDOWS {
-                    @if n == a.window { b { (n) } " " } @else { a href=(format!("/audit?window={n}")) { (n) } " " }
+                    @if n == a.window { strong class="on" { (n) } " " } @else { a href=(format!("/audit?window={n}")) { (n) } " " }
                 }
             }
             @if let Some(e) = &a.error { (error_box("no audit report", e)) }
@@ -770,8 +780,12 @@ pub async fn api_audit(State(app): State<App>, Query(q): Query<WindowQuery>) -> 
 // --------------------------------------------------------------------------------- jobs
 
 async fn jobs_data(app: &App) -> Arc<Result<dashboard::Jobs, String>> {
-    let cfg = &app.cfg;
-    load(app, &app.jobs, dashboard::jobs(&cfg.settings, &cfg.policy)).await
+    load(
+        app,
+        |s| &s.jobs,
+        |a| async move { dashboard::jobs(&a.cfg.settings, &a.cfg.policy).await },
+    )
+    .await
 }
 
 pub async fn jobs(State(app): State<App>) -> Markup {
