@@ -28,7 +28,8 @@ const STYLE: &str = r#"
 body{font:15px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1b1f24;background:#f6f7f9}
 header{background:#1b1f24;color:#fff;padding:.5rem 1rem;display:flex;flex-wrap:wrap;gap:.25rem 1rem;align-items:baseline}
 header b{margin-right:.5rem}
-nav a{color:#cfd6de;margin-right:.75rem;text-decoration:none;white-space:nowrap}
+nav{display:flex;flex-wrap:wrap;gap:.15rem .75rem}
+nav a{color:#cfd6de;text-decoration:none;white-space:nowrap}
 nav a.on{color:#fff;text-decoration:underline}
 main{padding:.75rem 1rem;max-width:1100px}
 h1{font-size:1.3rem;margin:.25rem 0 .75rem}
@@ -46,7 +47,8 @@ code,.q{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem;word-
 .fact small{display:block;color:#5b6570}
 .muted{color:#5b6570}
 .err{background:#ffd6d6;padding:.5rem;border-radius:4px}
-svg.chart{width:100%;height:auto;background:#fff;border:1px solid #e3e6ea}
+svg.chart{width:100%;max-width:760px;height:auto;background:#fff;border:1px solid #e3e6ea;display:block}
+td code{white-space:nowrap}
 svg .grid{stroke:#e3e6ea}svg .tick{font-size:11px;fill:#5b6570}
 svg rect.ok{fill:#2f9e44}svg rect.verified{fill:#1971c2}svg rect.failed{fill:#e03131}svg rect.plain{fill:#868e96}
 svg .series{fill:none;stroke:#1971c2;stroke-width:2}svg circle.series{fill:#1971c2}
@@ -288,7 +290,8 @@ pub async fn backups(State(app): State<App>) -> Markup {
         Err(e) => error_box("cannot list the backups", e),
         Ok(b) => {
             let from = (b.now - chrono::Duration::days(b.days)).timestamp() as f64;
-            let to = b.now.timestamp() as f64;
+            // A little room right of today's bars.
+            let to = b.now.timestamp() as f64 + (b.days as f64) * 86400.0 * 0.02;
             let fmt_b = |v: f64| human_bytes(v as i64);
             let fmt_s = |v: f64| text::duration_short(v);
             html! {
@@ -302,7 +305,7 @@ pub async fn backups(State(app): State<App>) -> Markup {
                     section class="repo" data-repo=(r.name) {
                         h2 { "Repository " code { (r.name) } " " span class="muted" { (r.location) } }
                         @if let Some(e) = &r.error { (error_box("cannot list it", e)) }
-                        p { span class="backup-count" { (r.backups.len()) } " backups in the last " (b.days) " days (" (r.total) " in all)." }
+                        p { span class="backup-count" { (r.backups.len()) } " " (if r.backups.len() == 1 { "backup" } else { "backups" }) " in the last " (b.days) " days (" (r.total) " in all)." }
                         @let bars: Vec<Bar> = r.backups.iter().map(|e| Bar {
                             x: e.summary.started_at.timestamp() as f64,
                             value: e.summary.file_bytes as f64,
