@@ -41,6 +41,12 @@ const SQL_EXPORTS: &str = "SELECT table_schema, table_name, range_from, \
      dropped_at IS NOT NULL AND restored_at IS NULL, rows, bytes \
      FROM opsctl.archive_exports ORDER BY range_from, id";
 
+/// Backups of one database as the retention plan takes them: (id, started, verified).
+type PruneInput = Vec<(String, DateTime<Utc>, bool)>;
+
+/// Export records of one table by month: (dropped, rows, bytes).
+type ExportedMonths = BTreeMap<String, (bool, i64, i64)>;
+
 async fn connect(settings: &ConnSettings, policy: &Policy) -> Result<db::Connection, Error> {
     let conn = db::connect(settings).await?;
     super::limit_session(&conn, policy.reports.statement_timeout_ms.max(5_000)).await;
@@ -141,7 +147,7 @@ pub fn backups(policy: &Policy, now: DateTime<Utc>) -> Backups {
             Err(e) => rb.error = Some(e.to_string()),
             Ok(entries) => {
                 rb.total = entries.len();
-                let mut by_db: BTreeMap<&str, Vec<(String, DateTime<Utc>, bool)>> = BTreeMap::new();
+                let mut by_db: BTreeMap<&str, PruneInput> = BTreeMap::new();
                 for e in &entries {
                     by_db.entry(&e.summary.database).or_default().push((
                         e.summary.id.clone(),
@@ -252,8 +258,7 @@ pub async fn partitions(settings: &ConnSettings, policy: &Policy) -> Result<Part
     let conn = connect(settings, policy).await?;
     let specs = partition::tables_from_policy(&policy.partitions, None)?;
     // (schema, table) → month → (dropped, rows, bytes)
-    let mut exports: BTreeMap<(String, String), BTreeMap<String, (bool, i64, i64)>> =
-        BTreeMap::new();
+    let mut exports: BTreeMap<(String, String), ExportedMonths> = BTreeMap::new();
     if has_table(&conn, "opsctl.archive_exports").await? {
         for r in conn.query(SQL_EXPORTS, &[]).await.map_err(Error::db)? {
             let from: chrono::NaiveDateTime = r.get(2);

@@ -20,6 +20,9 @@ pub struct Bar {
     pub title: String,
 }
 
+/// A point on a chart: (seconds since the epoch, value).
+pub type Point = (f64, f64);
+
 pub struct Axis<'a> {
     /// Time range shown (seconds since the epoch).
     pub from: f64,
@@ -83,12 +86,7 @@ pub fn bars(a: &Axis, bars: &[Bar]) -> Markup {
 
 /// A line through points on a time axis, with optional dashed extra lines (each from
 /// one point to another) and a horizontal limit.
-pub fn line(
-    a: &Axis,
-    points: &[(f64, f64)],
-    dashed: &[((f64, f64), (f64, f64))],
-    limit: Option<f64>,
-) -> Markup {
+pub fn line(a: &Axis, points: &[Point], dashed: &[(Point, Point)], limit: Option<f64>) -> Markup {
     let max = points
         .iter()
         .map(|p| p.1)
