@@ -21,6 +21,7 @@ install_deps() {
   pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
   command -v runuser >/dev/null || missing+=(util-linux)
   [ -x /usr/bin/time ] || missing+=(time)
+  command -v chromium >/dev/null || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing: ${missing[*]}"
     local sudo=""

@@ -90,3 +90,9 @@ status=0
 [ "$status" -le 1 ] || die "health says CRITICAL or UNKNOWN (exit $status): see above"
 log "quick start finished: every step above ran against $(echo "$OPSCTL_DATABASE_URL" | sed -E 's#//([^:]+):[^@]*@#//\1:****@#')"
 echo "stop the cluster with: scripts/local-cluster.sh stop (destroy removes it)"
+
+# The dashboard: `opsctl serve` shows every page with this token (bearer or login form).
+SERVE_TOKEN="$LOCAL/serve.token"
+[ -f "$SERVE_TOKEN" ] || (umask 077 && openssl rand -hex 32 > "$SERVE_TOKEN")
+log "dashboard: run  $OPSCTL serve --policy $POLICY --token-file $SERVE_TOKEN"
+echo "then open http://127.0.0.1:8080/ and log in with the first line of the token file $SERVE_TOKEN"

@@ -1,5 +1,6 @@
-//! `opsctl serve --listen ADDR`: binds, serves /db/health and /metrics until SIGTERM or
-//! SIGINT, then shuts down cleanly (exit 0). Exit 1 when it cannot listen, 2 on bad settings.
+//! `opsctl serve --listen ADDR`: binds, serves /db/health, /metrics and the dashboard
+//! pages until SIGTERM or SIGINT, then shuts down cleanly (exit 0). Exit 1 when it cannot
+//! listen, 2 on bad settings.
 
 use std::path::Path;
 use std::time::Duration;
@@ -46,8 +47,12 @@ pub async fn run(args: ServeArgs) -> u8 {
         crate::logging::warn(format_args!("listening on {addr}, which is not a loopback address, with --details: sessions and query text are visible to anyone who can reach it"));
     }
     crate::logging::info(format_args!(
-        "opsctl serve: listening on http://{addr} (GET /db/health, GET /metrics)"
+        "opsctl serve: listening on http://{addr} (GET /db/health, GET /metrics, dashboard at /)"
     ));
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    if token.is_none() && !loopback {
+        crate::logging::warn(format_args!("listening on {addr}, which is not a loopback address, without --token-file: the dashboard pages answer 403 (give --token-file to see them)"));
+    }
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = match signal(SignalKind::terminate()) {

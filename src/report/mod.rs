@@ -3,6 +3,7 @@
 
 pub mod backups;
 pub mod connections;
+pub mod dashboard;
 pub mod health;
 pub mod indexes;
 pub mod partitions;

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod compression;
 mod connect;
+mod dashboard;
 mod health;
 mod import;
 mod maintenance;

@@ -1223,8 +1223,10 @@ fn serve_answers_health_metrics_and_404_then_stops_on_sigterm() {
     assert!(body.contains("opsctl_up 1"));
     let (code, _) = http_get(port, "/nope");
     assert_eq!(code, 404);
-    let (code, _) = http_get(port, "/");
-    assert_eq!(code, 404);
+    // `/` is the dashboard now (issue 18): served without a token on a loopback bind.
+    let (code, body) = http_get(port, "/");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("<title>opsctl"), "{body}");
     // Cached: a burst of scrapes runs the checks once.
     let runs = "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE '%pg_blocking_pids%' \
                 AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())";
