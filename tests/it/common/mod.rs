@@ -528,3 +528,40 @@ pub fn slow_pg_bindir(dir: &Path, sleep_secs: u32) -> PathBuf {
     std::os::unix::fs::symlink(real.join("pg_restore"), bin.join("pg_restore")).unwrap();
     bin
 }
+
+/// Holds a `mode` lock on `table` in a session of its own until another session has
+/// waited for a lock on that table, then `hold` longer, then commits: a lock conflict
+/// that does not depend on how fast a loaded machine starts the process under test.
+/// Returns once the lock is held; join the handle after the test's command ends.
+pub fn hold_lock_until_waited(
+    db: &str,
+    table: &str,
+    mode: &str,
+    hold: std::time::Duration,
+) -> std::thread::JoinHandle<String> {
+    const APP: &str = "opsctl-test-lock-holder";
+    let sql = format!(
+        "SET application_name = '{APP}'; BEGIN; LOCK TABLE {table} IN {mode} MODE; \
+         DO $$ BEGIN FOR i IN 1..12000 LOOP \
+           EXIT WHEN EXISTS (SELECT 1 FROM pg_locks WHERE relation = '{table}'::regclass \
+                             AND NOT granted); \
+           PERFORM pg_sleep(0.01); END LOOP; END $$; \
+         SELECT pg_sleep({}); COMMIT;",
+        hold.as_secs_f64()
+    );
+    let name = db.to_string();
+    let handle = std::thread::spawn(move || cluster().psql(&name, &sql));
+    let started = std::time::Instant::now();
+    let held = format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE a.application_name = '{APP}' AND l.relation = '{table}'::regclass AND l.granted"
+    );
+    while cluster().psql(db, &held) == "0" {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the lock holder never got its lock on {table}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    handle
+}
