@@ -360,3 +360,31 @@ fn security_policy_keys_are_checked() {
     );
     opsctl().args(["policy", "check"]).arg(&ok).run().success();
 }
+
+#[test]
+fn the_migrated_schema_meets_the_production_rls_policy() {
+    let db = TestDb::with_schema("secprod");
+    let pol = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/examples/production.toml");
+    let j = health(&db.url, "row_level_security", "json", Some(&pol))
+        .success()
+        .json();
+    let c = check(&j, "row_level_security");
+    assert_eq!(c["state"], "OK", "{c:#}");
+    let v = c["value"].as_str().unwrap();
+    for t in ["public.trades", "public.positions", "public.account_totals"] {
+        assert!(
+            v.contains(&format!("{t} enabled (2 policies)")),
+            "{t} not in {v}"
+        );
+    }
+    // Losing RLS on one of them is named.
+    db.sql("ALTER TABLE positions DISABLE ROW LEVEL SECURITY");
+    let j = health(&db.url, "row_level_security", "json", Some(&pol))
+        .code(1)
+        .json();
+    let v = check(&j, "row_level_security")["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(v, "public.positions: row-level security not enabled", "{v}");
+}
