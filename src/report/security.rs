@@ -225,6 +225,8 @@ async fn settings(ctx: &Ctx<'_>) -> Check {
         Err(e) => found.push(Finding::new(State::Unknown, first_line(&e), "")),
     }
 
+    // Worst first, so the CRITICAL finding leads the value and the Nagios line.
+    found.sort_by_key(|f| std::cmp::Reverse(f.state.severity()));
     let state = found.iter().fold(State::Ok, |s, f| s.max_sev(f.state));
     let problems = found.iter().filter(|f| f.state != State::Unknown).count();
     let details = json!({
@@ -251,7 +253,7 @@ async fn settings(ctx: &Ctx<'_>) -> Check {
         )
     };
     let mut check = Check::new(ID, state, value, hint)
-        .threshold("ssl on, scram-sha-256, no MD5 passwords, no trust/password/non-SSL host from non-loopback addresses, no CREATE for PUBLIC on public, no unlisted login superusers")
+        .threshold("CRITICAL: ssl off, trust from non-loopback; WARNING: any other finding")
         .metric(Metric::new(
             "security_findings",
             "Security settings problems found by opsctl (security_settings check).",

@@ -75,6 +75,10 @@ fn insecure_cluster_findings_are_named_and_the_fixed_cluster_is_ok() {
         assert!(value.contains(needle), "{needle:?} not in {value}");
     }
     assert!(
+        value.starts_with("pg_hba.conf line 4 `host all all 10.20.0.0/16 trust`"),
+        "the CRITICAL finding comes first: {value}"
+    );
+    assert!(
         value.ends_with("login superusers not allowed by the policy: extra_su"),
         "only extra_su: the bootstrap superuser postgres is allowed: {value}"
     );
