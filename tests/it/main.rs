@@ -18,3 +18,4 @@ mod reports;
 mod restore_signals;
 mod schedule;
 mod secrets;
+mod security;
