@@ -3,8 +3,9 @@
 # every comparison alternated round by round (A B C D A B C D …) so that the load of a
 # shared machine hits every side alike; medians, ratios, peak RSS, the load average.
 #
-#   scripts/bench.sh [--trades N] [--reps R] [--only PARTS] [--opsctl PATH] [--out FILE]
-#   (or BENCH_TRADES, BENCH_REPS, BENCH_ONLY, BENCH_OPSCTL, BENCH_OUT; --rows = --trades)
+#   scripts/bench.sh [--trades N] [--reps R] [--only PARTS] [--zstd-level L] [--opsctl PATH] [--out FILE]
+#   (or BENCH_TRADES, BENCH_REPS, BENCH_ONLY, BENCH_ZSTD_LEVEL, BENCH_OPSCTL, BENCH_OUT;
+#   --rows = --trades; --zstd-level: opsctl's zstd side runs with --compression-level L)
 #
 # Two data sets of N trades (seeded, over 24 months, 1,000 users), both through the schema
 # as shipped (`opsctl migrate up`, monthly partitions by `opsctl partition ensure`):
@@ -34,12 +35,14 @@ REPS="${BENCH_REPS:-3}"
 ONLY="${BENCH_ONLY:-all}"
 OPSCTL="${BENCH_OPSCTL:-}"
 OUT="${BENCH_OUT:-benches/results/latest.md}"
+ZSTD_LEVEL="${BENCH_ZSTD_LEVEL:-}"
 ARGS="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
     --trades|--rows) TRADES="$2"; shift 2 ;;
     --reps) REPS="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
+    --zstd-level) ZSTD_LEVEL="$2"; shift 2 ;;
     --opsctl) OPSCTL="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     *) die "unknown argument $1 (use --trades N --reps R --only PARTS --opsctl PATH --out FILE)" ;;
@@ -88,7 +91,7 @@ measure() {
       while read -r k v _; do
         if [ "$k" = VmHWM: ] && [ "$v" -gt "$hwm" ]; then hwm=$v; fi
       done < "/proc/$cp/status" 2>/dev/null || true
-      if read -r st < "/proc/$cp/stat" 2>/dev/null; then
+      if { read -r st < "/proc/$cp/stat"; } 2>/dev/null; then
         st=${st##*) }; read -r -a st <<< "$st"
         [ $(( st[11] + st[12] )) -lt "$ticks" ] || ticks=$(( st[11] + st[12] ))
       fi
@@ -190,7 +193,7 @@ backup_round() {
   local ds="$1" db; db=$(db_of "$1")
   rm -rf "$WORK/repo-$ds-zstd" "$WORK/repo-$ds-gzip"
   OPSCTL_DATABASE_URL="$(url_for "$db")" measure "$ds:opsctl_zstd" \
-    "$OPSCTL" backup create --dir "$WORK/repo-$ds-zstd" --key-file "$KEY"
+    "$OPSCTL" backup create --dir "$WORK/repo-$ds-zstd" --key-file "$KEY" ${ZSTD_LEVEL:+--compression-level "$ZSTD_LEVEL"}
   measure "$ds:hand" sh -c "'$BIN/pg_dump' -Fc -d $db | openssl enc -aes-256-cbc -pbkdf2 -pass file:'$WORK/openssl.pass' > '$WORK/hand-$ds.dump.enc'"
   measure "$ds:floor" sh -c "'$BIN/pg_dump' -Fc -Z0 -d $db > '$WORK/floor-$ds.dump'"
   OPSCTL_DATABASE_URL="$(url_for "$db")" measure "$ds:opsctl_gzip" \
@@ -348,7 +351,7 @@ LOAD() { median "$1" 5; }
   echo "## Results: $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ {print $2}') GiB, $("$BIN/postgres" --version), opsctl $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
-  echo "Command: \`scripts/bench.sh ${ARGS:---trades $ROWS --reps $REPS}\` ($ROWS trades, $REPS rounds, alternated, medians)."
+  echo "Command: \`$(env | grep -E '^BENCH_' | sort | tr '\n' ' ')scripts/bench.sh $ARGS\` ($ROWS trades, $REPS rounds, parts $ONLY, alternated, medians)."
   echo "Load at start: \`${LOAD_START#*load average: }\`; at end: \`${LOAD_END#*load average: }\` (1, 5, 15 min; the machine may be shared)."
   echo
   if want backup || want restore; then
@@ -364,7 +367,7 @@ LOAD() { median "$1" 5; }
         echo "|---|---|---|---|---|---|---|---|---|"
         for v in opsctl_zstd hand floor opsctl_gzip; do
           case $v in
-            opsctl_zstd) label='`opsctl backup create` (zstd 3, default)' ;;
+            opsctl_zstd) label="\`opsctl backup create\` (zstd ${ZSTD_LEVEL:-3}$([ -n "$ZSTD_LEVEL" ] && echo ", --compression-level $ZSTD_LEVEL" || echo ", default"))" ;;
             hand) label='`pg_dump -Fc \| openssl enc -aes-256-cbc -pbkdf2`' ;;
             floor) label='`pg_dump -Fc -Z0 > file` (floor)' ;;
             opsctl_gzip) label='`opsctl backup create --compression gzip` (3)' ;;
