@@ -32,18 +32,8 @@ fi
 
 WORK="$(mktemp -d /tmp/opsctl-bench-import.XXXXXX)"
 chmod 755 "$WORK"
-export OPSCTL_LOCAL_DIR="$WORK/cluster"
-cleanup() { scripts/local-cluster.sh destroy >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-scripts/local-cluster.sh start >/dev/null 2>&1
-eval "$(scripts/local-cluster.sh env)"
-BASE_URL="$OPSCTL_DATABASE_URL"
-export PGOPTIONS="-c client_min_messages=warning"
-PORT=$(cat "$OPSCTL_LOCAL_DIR/port")
-export PGHOST=localhost PGPORT=$PORT PGUSER=postgres PGSSLMODE=verify-full
-export PGSSLROOTCERT="$OPSCTL_LOCAL_DIR/ca.crt" PGPASSWORD="$(cat "$OPSCTL_LOCAL_DIR/password")"
-url_for() { echo "$BASE_URL" | sed -E "s#/opsctl\?#/$1?#"; }
-q() { psql -X -q -tA -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
+trap 'bench_cleanup "$WORK"' EXIT
+bench_cluster "$WORK"
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
 measure() {
@@ -53,8 +43,6 @@ measure() {
   read -r secs rss < "$WORK/time.txt"
   printf '%s\t%s\t%s\t%s\n' "$name" "$secs" "$rss" "$(cut -d' ' -f1 /proc/loadavg)" >> "$RESULTS"
 }
-median() { awk -F'\t' -v n="$1" -v c="${2:-2}" '$1==n {print $c}' "$RESULTS" | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-maxcol() { awk -F'\t' -v n="$1" '$1==n {if ($3>m) m=$3} END {print m+0}' "$RESULTS"; }
 
 log "generating $TRADES trades"
 python3 scripts/sample-data/generate.py "$WORK/data" --trades "$TRADES" >/dev/null

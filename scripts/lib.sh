@@ -53,3 +53,42 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
     || echo $(( 20000 + RANDOM % 20000 ))
 }
+
+# ---- benchmarks: a throwaway cluster and measured runs (bench.sh, bench-import.sh) ----
+
+# Starts a throwaway TLS cluster under $1/cluster (removed by `bench_cleanup`) and exports
+# what psql, pg_dump and opsctl need to reach it: OPSCTL_DATABASE_URL, BASE_URL, PG*.
+bench_cluster() {
+  export OPSCTL_LOCAL_DIR="$1/cluster"
+  scripts/local-cluster.sh start >/dev/null 2>&1
+  eval "$(scripts/local-cluster.sh env)"
+  export OPSCTL_DATABASE_URL
+  BASE_URL="$OPSCTL_DATABASE_URL"
+  export PGOPTIONS="-c client_min_messages=warning"
+  export PGHOST=localhost PGPORT PGUSER=postgres PGSSLMODE=verify-full
+  PGPORT=$(cat "$OPSCTL_LOCAL_DIR/port")
+  export PGSSLROOTCERT="$OPSCTL_LOCAL_DIR/ca.crt" PGPASSWORD
+  PGPASSWORD="$(cat "$OPSCTL_LOCAL_DIR/password")"
+}
+
+# Stops and removes the throwaway cluster and the work directory $1.
+bench_cleanup() { scripts/local-cluster.sh destroy >/dev/null 2>&1 || true; rm -rf "$1"; }
+
+# The connection URL of database $1 on the throwaway cluster.
+url_for() { echo "$BASE_URL" | sed -E "s#/opsctl\?#/$1?#"; }
+
+# q DB SQL: one query, unaligned tuples only, stop on error.
+q() { psql -X -q -tA -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
+
+# median NAME [COLUMN]: the median of COLUMN (default 2, seconds) over the rows of $RESULTS
+# (tab-separated, name first) called NAME; "n/a" when there is none.
+median() {
+  awk -F'\t' -v n="$1" -v c="${2:-2}" '$1==n {print $c}' "$RESULTS" | sort -g \
+    | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'
+}
+
+# maxcol NAME [COLUMN]: the largest COLUMN (default 3, peak RSS KiB) of the NAME rows.
+maxcol() { awk -F'\t' -v n="$1" -v c="${2:-3}" '$1==n {if ($c>m) m=$c} END {print m+0}' "$RESULTS"; }
+
+# ratio A B: A/B with two decimals, "n/a" when either is missing.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b+0 == 0) print "n/a"; else printf "%.2f", a/b }'; }

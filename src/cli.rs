@@ -498,6 +498,14 @@ pub struct BackupCreateArgs {
     /// How long to wait for another maintenance job holding the lock (e.g. 600, 10m, 1h).
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration_arg)]
     pub lock_wait: std::time::Duration,
+    /// Compression of this backup only, instead of `[backup] compression` (the level is
+    /// then the codec's default unless --compression-level is given too).
+    #[arg(long, value_name = "CODEC", value_parser = ["zstd", "gzip", "none"])]
+    pub compression: Option<String>,
+    /// Compression level of this backup only, instead of `[backup] compression_level`
+    /// (zstd 1–19, gzip 1–9; none takes no level).
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<i32>,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,7 @@ pub struct Policy {
     /// `[[repositories]]`: where backups are kept, in order (see `storage::config`).
     pub repositories: Vec<crate::storage::config::RepositoryEntry>,
     pub basebackup: BasebackupPolicy,
+    pub security: SecurityPolicy,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -281,6 +282,11 @@ pub struct ReportPolicy {
     pub disk_runway_crit_days: f64,
     /// `opsctl serve`: `/db/health` answers 500 when the node is in recovery or read-only.
     pub serve_require_writable: bool,
+    /// Oldest acceptable server version ("15.8"), set by the operator from the release
+    /// notes; unset = not judged (`server_updates` says to set it).
+    pub min_server_version: Option<String>,
+    /// `server_updates` WARNING after this many days since the server's last restart (0: off).
+    pub max_server_uptime_days: f64,
 }
 
 impl Default for ReportPolicy {
@@ -328,6 +334,8 @@ impl Default for ReportPolicy {
             disk_runway_warn_days: 30.0,
             disk_runway_crit_days: 7.0,
             serve_require_writable: false,
+            min_server_version: None,
+            max_server_uptime_days: 90.0,
         }
     }
 }
@@ -370,6 +378,18 @@ impl Default for SchedulerPolicy {
             stop_grace: "60 seconds".into(),
         }
     }
+}
+
+/// Security posture checks of `opsctl health` (`security_settings`, `row_level_security`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityPolicy {
+    /// Login superusers allowed besides the bootstrap superuser (the role initdb made).
+    pub allowed_superusers: Vec<String>,
+    /// Tables ("schema.table" or "table" in public) that must have row-level security enabled.
+    pub rls_tables: Vec<String>,
+    /// Tables whose row-level security must also be forced (applies to the owner too).
+    pub rls_forced: Vec<String>,
 }
 
 impl Policy {

@@ -287,6 +287,16 @@ fn semantic_checks(text: &str, root: &Table, out: &mut Vec<Problem>) {
             );
         }
     }
+    if let Some((t, k, v)) = str_at(root, &["reports", "min_server_version"]) {
+        if crate::report::security::parse_version(v).is_none() {
+            push(
+                t,
+                k,
+                "reports.min_server_version",
+                format!("min_server_version {v:?} is not a PostgreSQL version: write major.minor, e.g. \"15.10\""),
+            );
+        }
+    }
 }
 
 /// `[[repositories]]`: each entry's problems (name, URL, S3 keys) and duplicate names,

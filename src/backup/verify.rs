@@ -423,6 +423,14 @@ fn verify_inner(
                     opened.header.key_ids()
                 ));
             }
+            let codec = Codec::from_backup_content(&opened.header.content).unwrap_or(Codec::Gzip);
+            if s.compression != codec {
+                d.push(format!(
+                    "compression: summary says {}, the header says {}",
+                    s.compression.name(),
+                    codec.name()
+                ));
+            }
             report.summary_checked = true;
             if !d.is_empty() {
                 return Err(mismatch(format!(

@@ -13,6 +13,7 @@ use crate::units::human_bytes;
 use super::{
     conn_settings, load_policy, print, print_error, stderr_is_terminal, EXIT_FAILURE, EXIT_OK,
 };
+use crate::backup::compress::{Codec, Compression};
 use crate::backup::keys::{self, KeyMaterial, KeySources};
 use crate::backup::{bookkeeping, create, repo, store, verify, Progress};
 use crate::cli::{
@@ -159,13 +160,43 @@ fn keygen(out: &Path) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// The compression of one `backup create`: `--compression` and `--compression-level`
+/// override the policy's `[backup]` setting for this run, checked by the same rules.
+fn compression_for_run(
+    policy: &crate::policy::BackupPolicy,
+    codec: Option<&str>,
+    level: Option<i32>,
+) -> Result<Compression, crate::error::Error> {
+    if codec.is_none() && level.is_none() {
+        return policy.compression();
+    }
+    let codec = match codec {
+        None => policy.compression,
+        Some("zstd") => Codec::Zstd,
+        Some("gzip") => Codec::Gzip,
+        Some("none") => Codec::None,
+        Some(other) => {
+            return Err(crate::error::Error::Config(format!(
+                "--compression {other}: use zstd, gzip or none"
+            )))
+        }
+    };
+    // A level without --compression applies to the policy's codec; --compression without
+    // a level takes the codec's default (the policy's level belongs to the policy's codec).
+    Compression::new(codec, level).map_err(|e| {
+        crate::error::Error::Config(e.replacen("compression_level", "--compression-level", 1))
+    })
+}
+
 async fn create_cmd(a: BackupCreateArgs) -> anyhow::Result<u8> {
     // A bad policy (a wrong compression value included) is a usage error: exit 2.
-    let (policy, compression) =
-        match load_policy(&a.policy).and_then(|p| p.backup.compression().map(|c| (p, c))) {
-            Ok(x) => x,
-            Err(e) => return Ok(super::partition::fail(e)),
-        };
+    let (policy, compression) = match load_policy(&a.policy).and_then(|p| {
+        let c = compression_for_run(&p.backup, a.compression.as_deref(), a.compression_level)?;
+        Ok((p, c))
+    }) {
+        Ok(x) => x,
+        Err(e) => return Ok(super::partition::fail(e)),
+    };
     let settings = conn_settings(&a.connect)?;
     let repos = repositories(&a.dir, &policy)?;
     let keys = load_keys(&a.keys, &policy)?;

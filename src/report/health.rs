@@ -42,6 +42,9 @@ pub const CHECK_IDS: &[&str] = &[
     "scheduled_jobs",
     "slow_queries",
     "wal_archiving",
+    "security_settings",
+    "row_level_security",
+    "server_updates",
 ];
 
 /// TLS facts of the session, from `pg_stat_ssl`.
@@ -309,6 +312,7 @@ async fn themed(ctx: &Ctx<'_>, sel: &Selection) -> Vec<Check> {
     out.extend(records::checks(ctx, wants).await);
     out.extend(statements::checks(ctx, wants).await);
     out.extend(wal::checks(ctx, wants).await);
+    out.extend(super::security::checks(ctx, wants).await);
     // Report order: as CHECK_IDS lists them.
     out.sort_by_key(|c| CHECK_IDS.iter().position(|i| *i == c.id));
     out

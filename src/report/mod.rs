@@ -11,6 +11,7 @@ pub mod pool;
 pub mod records;
 pub mod render;
 pub mod replication;
+pub mod security;
 pub mod size;
 pub mod statements;
 pub mod vacuum;

@@ -201,3 +201,182 @@ fn a_wrong_compression_setting_is_refused_by_policy_check_and_backup_create() {
         assert!(!e.repo().exists(), "nothing may be written");
     }
 }
+
+/// `backup create` with `args` and the policy `p`: (header codec, summary), after a good verify.
+fn create_flags(e: &Env, p: &Path, args: &[&str]) -> (String, serde_json::Value) {
+    let j = e
+        .cmd()
+        .env("OPSCTL_POLICY", p)
+        .args(["backup", "create", "--format", "json", "--dir"])
+        .arg(e.repo())
+        .args(args)
+        .run()
+        .success()
+        .json();
+    let file = PathBuf::from(j["path"].as_str().unwrap());
+    let r = e
+        .cmd()
+        .args(["backup", "verify"])
+        .arg(&file)
+        .run()
+        .success();
+    assert!(r.stdout.contains("is good"), "{}", r.all());
+    (label(&file), summary(&file))
+}
+
+#[test]
+fn the_compression_flags_override_the_policy_for_one_run_only() {
+    let e = Env::new("cmp_flags", 2000);
+    let gzip6 = policy(
+        &e,
+        "gzip6.toml",
+        "[backup]\ncompression = \"gzip\"\ncompression_level = 6\n",
+    );
+    // (flags, header label, summary codec, summary level)
+    let cases: [(&[&str], &str, &str, Option<i32>); 5] = [
+        // --compression alone: that codec at its own default level, not the policy's 6.
+        (
+            &["--compression", "zstd"],
+            "pg_dump-custom+zstd",
+            "zstd",
+            Some(3),
+        ),
+        (
+            &["--compression", "zstd", "--compression-level", "19"],
+            "pg_dump-custom+zstd",
+            "zstd",
+            Some(19),
+        ),
+        // --compression-level alone: the policy's codec at that level.
+        (
+            &["--compression-level", "9"],
+            "pg_dump-custom+gzip",
+            "gzip",
+            Some(9),
+        ),
+        (
+            &["--compression", "none"],
+            "pg_dump-custom+none",
+            "none",
+            None,
+        ),
+        // No flag: the policy again (an override lasts one run).
+        (&[], "pg_dump-custom+gzip", "gzip", Some(6)),
+    ];
+    for (args, header, codec, level) in cases {
+        let (l, s) = create_flags(&e, &gzip6, args);
+        assert_eq!(l, header, "{args:?}");
+        assert_eq!(s["compression"], codec, "{args:?}: {s}");
+        assert_eq!(
+            s["compression_level"],
+            serde_json::json!(level),
+            "{args:?}: {s}"
+        );
+    }
+    // The level is really used: gzip 9 is not larger than gzip 6 would be, and zstd 19
+    // is smaller than zstd 3 on the same data.
+    let list = opsctl()
+        .args(["backup", "list", "--format", "json", "--dir"])
+        .arg(e.repo())
+        .run()
+        .success()
+        .json();
+    let bytes = |codec: &str, level: i32| -> u64 {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["compression"] == codec && b["compression_level"] == level)
+            .and_then(|b| b["compressed_bytes"].as_u64())
+            .unwrap_or_else(|| panic!("no {codec} {level} backup listed: {list}"))
+    };
+    assert!(bytes("zstd", 19) < bytes("zstd", 3), "{list}");
+    // A backup made with an override restores like any other.
+    let (_, file) = {
+        let j = e
+            .cmd()
+            .env("OPSCTL_POLICY", &gzip6)
+            .args([
+                "backup",
+                "create",
+                "--format",
+                "json",
+                "--compression",
+                "zstd",
+                "--dir",
+            ])
+            .arg(e.repo())
+            .run()
+            .success()
+            .json();
+        (
+            j["id"].as_str().unwrap().to_string(),
+            PathBuf::from(j["path"].as_str().unwrap()),
+        )
+    };
+    verify_restore_drill(&e, &file, "flag");
+}
+
+#[test]
+fn bad_compression_flags_are_refused_before_anything_is_written() {
+    let e = Env::new("cmp_badflag", 10);
+    let cases: [(&[&str], &str); 6] = [
+        (&["--compression", "lz4"], "lz4"),
+        (
+            &["--compression", "gzip", "--compression-level", "10"],
+            "--compression-level 10 is out of range for gzip: use 1 to 9",
+        ),
+        (
+            &["--compression", "zstd", "--compression-level", "20"],
+            "--compression-level 20 is out of range for zstd: use 1 to 19",
+        ),
+        (
+            &["--compression", "zstd", "--compression-level", "0"],
+            "--compression-level 0 is out of range for zstd: use 1 to 19",
+        ),
+        (
+            &["--compression", "none", "--compression-level", "3"],
+            "leave the level out",
+        ),
+        // A level alone is checked against the policy's codec (zstd by default).
+        (
+            &["--compression-level", "22"],
+            "--compression-level 22 is out of range for zstd",
+        ),
+    ];
+    for (args, msg) in cases {
+        let r = e
+            .cmd()
+            .args(["backup", "create", "--dir"])
+            .arg(e.repo())
+            .args(args)
+            .run()
+            .code(2);
+        assert!(r.stderr.contains(msg), "{args:?}: {}", r.stderr);
+        assert!(!e.repo().exists(), "{args:?}: nothing may be written");
+    }
+}
+
+#[test]
+fn verify_refuses_a_summary_whose_compression_disagrees_with_the_header() {
+    let e = Env::new("cmp_sumhdr", 200);
+    let (_, file) = create_with(&e, None);
+    assert_eq!(summary(&file)["compression"], "zstd");
+    let mut s = summary(&file);
+    s["compression"] = serde_json::json!("gzip");
+    std::fs::write(file.with_extension("json"), s.to_string()).unwrap();
+    let r = e.cmd().args(["backup", "verify"]).arg(&file).run().code(1);
+    assert!(
+        r.stderr
+            .contains("compression: summary says gzip, the header says zstd"),
+        "{}",
+        r.stderr
+    );
+    // Put back, it is good again.
+    s["compression"] = serde_json::json!("zstd");
+    std::fs::write(file.with_extension("json"), s.to_string()).unwrap();
+    e.cmd()
+        .args(["backup", "verify"])
+        .arg(&file)
+        .run()
+        .success();
+}

@@ -23,4 +23,5 @@ mod restore_signals;
 mod s3;
 mod schedule;
 mod secrets;
+mod security;
 mod wal;

@@ -643,14 +643,13 @@ fn lock_timeouts_are_retried_with_backoff() {
     let db = TestDb::with_schema("relock");
     bloated_table(&db, "hot", 10_000);
     // Another session holds a lock VACUUM conflicts with, for ~2 s.
-    let mut holder = psql_child(
-        &db,
-        "BEGIN; LOCK TABLE hot IN SHARE UPDATE EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT;",
-    );
-    wait_for(
-        &db,
-        "SELECT count(*) > 0 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                   WHERE c.relname = 'hot' AND l.mode = 'ShareUpdateExclusiveLock' AND l.granted",
+    // Another session holds a lock VACUUM conflicts with until VACUUM has waited for it,
+    // then 1 s more: at least one 300 ms attempt times out, whatever the machine's load.
+    let holder = crate::common::hold_lock_until_waited(
+        &db.name,
+        "hot",
+        "SHARE UPDATE EXCLUSIVE",
+        Duration::from_secs(1),
     );
     let policy = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
@@ -668,7 +667,7 @@ fn lock_timeouts_are_retried_with_backoff() {
     let res = &j["results"][0];
     assert_eq!(res["outcome"], "ok", "{j}");
     assert!(res["attempts"].as_u64().unwrap() > 1, "{j}");
-    let _ = holder.wait();
+    holder.join().unwrap();
 
     // One that never gets its lock is skipped, said so, exit 1.
     let mut holder = psql_child(

@@ -760,15 +760,14 @@ fn a_concurrent_second_archive_refuses_and_never_interleaves() {
 fn a_busy_live_table_is_retried_with_short_lock_timeouts() {
     let db = seeded("alock", 3600);
     let fp = fingerprint(&db);
-    let name = db.name.clone();
-    // A long reader: DETACH cannot get its lock until it ends.
-    let holder = std::thread::spawn(move || {
-        cluster().psql(
-            &name,
-            "BEGIN; LOCK TABLE trades IN ACCESS SHARE MODE; SELECT pg_sleep(2); COMMIT;",
-        )
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    // A long reader: DETACH cannot get its lock until it ends, 1.2 s after the archive
+    // first waited for it (whatever the machine's load).
+    let holder = crate::common::hold_lock_until_waited(
+        &db.name,
+        "trades",
+        "ACCESS SHARE",
+        Duration::from_millis(1200),
+    );
     let started = std::time::Instant::now();
     let r = db
         .opsctl()
@@ -910,22 +909,46 @@ fn a_second_archive_with_lock_wait_waits_then_resumes_the_first() {
     let fp = fingerprint(&db);
     let args = ["archive", "--before", "2025-03-15", "--batch-size", "50"];
     let first = spawn_paused(&db, &args, "batch");
-    let mut second = db.opsctl();
-    second
+    let mut second = db
+        .opsctl()
         .args(args)
-        .args(["--lock-wait", "60", "--format", "json"]);
-    let waiter = std::thread::spawn(move || second.run());
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(!waiter.is_finished(), "the second archive did not wait");
-    kill9(first);
-    let r = waiter.join().unwrap().success();
-    assert!(r.stderr.contains("waiting for another"), "{}", r.stderr);
+        .args(["--lock-wait", "60", "--format", "json"])
+        .spawn();
+    // Kill the first only once the second says it is waiting (not after a fixed sleep,
+    // which a loaded machine can outlast before the second even connects).
+    let stderr = second.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("waiting for another") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the second archive did not wait");
     assert!(
-        r.stderr.contains("resuming the unfinished archive"),
-        "{}",
-        r.stderr
+        second.try_wait().unwrap().is_none(),
+        "the second archive did not wait"
     );
-    assert_eq!(r.json()["verified"], true);
+    kill9(first);
+    let out = second.wait_with_output().unwrap();
+    let stderr = reader.join().unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("resuming the unfinished archive"),
+        "{stderr}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["verified"], true);
     assert_eq!(fingerprint(&db), fp);
     assert_eq!(live_older(&db, "2025-03-15"), 0);
 }

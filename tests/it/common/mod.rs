@@ -533,3 +533,210 @@ pub fn slow_pg_bindir(dir: &Path, sleep_secs: u32) -> PathBuf {
 /// with test credentials, a test hook).
 #[cfg(feature = "test-hooks")]
 pub mod s3;
+/// Holds a `mode` lock on `table` in a session of its own until another session has
+/// waited for a lock on that table, then `hold` longer, then commits: a lock conflict
+/// that does not depend on how fast a loaded machine starts the process under test.
+/// Returns once the lock is held; join the handle after the test's command ends.
+pub fn hold_lock_until_waited(
+    db: &str,
+    table: &str,
+    mode: &str,
+    hold: std::time::Duration,
+) -> std::thread::JoinHandle<String> {
+    const APP: &str = "opsctl-test-lock-holder";
+    let sql = format!(
+        "SET application_name = '{APP}'; BEGIN; LOCK TABLE {table} IN {mode} MODE; \
+         DO $$ BEGIN FOR i IN 1..12000 LOOP \
+           EXIT WHEN EXISTS (SELECT 1 FROM pg_locks WHERE relation = '{table}'::regclass \
+                             AND NOT granted); \
+           PERFORM pg_sleep(0.01); END LOOP; END $$; \
+         SELECT pg_sleep({}); COMMIT;",
+        hold.as_secs_f64()
+    );
+    let name = db.to_string();
+    let handle = std::thread::spawn(move || cluster().psql(&name, &sql));
+    let started = std::time::Instant::now();
+    let held = format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE a.application_name = '{APP}' AND l.relation = '{table}'::regclass AND l.granted"
+    );
+    while cluster().psql(db, &held) == "0" {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the lock holder never got its lock on {table}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    handle
+}
+
+/// A private cluster for a test that changes server-wide state (pg_hba.conf, roles,
+/// settings) the shared cluster must not see: TLS on (its own CA), superuser `postgres`
+/// with [`PASSWORD`], listening on 127.0.0.1. Stopped and removed on drop, and by a
+/// watchdog if the test process dies first.
+pub struct OwnCluster {
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    pub port: u16,
+    pub ca: PathBuf,
+    as_postgres: bool,
+    bindir: PathBuf,
+}
+
+impl OwnCluster {
+    /// Starts a cluster whose pg_hba.conf is `hba`.
+    pub fn start(hba: &str) -> OwnCluster {
+        let bindir = bindir();
+        let as_postgres = is_root();
+        let dir = tempfile::Builder::new()
+            .prefix("opsctl-own-")
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
+        let data = dir.join("data");
+        let sock = dir.join("sock");
+        std::fs::create_dir_all(&sock).unwrap();
+        let ca = make_ca(&dir, "ca");
+        let server = make_cert(
+            &dir,
+            "server",
+            &ca,
+            "localhost",
+            "DNS:localhost,IP:127.0.0.1",
+        );
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&server.1, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if as_postgres {
+            run_ok(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&dir),
+                "chown",
+            );
+        }
+        let c = OwnCluster {
+            dir: dir.clone(),
+            data: data.clone(),
+            port: free_port(),
+            ca: ca.0.clone(),
+            as_postgres,
+            bindir,
+        };
+        run_ok(
+            c.pg("initdb")
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8"])
+                .args(["--locale=C", "--no-sync"])
+                .arg(format!("--pwfile={}", pwfile.display())),
+            "initdb",
+        );
+        let conf = format!(
+            "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nfsync = off\n\
+             log_min_messages = warning\ntimezone = 'UTC'\n",
+            c.port,
+            sock.display(),
+            server.0.display(),
+            server.1.display()
+        );
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).unwrap();
+        text.push_str(&conf);
+        std::fs::write(&conf_path, text).unwrap();
+        std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        let stop = format!(
+            "{} {} -D {} stop -m immediate",
+            if as_postgres {
+                "runuser -u postgres --"
+            } else {
+                ""
+            },
+            c.bindir.join("pg_ctl").display(),
+            data.display()
+        );
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null && [ -d '{dir}' ]; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            dir = dir.display()
+        );
+        #[allow(clippy::zombie_processes)]
+        let _watchdog = Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start the cluster watchdog");
+        run_ok(
+            c.pg("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.join("server.log"))
+                .args(["-w", "-t", "60", "start"]),
+            "pg_ctl start",
+        );
+        c
+    }
+
+    fn pg(&self, prog: &str) -> Command {
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bindir.join(prog));
+            c
+        } else {
+            Command::new(self.bindir.join(prog))
+        }
+    }
+
+    /// A verify-full URL as `user` with `password`.
+    pub fn url_as(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "postgresql://{user}:{}@localhost:{}/{db}?sslmode=verify-full&sslrootcert={}",
+            urlencode(password),
+            self.port,
+            self.ca.display()
+        )
+    }
+
+    /// A verify-full URL as the superuser `postgres`.
+    pub fn url(&self, db: &str) -> String {
+        self.url_as("postgres", PASSWORD, db)
+    }
+
+    /// Runs SQL as the superuser through psql over verified TLS.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(self.url(db))
+            .output()
+            .expect("psql not found: install postgresql-client");
+        assert!(
+            out.status.success(),
+            "psql failed on {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
+    /// Replaces pg_hba.conf and reloads the server.
+    pub fn set_hba(&self, hba: &str) {
+        std::fs::write(self.data.join("pg_hba.conf"), hba).unwrap();
+        self.psql("postgres", "SELECT pg_reload_conf()");
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .pg("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["stop", "-m", "immediate"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
