@@ -3,6 +3,7 @@
 #   scripts/local-cluster.sh start   # initdb (once), certificates, start
 #   scripts/local-cluster.sh env     # prints: export OPSCTL_DATABASE_URL=...
 #   scripts/local-cluster.sh stop    # stop the server
+#   scripts/local-cluster.sh restart # restart (settings that need one, e.g. archive_mode)
 #   scripts/local-cluster.sh destroy # stop and remove everything
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,8 +62,13 @@ hostnossl all all all reject
 HBA
     [ "$(id -u)" -ne 0 ] || chown -R postgres:postgres "$ROOT"
   fi
+  # opsctl basebackup streams over a replication connection (same TLS): clusters made
+  # before point-in-time recovery get the line too.
+  grep -q '^hostssl replication' "$DATA/pg_hba.conf" || \
+    sed -i '1i hostssl replication postgres 127.0.0.1/32 scram-sha-256' "$DATA/pg_hba.conf"
   if as_pg "$PG_BINDIR/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
     log "cluster already running on port $(cat "$ROOT/port")"
+    as_pg "$PG_BINDIR/pg_ctl" -D "$DATA" reload >/dev/null
   else
     as_pg "$PG_BINDIR/pg_ctl" -D "$DATA" -l "$ROOT/server.log" -w start >/dev/null
     log "cluster started on port $(cat "$ROOT/port")"
@@ -84,7 +90,8 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  restart) as_pg "$PG_BINDIR/pg_ctl" -D "$DATA" -l "$ROOT/server.log" -w restart -m fast >/dev/null; log "cluster restarted" ;;
   env) [ -f "$ROOT/port" ] || die "no local cluster: run scripts/local-cluster.sh start"; printf "export OPSCTL_DATABASE_URL='%s'\n" "$(url)" ;;
   destroy) stop; rm -rf "$ROOT"; log "removed $ROOT" ;;
-  *) echo "usage: $0 start|stop|env|destroy" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|env|destroy" >&2; exit 2 ;;
 esac

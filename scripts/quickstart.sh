@@ -2,7 +2,8 @@
 # Quick start: on a fresh Debian/Ubuntu machine, installs what is missing, builds opsctl,
 # starts a local TLS cluster (.opsctl-local/) and runs the whole main job end to end:
 # migrations, the sample data import, partitions, an encrypted backup with its restore
-# drill, archival, maintenance, the audit chain, the scheduler and the on-call reports.
+# drill, archival, maintenance, the audit chain, the scheduler, point-in-time recovery
+# (WAL archiving, a base backup and a PITR drill) and the on-call reports.
 # Safe to run again: every step is idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,6 +84,35 @@ log "opsctl report pool / report size --snapshot"
 psql "$OPSCTL_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements'
 "$OPSCTL" report pool
 "$OPSCTL" report size --snapshot
+
+# Point-in-time recovery: archiving with opsctl wal push into a repository the server's
+# OS user (postgres) can read and write, a physical base backup, then a PITR drill that
+# recovers a scratch server from base backup + archived WAL and compares the tables.
+PITR="$LOCAL/pitr"
+PITR_POLICY="$PITR/policy.toml"
+log "point-in-time recovery: opsctl wal setup (archive_command = opsctl wal push) into $PITR/repo"
+mkdir -p "$PITR"
+[ -f "$PITR/key" ] || "$OPSCTL" backup keygen --out "$PITR/key"
+cat > "$PITR_POLICY" <<TOML
+[backup]
+dir = "$PITR/repo"
+key_file = "$PITR/key"
+
+[basebackup]
+keep_last = 2
+archive_wait = "3 minutes"
+TOML
+[ "$(id -u)" -ne 0 ] || chown -R postgres:postgres "$PITR"
+chmod 700 "$PITR"
+"$OPSCTL" wal setup --print --policy "$PITR_POLICY" | psql "$OPSCTL_DATABASE_URL" -X -q -v ON_ERROR_STOP=1
+scripts/local-cluster.sh restart
+log "opsctl basebackup / wal status / wal verify / drill --pitr / backup list ($PITR_POLICY)"
+"$OPSCTL" basebackup --policy "$PITR_POLICY"
+"$OPSCTL" wal status --policy "$PITR_POLICY"
+"$OPSCTL" wal verify --policy "$PITR_POLICY"
+"$OPSCTL" drill --pitr --policy "$PITR_POLICY"
+"$OPSCTL" backup list --policy "$PITR_POLICY"
+[ "$(id -u)" -ne 0 ] || chown -R postgres:postgres "$PITR"
 
 log "opsctl health --policy $POLICY (every check, worst first)"
 status=0

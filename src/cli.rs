@@ -456,6 +456,7 @@ pub enum BackupCommand {
     Rekey(BackupRekeyArgs),
     /// Copies one backup (with its summary and status) to another repository, verified by
     /// reading the copy back (no key needed).
+    #[command(after_long_help = crate::help::BACKUP_COPY)]
     Copy(BackupCopyArgs),
 }
 

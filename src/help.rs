@@ -115,6 +115,11 @@ Examples:
   opsctl backup rekey 20260115T020000Z-3f2a --dir /backups --key-file old.key \\
       --new-key-file new.key --replace";
 
+pub const BACKUP_COPY: &str = "\
+Examples:
+  opsctl backup copy 20260115T020000Z-3f2a --policy /etc/opsctl/policy.toml --to offsite
+  opsctl backup copy 20260115T020000Z-3f2a --dir /backups --to s3://opsctl-backups/prod";
+
 pub const RESTORE: &str = "\
 Examples:
   opsctl restore 20260115T020000Z-3f2a --dir /backups --key-file /etc/opsctl/key \\
