@@ -42,6 +42,7 @@ pub const CHECK_IDS: &[&str] = &[
     "scheduled_jobs",
     "slow_queries",
     "wal_archiving",
+    "pitr_window",
     "security_settings",
     "row_level_security",
     "server_updates",
@@ -312,6 +313,7 @@ async fn themed(ctx: &Ctx<'_>, sel: &Selection) -> Vec<Check> {
     out.extend(records::checks(ctx, wants).await);
     out.extend(statements::checks(ctx, wants).await);
     out.extend(wal::checks(ctx, wants).await);
+    out.extend(super::pitr::checks(ctx, wants).await);
     out.extend(super::security::checks(ctx, wants).await);
     // Report order: as CHECK_IDS lists them.
     out.sort_by_key(|c| CHECK_IDS.iter().position(|i| *i == c.id));

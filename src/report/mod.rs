@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod health;
 pub mod indexes;
 pub mod partitions;
+pub mod pitr;
 pub mod pool;
 pub mod records;
 pub mod render;

@@ -627,3 +627,77 @@ fn prune_keeps_the_wal_kept_base_backups_need_and_drills_prove_it() {
         "the scratch directory must be removed"
     );
 }
+
+fn pitr_window(a: &Archiving) -> serde_json::Value {
+    let h = a
+        .opsctl()
+        .args(["health", "--check", "pitr_window", "--format", "json"])
+        .run()
+        .json();
+    assert_eq!(h["checks"][0]["id"], "pitr_window", "{h}");
+    h["checks"][0].clone()
+}
+
+#[test]
+fn pitr_window_shows_the_window_and_flags_a_missed_schedule_and_a_missing_segment() {
+    let a = Archiving::start("window", "");
+    a.psql("CREATE TABLE marks (id int PRIMARY KEY, note text)");
+    // No base backup and no schedule: not configured, not a warning.
+    let c = pitr_window(&a);
+    assert_eq!(c["state"], "OK", "{c}");
+    assert!(
+        c["value"].as_str().unwrap().contains("no base backup"),
+        "{c}"
+    );
+
+    let b = a
+        .opsctl()
+        .args(["basebackup", "--format", "json"])
+        .run()
+        .success()
+        .json();
+    a.psql("INSERT INTO marks VALUES (1, 'after')");
+    a.switch_and_wait();
+    let c = pitr_window(&a);
+    assert_eq!(c["state"], "OK", "{c}");
+    let v = c["value"].as_str().unwrap();
+    assert!(v.starts_with("window "), "{c}");
+    assert!(v.contains("1 base backup"), "{c}");
+    assert!(v.contains("not drilled"), "{c}");
+
+    // A daily schedule, and a newest base backup that (by its summary) stopped three days
+    // ago: the schedule's runs since then are missing.
+    let policy = std::fs::read_to_string(&a.policy).unwrap();
+    std::fs::write(
+        &a.policy,
+        policy.replace("[basebackup]\n", "[basebackup]\nschedule = \"0 1 * * *\"\n"),
+    )
+    .unwrap();
+    let summary = walk(&a.repo)
+        .into_iter()
+        .find(|p| p.ends_with("summary.json") && p.to_string_lossy().contains("/base/"))
+        .expect("the base backup's summary");
+    let mut s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let old = (chrono::Utc::now() - chrono::Duration::days(3)).to_rfc3339();
+    s["stopped_at"] = old.clone().into();
+    s["started_at"] = old.into();
+    std::fs::write(&summary, serde_json::to_vec(&s).unwrap()).unwrap();
+    let c = pitr_window(&a);
+    assert_eq!(c["state"], "WARNING", "{c}");
+    assert!(c["hint"].as_str().unwrap().contains("is missing"), "{c}");
+
+    // A segment the newest base backup needs is gone: it cannot be restored.
+    let stop = b["stop_wal"].as_str().unwrap().to_string();
+    let seg = walk(&a.repo.join("wal"))
+        .into_iter()
+        .find(|p| p.file_name().unwrap().to_string_lossy() == stop)
+        .expect("the base backup's stop segment in the archive");
+    std::fs::remove_file(&seg).unwrap();
+    let c = pitr_window(&a);
+    assert_eq!(c["state"], "CRITICAL", "{c}");
+    assert!(
+        c["value"].as_str().unwrap().contains("cannot be restored"),
+        "{c}"
+    );
+}
