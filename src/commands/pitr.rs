@@ -464,37 +464,11 @@ pub async fn restore_point(a: RestorePointArgs) -> u8 {
     EXIT_OK
 }
 
-/// A base backup as `backup list` shows it: the summary, the window it opens, its status.
-#[derive(serde::Serialize)]
-pub struct BaseListed {
-    pub kind: &'static str,
-    #[serde(flatten)]
-    pub summary: crate::pitr::catalog::BaseSummary,
-    pub window: crate::pitr::catalog::Window,
-    pub status: crate::pitr::catalog::BaseStatus,
-}
+pub use crate::pitr::catalog::Listed as BaseListed;
 
-/// The base backups in a repository, oldest first.
+/// The base backups of a repository with their windows and status, oldest first.
 pub fn base_listed(repo: &crate::storage::Repository) -> anyhow::Result<Vec<BaseListed>> {
-    let bases = crate::pitr::catalog::base_backups(repo)?;
-    let mut out = Vec::new();
-    let mut archives: std::collections::BTreeMap<String, crate::pitr::catalog::Archive> =
-        Default::default();
-    for b in bases {
-        let sysid = b.summary.system_identifier.clone();
-        if !archives.contains_key(&sysid) {
-            archives.insert(sysid.clone(), crate::pitr::catalog::archive(repo, &sysid)?);
-        }
-        let window = crate::pitr::catalog::window(&b.summary, &archives[&sysid]);
-        let status = crate::pitr::catalog::read_status(repo, &b);
-        out.push(BaseListed {
-            kind: "base",
-            summary: b.summary,
-            window,
-            status,
-        });
-    }
-    Ok(out)
+    Ok(crate::pitr::catalog::listed(repo)?)
 }
 
 /// The `backup list` table of base backups.

@@ -451,3 +451,36 @@ mod tests {
         assert_eq!(a.reachable_end(5), None);
     }
 }
+
+/// A base backup as `backup list` and the dashboard show it: the summary, the recovery
+/// window it opens, its verify/drill status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub summary: BaseSummary,
+    pub window: Window,
+    pub status: BaseStatus,
+}
+
+/// The base backups of a repository with their windows and status, oldest first (the
+/// archive of each cluster listed once).
+pub fn listed(repo: &Repository) -> Result<Vec<Listed>, Error> {
+    let mut out = Vec::new();
+    let mut archives: std::collections::BTreeMap<String, Archive> = Default::default();
+    for b in base_backups(repo)? {
+        let sysid = b.summary.system_identifier.clone();
+        if !archives.contains_key(&sysid) {
+            archives.insert(sysid.clone(), archive(repo, &sysid)?);
+        }
+        let window = window(&b.summary, &archives[&sysid]);
+        let status = read_status(repo, &b);
+        out.push(Listed {
+            kind: "base",
+            summary: b.summary,
+            window,
+            status,
+        });
+    }
+    Ok(out)
+}

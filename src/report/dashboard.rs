@@ -101,6 +101,8 @@ pub struct RepoBackups {
     pub total: usize,
     /// What the next `backup prune` would delete: (database, id, why).
     pub next_prune: Vec<(String, String, String)>,
+    /// Base backups (point-in-time recovery), oldest first, with the window each opens.
+    pub base_backups: Vec<crate::pitr::catalog::Listed>,
 }
 
 /// Every backup of every repository the policy configures (the same listing as `backup
@@ -126,6 +128,7 @@ pub fn backups(policy: &Policy, now: DateTime<Utc>) -> Backups {
                 backups: Vec::new(),
                 total: 0,
                 next_prune: Vec::new(),
+                base_backups: Vec::new(),
             });
             return out;
         }
@@ -141,7 +144,12 @@ pub fn backups(policy: &Policy, now: DateTime<Utc>) -> Backups {
             backups: Vec::new(),
             total: 0,
             next_prune: Vec::new(),
+            base_backups: Vec::new(),
         };
+        match crate::pitr::catalog::listed(&repo) {
+            Ok(b) => rb.base_backups = b,
+            Err(e) => rb.error = Some(format!("cannot list the base backups: {e}")),
+        }
         match listed {
             Err(e) => rb.error = Some(e.to_string()),
             Ok(entries) => {

@@ -297,7 +297,9 @@ pub async fn backups(State(app): State<App>) -> Markup {
             html! {
                 h1 { "Backups" }
                 p { "Retention: " (b.retention) "." }
-                p class="muted" { "Point-in-time recovery: not set up in this version of the dashboard; the recovery window shows here once WAL archiving reports it." }
+                @if b.repositories.iter().all(|r| r.base_backups.is_empty()) {
+                    p class="muted pitr-none" { "Point-in-time recovery: no base backup in any repository (opsctl wal setup --print, then opsctl basebackup)." }
+                }
                 @if b.repositories.is_empty() {
                     p class="err" { "No repository configured: set [backup] dir (or [[repositories]]) in the policy." }
                 }
@@ -341,6 +343,36 @@ pub async fn backups(State(app): State<App>) -> Markup {
                                             td class="verified" { (match e.status.verify_ok { Some(true) => "ok", Some(false) => "FAILED", None => "-" }) }
                                             td class="drill" { (match e.status.drill_ok { Some(true) => "ok", Some(false) => "FAILED", None => "-" }) }
                                             td class="num rto" { (e.status.drill_rto_secs.map(text::duration_short).unwrap_or_else(|| "-".into())) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        @if !r.base_backups.is_empty() {
+                            h2 { "Point-in-time recovery" }
+                            @let newest = &r.base_backups[r.base_backups.len() - 1];
+                            p class="pitr-window" {
+                                "Recovery window: from " (text::ts(&r.base_backups[0].window.from_time)) " to "
+                                @match newest.window.to_time {
+                                    Some(t) => { strong { (text::ts(&t)) } }
+                                    None => { strong class="err" { "nowhere: the newest base backup's WAL is not all archived" } }
+                                }
+                                " (" (r.base_backups.len()) " base " (if r.base_backups.len() == 1 { "backup" } else { "backups" }) ")."
+                            }
+                            div class="scroll" {
+                                table class="base-backups" {
+                                    thead { tr { th { "Base backup" } th { "Stopped" } th class="num" { "Size" } th { "Window to" } th { "Verified" } th { "PITR drill" } th class="num" { "RTO" } } }
+                                    tbody {
+                                        @for bb in r.base_backups.iter().rev() {
+                                            tr data-id=(bb.summary.id) {
+                                                td { code { (bb.summary.id) } }
+                                                td { (text::ts(&bb.summary.stopped_at)) }
+                                                td class="num" { (human_bytes(bb.summary.stored_bytes as i64)) }
+                                                td class="window-to" { (bb.window.to_time.map(|t| text::ts(&t)).unwrap_or_else(|| "WAL MISSING".into())) }
+                                                td { (match bb.status.verify_ok { Some(true) => "ok", Some(false) => "FAILED", None => "-" }) }
+                                                td class="drill" { (match bb.status.drill_ok { Some(true) => "ok", Some(false) => "FAILED", None => "-" }) }
+                                                td class="num rto" { (bb.status.drill_rto_secs.map(text::duration_short).unwrap_or_else(|| "-".into())) }
+                                            }
                                         }
                                     }
                                 }

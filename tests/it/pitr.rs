@@ -665,6 +665,28 @@ fn pitr_window_shows_the_window_and_flags_a_missed_schedule_and_a_missing_segmen
     assert!(v.contains("1 base backup"), "{c}");
     assert!(v.contains("not drilled"), "{c}");
 
+    // The dashboard's backups page shows the window and the base backup (in the DOM and
+    // in /api/backups).
+    let (page, api) = dashboard_backups(&a);
+    let doc = scraper::Html::parse_document(&page);
+    let window: String = doc
+        .select(&scraper::Selector::parse(".pitr-window").unwrap())
+        .next()
+        .expect("a recovery window on /backups")
+        .text()
+        .collect();
+    assert!(window.starts_with("Recovery window: from "), "{window}");
+    assert!(!window.contains("nowhere"), "{window}");
+    let row = scraper::Selector::parse("table.base-backups tbody tr").unwrap();
+    let ids: Vec<_> = doc
+        .select(&row)
+        .filter_map(|r| r.value().attr("data-id"))
+        .collect();
+    assert_eq!(ids, [b["id"].as_str().unwrap()], "{page}");
+    let listed = &api["repositories"][0]["base_backups"][0];
+    assert_eq!(listed["id"], b["id"], "{api}");
+    assert!(listed["window"]["to_time"].is_string(), "{api}");
+
     // A daily schedule, and a newest base backup that (by its summary) stopped three days
     // ago: the schedule's runs since then are missing.
     let policy = std::fs::read_to_string(&a.policy).unwrap();
@@ -700,4 +722,47 @@ fn pitr_window_shows_the_window_and_flags_a_missed_schedule_and_a_missing_segmen
         c["value"].as_str().unwrap().contains("cannot be restored"),
         "{c}"
     );
+}
+
+/// `opsctl serve` on a free loopback port for `a`: the `/backups` page and `/api/backups`.
+fn dashboard_backups(a: &Archiving) -> (String, serde_json::Value) {
+    use std::io::{Read, Write};
+    let port = common::free_port();
+    let mut child = a
+        .opsctl()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .spawn();
+    let get = |path: &str| -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        Some(body.to_string())
+    };
+    let start = std::time::Instant::now();
+    let page = loop {
+        if let Some(p) = get("/backups") {
+            break p;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "serve exited early");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let api = get("/api/backups").expect("/api/backups");
+    let _ = child.kill();
+    let _ = child.wait();
+    (
+        page,
+        serde_json::from_str(&api).unwrap_or_else(|e| panic!("{e}: {api}")),
+    )
 }
