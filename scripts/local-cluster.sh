@@ -30,6 +30,15 @@ make_certs() {
   chmod 600 "$ROOT/server.key" "$ROOT/ca.key"
 }
 
+# pg_ctl as the server's user, without the caller's OPSCTL_* variables: the server's
+# archive_command (opsctl wal push) must read its key and repository from its policy, not
+# from the environment of whoever started the server.
+pg_ctl_clean() {
+  local unset=() v
+  for v in $(compgen -e | grep '^OPSCTL_' || true); do unset+=(-u "$v"); done
+  as_pg env "${unset[@]}" "$PG_BINDIR/pg_ctl" "$@"
+}
+
 start() {
   mkdir -p "$ROOT"
   if [ ! -f "$DATA/PG_VERSION" ]; then
@@ -70,7 +79,7 @@ HBA
     log "cluster already running on port $(cat "$ROOT/port")"
     as_pg "$PG_BINDIR/pg_ctl" -D "$DATA" reload >/dev/null
   else
-    as_pg "$PG_BINDIR/pg_ctl" -D "$DATA" -l "$ROOT/server.log" -w start >/dev/null
+    pg_ctl_clean -D "$DATA" -l "$ROOT/server.log" -w start >/dev/null
     log "cluster started on port $(cat "$ROOT/port")"
   fi
   PGPASSWORD="$(cat "$PASSWORD_FILE")" PGSSLMODE=verify-full PGSSLROOTCERT="$ROOT/ca.crt" \
@@ -90,7 +99,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  restart) as_pg "$PG_BINDIR/pg_ctl" -D "$DATA" -l "$ROOT/server.log" -w restart -m fast >/dev/null; log "cluster restarted" ;;
+  restart) pg_ctl_clean -D "$DATA" -l "$ROOT/server.log" -w restart -m fast >/dev/null; log "cluster restarted" ;;
   env) [ -f "$ROOT/port" ] || die "no local cluster: run scripts/local-cluster.sh start"; printf "export OPSCTL_DATABASE_URL='%s'\n" "$(url)" ;;
   destroy) stop; rm -rf "$ROOT"; log "removed $ROOT" ;;
   *) echo "usage: $0 start|stop|restart|env|destroy" >&2; exit 2 ;;

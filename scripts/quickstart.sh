@@ -102,9 +102,11 @@ key_file = "$PITR/key"
 keep_last = 2
 archive_wait = "3 minutes"
 TOML
+"$OPSCTL" wal setup --print --policy "$PITR_POLICY" | psql "$OPSCTL_DATABASE_URL" -X -q -o /dev/null -v ON_ERROR_STOP=1
+# The server's OS user writes the repository and reads the key and the policy.
+mkdir -p "$PITR/repo"
 [ "$(id -u)" -ne 0 ] || chown -R postgres:postgres "$PITR"
 chmod 700 "$PITR"
-"$OPSCTL" wal setup --print --policy "$PITR_POLICY" | psql "$OPSCTL_DATABASE_URL" -X -q -v ON_ERROR_STOP=1
 scripts/local-cluster.sh restart
 log "opsctl basebackup / wal status / wal verify / drill --pitr / backup list ($PITR_POLICY)"
 "$OPSCTL" basebackup --policy "$PITR_POLICY"
