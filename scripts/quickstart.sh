@@ -2,7 +2,7 @@
 # Quick start: on a fresh Debian/Ubuntu machine, installs what is missing, builds opsctl,
 # starts a local TLS cluster (.opsctl-local/) and runs the whole main job end to end:
 # migrations, the sample data import, partitions, an encrypted backup with its restore
-# drill, archival, maintenance, the audit chain, the scheduler, point-in-time recovery
+# drill, a copy in a second repository on a loopback S3 server, archival, maintenance, the audit chain, the scheduler, point-in-time recovery
 # (WAL archiving, a base backup and a PITR drill) and the on-call reports.
 # Safe to run again: every step is idempotent.
 set -euo pipefail
@@ -49,6 +49,44 @@ BACKUP_DIR="$LOCAL/backups"
 "$OPSCTL" backup verify "$(ls -t "$BACKUP_DIR"/*/*.opsbak | head -n1)"
 "$OPSCTL" drill --latest --dir "$BACKUP_DIR"
 
+# A second repository off the machine: a loopback S3 server (s3s-fs, an S3 server over a
+# directory that checks request signatures) stands in for MinIO or AWS S3. The policy is
+# the quick start's plus a [[repositories]] entry: backup create writes to the local
+# directory first, then copies to "offsite" and reads the copy back.
+log "a second repository on S3: s3s-fs on loopback as [[repositories]] \"offsite\"; backup create / list / verify --repo offsite / drill --repo offsite"
+S3S_FS="$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")"
+S3_PORT="$(free_port)"
+mkdir -p "$LOCAL/s3/opsctl"
+[ -f "$LOCAL/s3.secret" ] || (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$LOCAL/s3.secret")
+export AWS_ACCESS_KEY_ID=opsctl-quickstart
+AWS_SECRET_ACCESS_KEY="$(cat "$LOCAL/s3.secret")"
+export AWS_SECRET_ACCESS_KEY
+"$S3S_FS" --host 127.0.0.1 --port "$S3_PORT" --access-key "$AWS_ACCESS_KEY_ID" \
+  --secret-key "$AWS_SECRET_ACCESS_KEY" "$LOCAL/s3" > "$LOCAL/s3s-fs.log" 2>&1 &
+S3_PID=$!
+trap 'kill "$S3_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null && break
+  sleep 0.1
+done
+S3_POLICY="$LOCAL/quickstart-s3.toml"
+{ cat "$POLICY"; cat <<TOML
+
+[[repositories]]
+name = "offsite"
+url = "s3://opsctl/quickstart"
+endpoint = "http://127.0.0.1:$S3_PORT"
+path_style = true
+allow_http = true
+TOML
+} > "$S3_POLICY"
+"$OPSCTL" policy check "$S3_POLICY" >/dev/null
+"$OPSCTL" backup create --policy "$S3_POLICY"
+"$OPSCTL" backup list --policy "$S3_POLICY"
+S3_ID="$("$OPSCTL" backup list --repo offsite --policy "$S3_POLICY" --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')"
+"$OPSCTL" backup verify "$S3_ID" --repo offsite --policy "$S3_POLICY"
+"$OPSCTL" drill --latest --repo offsite --policy "$S3_POLICY"
+
 # The sample data's oldest months: everything older than the first of the month 9 months ago.
 ARCHIVE_BEFORE="$(date -u -d "$(date -u +%Y-%m-15) -9 months" +%Y-%m-01)"
 log "opsctl archive --before $ARCHIVE_BEFORE (dry run, then for real)"
@@ -88,6 +126,9 @@ psql "$OPSCTL_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c 'CREATE EXTENSION IF NOT
 # Point-in-time recovery: archiving with opsctl wal push into a repository the server's
 # OS user (postgres) can read and write, a physical base backup, then a PITR drill that
 # recovers a scratch server from base backup + archived WAL and compares the tables.
+# Its own key, named by its policy: OPSCTL_KEY_FILE (the logical backups' key) would
+# override the policy for basebackup and the drill's restore_command.
+unset OPSCTL_KEY_FILE
 PITR="$LOCAL/pitr"
 PITR_POLICY="$PITR/policy.toml"
 log "point-in-time recovery: opsctl wal setup (archive_command = opsctl wal push) into $PITR/repo"

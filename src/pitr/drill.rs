@@ -105,12 +105,16 @@ pub struct DrillOptions {
     pub to_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Stops the scratch server and removes its directory when dropped.
+/// Stops the scratch server and removes its directory when dropped; the server's log
+/// (beside the directory) stays when the drill failed, so the error's `log:` path is there
+/// to read.
 struct Scratch {
     root: PathBuf,
     pgdata: PathBuf,
     bindir: Option<PathBuf>,
     run_as: Option<String>,
+    log: PathBuf,
+    keep_log: bool,
 }
 
 impl Drop for Scratch {
@@ -121,6 +125,9 @@ impl Drop for Scratch {
             }
         }
         let _ = std::fs::remove_dir_all(&self.root);
+        if !self.keep_log {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
@@ -235,11 +242,14 @@ pub async fn drill(
             .map_err(Error::io(format!("cannot create {}", root.display())))?;
     }
     let pgdata = root.join("data");
+    let log = root.with_extension("log");
     let mut scratch = Scratch {
         root: root.clone(),
         pgdata: pgdata.clone(),
         bindir: None,
         run_as: None,
+        log: log.clone(),
+        keep_log: true,
     };
     let t0 = Instant::now();
     let manifest =
@@ -277,7 +287,6 @@ pub async fn drill(
     }
     let bindir = prestore::server_bindir(b.summary.pg_major)?;
     scratch.bindir = Some(bindir.clone());
-    let log = root.join("recovery.log");
     let reached = tokio::task::block_in_place(|| {
         prestore::start_and_wait(
             &bindir,
@@ -316,6 +325,7 @@ pub async fn drill(
             }
         }
     }
+    scratch.keep_log = !mismatches.is_empty();
     drop(scratch);
     Ok(PitrDrill {
         ok: mismatches.is_empty(),

@@ -519,10 +519,11 @@ fn drill_dirs() -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("opsctl-pitr-drill-")
+            p.is_dir()
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("opsctl-pitr-drill-")
         })
         .collect()
 }
@@ -626,6 +627,16 @@ fn prune_keeps_the_wal_kept_base_backups_need_and_drills_prove_it() {
         dirs_before,
         "the scratch directory must be removed"
     );
+    // The server log the error names is kept to read.
+    let log = r
+        .stderr
+        .split("(log: ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .expect("the error names the server log");
+    let text = std::fs::read_to_string(log).expect("the named log exists");
+    assert!(text.contains("recovery"), "{text}");
+    std::fs::remove_file(log).unwrap();
 }
 
 fn pitr_window(a: &Archiving) -> serde_json::Value {
