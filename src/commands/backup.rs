@@ -430,7 +430,7 @@ const LIST_WIDTH: usize = 120;
 
 /// Lays out a table with two spaces between columns. With `fit`, the columns named in
 /// `shrink` (most expendable first) are cut with `…` until every line fits `fit`.
-fn table(mut rows: Vec<Vec<String>>, fit: Option<(usize, &[usize])>) -> String {
+pub(super) fn table(mut rows: Vec<Vec<String>>, fit: Option<(usize, &[usize])>) -> String {
     let ncols = rows.first().map_or(0, Vec::len);
     let width = |rows: &Vec<Vec<String>>, i: usize| {
         rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)
