@@ -155,6 +155,7 @@ log "opsctl basebackup / wal status / wal verify / drill --pitr / backup list ($
 "$OPSCTL" wal verify --policy "$PITR_POLICY"
 "$OPSCTL" drill --pitr --policy "$PITR_POLICY"
 "$OPSCTL" backup list --policy "$PITR_POLICY"
+"$OPSCTL" health --policy "$PITR_POLICY" --check wal_archiving --check pitr_window
 [ "$(id -u)" -ne 0 ] || chown -R postgres:postgres "$PITR"
 
 log "opsctl health --policy $POLICY (every check, worst first)"
