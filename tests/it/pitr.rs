@@ -627,13 +627,32 @@ fn prune_keeps_the_wal_kept_base_backups_need_and_drills_prove_it() {
         dirs_before,
         "the scratch directory must be removed"
     );
+    // The drill's restore point lies beyond the gap: restore refuses a target there up
+    // front, naming the window, instead of recovering to the gap and stopping short.
+    let now = chrono::Utc::now().to_rfc3339();
+    let dir = a.pgdata("beyond-gap");
+    let refused = a
+        .restore(&dir, common::free_port(), &["--to-time", &now])
+        .run()
+        .code(1);
+    assert!(
+        refused.stderr.contains("after the newest archived WAL"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("recovery window"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!dir.exists());
     // The server log the error names is kept to read.
     let log = r
         .stderr
         .split("(log: ")
         .nth(1)
         .and_then(|t| t.split(')').next())
-        .expect("the error names the server log");
+        .unwrap_or_else(|| panic!("the error names the server log: {}", r.stderr));
     let text = std::fs::read_to_string(log).expect("the named log exists");
     assert!(text.contains("recovery"), "{text}");
     std::fs::remove_file(log).unwrap();
@@ -733,6 +752,18 @@ fn pitr_window_shows_the_window_and_flags_a_missed_schedule_and_a_missing_segmen
         c["value"].as_str().unwrap().contains("cannot be restored"),
         "{c}"
     );
+    // And restore --pitr refuses it up front, writing nothing.
+    let dir = a.pgdata("unrecoverable");
+    let r = a
+        .restore(&dir, common::free_port(), &["--latest"])
+        .run()
+        .code(1);
+    assert!(
+        r.stderr.contains("cannot be made consistent"),
+        "{}",
+        r.stderr
+    );
+    assert!(!dir.exists());
 }
 
 /// `opsctl serve` on a free loopback port for `a`: the `/backups` page and `/api/backups`.
