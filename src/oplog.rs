@@ -384,6 +384,18 @@ pub fn command_name(argv: &[String]) -> String {
             break;
         }
     }
+    // A second word counts only when it is a subcommand (`backup create`), not a
+    // positional argument (`restore 20260115T020000Z-3f2a`).
+    if words.len() == 2 {
+        use clap::CommandFactory;
+        let cmd = crate::cli::Cli::command();
+        let is_sub = cmd
+            .find_subcommand(words[0])
+            .is_some_and(|c| c.find_subcommand(words[1]).is_some());
+        if !is_sub {
+            words.truncate(1);
+        }
+    }
     if words.is_empty() {
         "opsctl".into()
     } else {
@@ -525,5 +537,14 @@ mod tests {
             "migrate up"
         );
         assert_eq!(command_name(&v(&["opsctl"])), "opsctl");
+        // A positional argument is not part of the name.
+        assert_eq!(
+            command_name(&v(&["opsctl", "restore", "20260115T020000Z-3f2a", "--create"])),
+            "restore"
+        );
+        assert_eq!(
+            command_name(&v(&["opsctl", "wal", "push", "pg_wal/000000010000000000000003"])),
+            "wal push"
+        );
     }
 }
