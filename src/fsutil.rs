@@ -204,3 +204,67 @@ mod tests {
         assert!(!tmp.exists());
     }
 }
+
+/// Removes the directories `<dir>/<prefix><pid>-…` that a process which no longer runs
+/// left behind (a `kill -9` skips every clean-up); a directory whose process still runs
+/// (or whose pid was reused) is left alone, and so is one holding a PostgreSQL data
+/// directory (`data/postmaster.pid`) whose server still runs. Returns what was removed.
+pub fn remove_orphaned_dirs(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = e.path();
+        if pid == std::process::id()
+            || Path::new(&format!("/proc/{pid}")).exists()
+            || !path.is_dir()
+            || path.is_symlink()
+        {
+            continue;
+        }
+        let server_runs = std::fs::read_to_string(path.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+            .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if server_runs {
+            continue;
+        }
+        if std::fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod orphan_tests {
+    use super::*;
+
+    #[test]
+    fn only_directories_of_processes_that_are_gone_are_removed() {
+        let t = tempfile::tempdir().unwrap();
+        // pid 1 runs; a pid above the kernel's maximum never does.
+        let alive = t.path().join(".opsctl-fetch-1-aaaa");
+        let gone = t.path().join(".opsctl-fetch-4194305-bbbb");
+        let other = t.path().join("unrelated-4194305");
+        let server = t.path().join(".opsctl-fetch-4194306-cccc");
+        std::fs::create_dir_all(server.join("data")).unwrap();
+        std::fs::write(server.join("data/postmaster.pid"), "1\n/x\n").unwrap();
+        for d in [&alive, &gone, &other] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("f"), b"x").unwrap();
+        }
+        let removed = remove_orphaned_dirs(t.path(), ".opsctl-fetch-");
+        assert_eq!(removed, vec![gone.clone()]);
+        assert!(alive.exists() && other.exists() && server.exists() && !gone.exists());
+    }
+}

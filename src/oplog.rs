@@ -539,11 +539,21 @@ mod tests {
         assert_eq!(command_name(&v(&["opsctl"])), "opsctl");
         // A positional argument is not part of the name.
         assert_eq!(
-            command_name(&v(&["opsctl", "restore", "20260115T020000Z-3f2a", "--create"])),
+            command_name(&v(&[
+                "opsctl",
+                "restore",
+                "20260115T020000Z-3f2a",
+                "--create"
+            ])),
             "restore"
         );
         assert_eq!(
-            command_name(&v(&["opsctl", "wal", "push", "pg_wal/000000010000000000000003"])),
+            command_name(&v(&[
+                "opsctl",
+                "wal",
+                "push",
+                "pg_wal/000000010000000000000003"
+            ])),
             "wal push"
         );
     }

@@ -263,6 +263,12 @@ pub fn fetch(r: &Repository, key: &str) -> Result<Fetched, Error> {
         Error::Config(format!("backup {key} is not in repository {}", r.display()))
     })?;
     let tmp = std::env::temp_dir();
+    for d in crate::fsutil::remove_orphaned_dirs(&tmp, ".opsctl-fetch-") {
+        crate::logging::note(format_args!(
+            "removed {}, the spool of an opsctl run that was killed",
+            d.display()
+        ));
+    }
     let free = super::restore::free_space(&tmp)?;
     let need = info.size + info.size / 10 + (64 << 20);
     if free < need {

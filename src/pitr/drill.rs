@@ -229,6 +229,12 @@ pub async fn drill(
     };
     let choice = prestore::choose(repo, &target, None)?;
     let b = choice.base.clone();
+    for d in crate::fsutil::remove_orphaned_dirs(&std::env::temp_dir(), "opsctl-pitr-drill-") {
+        crate::logging::note(format_args!(
+            "removed {}, the scratch directory of a PITR drill that was killed",
+            d.display()
+        ));
+    }
     let root = std::env::temp_dir().join(format!(
         "opsctl-pitr-drill-{}-{:08x}",
         std::process::id(),
