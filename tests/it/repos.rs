@@ -445,3 +445,110 @@ fn a_local_and_an_s3_repository_copy_list_verify_and_fall_back() {
     );
     crate::common::cluster().psql("postgres", &format!("DROP DATABASE \"{target}\""));
 }
+
+/// On an S3 repository (the loopback s3s-fs server): archive exports with
+/// --drop-after-export, read back from S3 before each month is dropped, and `archive
+/// restore` by name from there; a backup there rekeyed to a new key opens with it.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn archive_export_drop_restore_and_rekey_on_an_s3_repository() {
+    let server = crate::common::s3::S3Server::start();
+    let db = archive_db("repos_s3_archive");
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let new_key = dir.path().join("k2");
+    for k in [&key, &new_key] {
+        crate::common::opsctl()
+            .args(["backup", "keygen", "--out"])
+            .arg(k)
+            .run()
+            .success();
+    }
+    let policy = dir.path().join("s3.toml");
+    std::fs::write(&policy, server.policy_entry("offsite", "exports")).unwrap();
+    let run = |args: &[&str]| {
+        let mut c = db.opsctl();
+        c.env("OPSCTL_KEY_FILE", &key).arg("--policy").arg(&policy);
+        for (k, v) in server.env() {
+            c.env(k, v);
+        }
+        c.args(args).run()
+    };
+    let url = "s3://bucket/exports";
+    let jan = db.sql("SELECT count(*) FROM trades WHERE entry_time < '2025-02-01'");
+    let j = run(&[
+        "archive",
+        "--before",
+        "2025-03-01",
+        "--format",
+        "json",
+        "--export-dir",
+        url,
+        "--drop-after-export",
+    ])
+    .success()
+    .json();
+    let months = j["export"]["months"].as_array().unwrap();
+    assert_eq!(months.len(), 2, "{j}");
+    assert!(months
+        .iter()
+        .all(|m| m["verified"] == true && m["dropped"] == true));
+    assert!(server
+        .root
+        .path()
+        .join("bucket/exports/public.trades_p2025_01.opsarc")
+        .is_file());
+    assert!(server.incomplete_uploads().is_empty());
+    assert_eq!(
+        db.sql("SELECT to_regclass('archive.trades_p2025_01') IS NOT NULL"),
+        "f"
+    );
+    let back = run(&[
+        "archive",
+        "restore",
+        "public.trades_p2025_01.opsarc",
+        "--repo",
+        url,
+    ])
+    .success();
+    assert!(back.stdout.contains("(verified)"), "{}", back.all());
+    assert_eq!(db.sql("SELECT count(*) FROM archive.trades_p2025_01"), jan);
+
+    // A backup on S3, rekeyed: the new key alone opens it.
+    let backups = "s3://bucket/backups";
+    let id = run(&["backup", "create", "--format", "json", "--repo", backups])
+        .success()
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new_key_arg = new_key.display().to_string();
+    run(&[
+        "backup",
+        "rekey",
+        &id,
+        "--repo",
+        backups,
+        "--new-key-file",
+        &new_key_arg,
+        "--replace",
+    ])
+    .success();
+    let mut c = db.opsctl();
+    c.env("OPSCTL_KEY_FILE", &new_key)
+        .arg("--policy")
+        .arg(&policy);
+    for (k, v) in server.env() {
+        c.env(k, v);
+    }
+    c.args(["backup", "verify", &id, "--repo", backups])
+        .run()
+        .success();
+    let old = run(&["backup", "verify", &id, "--repo", backups]);
+    assert_ne!(
+        old.code,
+        0,
+        "the replaced key must not open it: {}",
+        old.all()
+    );
+}
