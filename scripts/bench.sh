@@ -7,6 +7,7 @@
 #   (or BENCH_TRADES, BENCH_REPS, BENCH_ONLY, BENCH_ZSTD_LEVEL, BENCH_OPSCTL, BENCH_OUT;
 #   --rows = --trades; --zstd-level: opsctl's zstd side runs with --compression-level L)
 #   scripts/bench.sh --wal-only [--reps R] [--seconds S] [--opsctl PATH]   (scripts/bench-wal.sh)
+#   scripts/bench.sh --only pitr [--trades N] [--reps R]   (scripts/bench-pitr.sh alone; BENCH_RPO_SECONDS)
 #
 # Two data sets of N trades (seeded, over 24 months, 1,000 users), both through the schema
 # as shipped (`opsctl migrate up`, monthly partitions by `opsctl partition ensure`):
@@ -62,6 +63,10 @@ for p in ${ONLY//,/ }; do
   [[ " $ALL_PARTS pitr " == *" $p "* ]] || die "unknown part $p (parts: $ALL_PARTS pitr)"
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
+# pitr alone: scripts/bench-pitr.sh, with its own cluster (its report beside --out).
+PITR_ARGS=(--trades "$TRADES" --reps "$REPS" --out "$(dirname "$OUT")/pitr-latest.md")
+[ -z "$OPSCTL" ] || PITR_ARGS+=(--opsctl "$OPSCTL")
+[ "$ONLY" != pitr ] || exec scripts/bench-pitr.sh "${PITR_ARGS[@]}"
 ROWS="$TRADES"
 install_deps
 if [ -z "$OPSCTL" ]; then
@@ -490,6 +495,12 @@ LOAD() { median "$1" 5; }
   echo '```'
   echo "</details>"
 } | tee "$OUT"
+
+# ---------------------------------------------------------------- PITR (scripts/bench-pitr.sh)
+if want pitr; then
+  log "point-in-time recovery"
+  scripts/bench-pitr.sh "${PITR_ARGS[@]:0:6}" --opsctl "$OPSCTL"
+fi
 
 # ---------------------------------------------------------------- WAL archiving (scripts/bench-wal.sh)
 log "WAL archiving"
