@@ -5,7 +5,8 @@
 #
 #   scripts/bench.sh [--trades N] [--reps R] [--only PARTS] [--zstd-level L] [--opsctl PATH] [--out FILE]
 #   (or BENCH_TRADES, BENCH_REPS, BENCH_ONLY, BENCH_ZSTD_LEVEL, BENCH_OPSCTL, BENCH_OUT;
-#   --rows = --trades; --zstd-level: opsctl's zstd side runs with --compression-level L)
+#   --rows = --trades; --zstd-level: opsctl's zstd side runs with --compression-level L;
+#   BENCH_WAL=0 leaves out the WAL archiving bench that otherwise runs last)
 #   scripts/bench.sh --wal-only [--reps R] [--seconds S] [--opsctl PATH]   (scripts/bench-wal.sh)
 #   scripts/bench.sh --only pitr [--trades N] [--reps R]   (scripts/bench-pitr.sh alone; BENCH_RPO_SECONDS)
 #
@@ -308,21 +309,30 @@ TOML
   # The S3 server's credentials and the policy, for the opsctl runs only (`env` execs
   # opsctl in place, so measure polls opsctl's own process).
   S3ENV=(env AWS_ACCESS_KEY_ID=bench-access AWS_SECRET_ACCESS_KEY=bench-secret-5eed OPSCTL_POLICY="$WORK/s3-policy.toml")
+  # The S3 server's own CPU (user + sys ticks of s3s-fs): appended to each run's row as
+  # column 8, CPU s the server spent during that run (it shares the 2 cores with opsctl).
+  s3_ticks() { local st; read -r st < "/proc/$S3_PID/stat"; st=${st##*) }; read -r -a st <<< "$st"; echo $(( st[11] + st[12] )); }
+  s3_server_cpu() { awk -v a="$1" -v b="$(s3_ticks)" -v h="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b-a)/h}'; }
   # s3_create SIDE: one backup create into repository SIDE; its id in $WORK/id-SIDE.
   s3_create() {
+    local t0; t0=$(s3_ticks)
     OPSCTL_DATABASE_URL="$(url_for bench_audit)" measure "s3:create_$1" "${S3ENV[@]}" "$OPSCTL" backup create --repo "$1"
+    sed -i "\$s/\$/\t$(s3_server_cpu "$t0")/" "$RESULTS"
     awk 'NR==1 {print $2}' "$WORK/last.out" > "$WORK/id-$1"
   }
   s3_restore() {
     fresh_db r_s3
+    local t0; t0=$(s3_ticks)
     OPSCTL_DATABASE_URL="$(url_for bench_audit)" measure "s3:restore_$1" "${S3ENV[@]}" "$OPSCTL" restore "$(cat "$WORK/id-$1")" --repo "$1" --target-db r_s3
+    sed -i "\$s/\$/\t$(s3_server_cpu "$t0")/" "$RESULTS"
     [ "$(q r_s3 'SELECT count(*) FROM trades')" = "$ROWS" ] || die "restored row count differs (from $1)"
   }
-  # s3_copy NAME FROM TO: backup copy of this round's FROM backup to TO; bytes in column 8.
+  # s3_copy NAME FROM TO: backup copy of this round's FROM backup to TO; bytes in column 9.
   s3_copy() {
+    local t0; t0=$(s3_ticks)
     measure "$1" "${S3ENV[@]}" "$OPSCTL" backup copy "$(cat "$WORK/id-$2")" --repo "$2" --to "$3" --format json
     local bytes; bytes=$(grep -o '"bytes": *[0-9]*' "$WORK/last.out" | grep -o '[0-9]*$')
-    sed -i "\$s/\$/\t$bytes/" "$RESULTS"
+    sed -i "\$s/\$/\t$(s3_server_cpu "$t0")\t$bytes/" "$RESULTS"
   }
   for i in $(seq "$REPS"); do
     if [ $(( i % 2 )) -eq 1 ]; then SIDES="disk s3"; else SIDES="s3 disk"; fi
@@ -458,21 +468,22 @@ LOAD() { median "$1" 5; }
   fi
   if want s3; then
     CD=$(M s3:create_disk); CS=$(M s3:create_s3); RD=$(M s3:restore_disk); RS=$(M s3:restore_s3)
-    # mbs NAME: MB/s of the NAME copies (bytes in column 8 / median wall s).
-    mbs() { awk -v b="$(maxcol "$1" 8)" -v s="$(M "$1")" 'BEGIN { if (s+0 == 0) print "n/a"; else printf "%.1f", b/1e6/s }'; }
+    # mbs NAME: MB/s of the NAME copies (bytes in column 9 / median wall s).
+    SRV() { median "$1" 8; }
+    mbs() { awk -v b="$(maxcol "$1" 9)" -v s="$(M "$1")" 'BEGIN { if (s+0 == 0) print "n/a"; else printf "%.1f", b/1e6/s }'; }
     echo "### S3 repository (issue 15): data set \`audit\`, $ROWS trades, local directory vs loopback S3 (s3s-fs)"
     echo
     echo "Backup object: $(mb "$S3_SIZE") (zstd 3 + AES-256-GCM). S3 repository: s3s-fs 0.14.1 on 127.0.0.1 (plain HTTP, SigV4 checked), object_store multipart, part_size 8 MiB, concurrency 3 (the defaults). Sides alternated, order flipped each round."
     echo
-    echo "| command | local directory: wall s | S3: wall s | S3 / local | peak RSS (own), local / S3 | CPU s (own), local / S3 | load |"
-    echo "|---|---|---|---|---|---|---|"
-    echo "| \`backup create --repo\` | $CD | $CS | $(ratio "$CS" "$CD") | $(R s3:create_disk) / $(R s3:create_s3) | $(OWN s3:create_disk) / $(OWN s3:create_s3) | $(LOAD s3:create_disk) / $(LOAD s3:create_s3) |"
-    echo "| \`restore ID --repo\` (fresh database) | $RD | $RS | $(ratio "$RS" "$RD") | $(R s3:restore_disk) / $(R s3:restore_s3) | $(OWN s3:restore_disk) / $(OWN s3:restore_s3) | $(LOAD s3:restore_disk) / $(LOAD s3:restore_s3) |"
+    echo "| command | local directory: wall s | S3: wall s | S3 / local | peak RSS (own), local / S3 | CPU s (own), local / S3 | S3 server's CPU s | load |"
+    echo "|---|---|---|---|---|---|---|---|"
+    echo "| \`backup create --repo\` | $CD | $CS | $(ratio "$CS" "$CD") | $(R s3:create_disk) / $(R s3:create_s3) | $(OWN s3:create_disk) / $(OWN s3:create_s3) | $(SRV s3:create_s3) | $(LOAD s3:create_disk) / $(LOAD s3:create_s3) |"
+    echo "| \`restore ID --repo\` (fresh database) | $RD | $RS | $(ratio "$RS" "$RD") | $(R s3:restore_disk) / $(R s3:restore_s3) | $(OWN s3:restore_disk) / $(OWN s3:restore_s3) | $(SRV s3:restore_s3) | $(LOAD s3:restore_disk) / $(LOAD s3:restore_s3) |"
     echo
-    echo "| \`backup copy ID --to\` (read back and checked) | wall s | throughput | peak RSS (own) | load |"
-    echo "|---|---|---|---|---|"
-    echo "| local directory → S3 | $(M s3:copy_disk_to_s3) | $(mbs s3:copy_disk_to_s3) MB/s | $(R s3:copy_disk_to_s3) | $(LOAD s3:copy_disk_to_s3) |"
-    echo "| S3 → local directory | $(M s3:copy_s3_to_disk) | $(mbs s3:copy_s3_to_disk) MB/s | $(R s3:copy_s3_to_disk) | $(LOAD s3:copy_s3_to_disk) |"
+    echo "| \`backup copy ID --to\` (read back and checked) | wall s | throughput | peak RSS (own) | S3 server's CPU s | load |"
+    echo "|---|---|---|---|---|---|"
+    echo "| local directory → S3 | $(M s3:copy_disk_to_s3) | $(mbs s3:copy_disk_to_s3) MB/s | $(R s3:copy_disk_to_s3) | $(SRV s3:copy_disk_to_s3) | $(LOAD s3:copy_disk_to_s3) |"
+    echo "| S3 → local directory | $(M s3:copy_s3_to_disk) | $(mbs s3:copy_s3_to_disk) MB/s | $(R s3:copy_s3_to_disk) | $(SRV s3:copy_s3_to_disk) | $(LOAD s3:copy_s3_to_disk) |"
     echo
     RSS_MAX=$(for n in s3:create_disk s3:create_s3 s3:restore_disk s3:restore_s3 s3:copy_disk_to_s3 s3:copy_s3_to_disk; do maxcol "$n"; done | sort -n | tail -1)
     echo "| target (issue 15) | measured | verdict |"
@@ -482,7 +493,7 @@ LOAD() { median "$1" 5; }
     echo "| peak RSS < 64 MiB (largest of the six commands) | $(mib "$RSS_MAX") | $(verdict "$(awk -v k="$RSS_MAX" 'BEGIN {print k/1024}')" lt 64) |"
     echo
   fi
-  echo "<details><summary>Raw runs: name, wall s, peak RSS KiB (own process), CPU s (all processes), 1-min load at start, CPU s (own process), peak RSS KiB (largest process)[, bytes copied]</summary>"
+  echo "<details><summary>Raw runs: name, wall s, peak RSS KiB (own process), CPU s (all processes), 1-min load at start, CPU s (own process), peak RSS KiB (largest process)[, S3 server's CPU s, bytes copied]</summary>"
   echo
   echo '```'
   cat "$RESULTS"
@@ -503,5 +514,8 @@ if want pitr; then
 fi
 
 # ---------------------------------------------------------------- WAL archiving (scripts/bench-wal.sh)
-log "WAL archiving"
-scripts/bench-wal.sh --opsctl "$OPSCTL" --out "$(dirname "$OUT")/wal-latest.md"
+# BENCH_WAL=0 leaves it out (e.g. when only the s3 part is wanted).
+if [ "${BENCH_WAL:-1}" != 0 ]; then
+  log "WAL archiving"
+  scripts/bench-wal.sh --opsctl "$OPSCTL" --out "$(dirname "$OUT")/wal-latest.md"
+fi
