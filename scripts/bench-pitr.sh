@@ -19,7 +19,8 @@
 #     of the same data (nothing written between), then alternated rounds of `opsctl restore
 #     --pitr --latest --start` into a new data directory (authenticate + unpack + replay +
 #     promotion; the server is then stopped and removed) against `opsctl restore` of the
-#     logical backup into a fresh database.
+#     logical backup into a fresh database (the source's archiving off from there on, so
+#     the logical restores' WAL is not replayed by the next physical round).
 #
 #   scripts/bench-pitr.sh [--trades N] [--reps R] [--rpo-seconds S] [--opsctl PATH] [--out FILE]
 #   (or BENCH_TRADES, BENCH_REPS, BENCH_RPO_SECONDS, BENCH_RPO_RATE, BENCH_OPSCTL,
@@ -169,6 +170,12 @@ LOGICAL=$(awk 'NR==1 {print $7}' "$WORK/logical.out")
 LOGICAL_SIZE=$(stat -c %s "$LOGICAL")
 RTO_BASE_SIZE=$(stat -c %s "$(newest_base)")
 RTO_CLUSTER_SIZE=$(q postgres "SELECT pg_size_pretty(sum(pg_database_size(oid))) FROM pg_database")
+# From here the source's WAL is not archived (archive_command = 'true'): the logical
+# restores write into this cluster, and their WAL in the archive would be replayed by the
+# next physical restore (--latest), making each physical round slower than the last.
+# The physical restores need only the WAL up to the base backup's end, archived above.
+q postgres "ALTER SYSTEM SET archive_command = 'true'" >/dev/null
+q postgres "SELECT pg_reload_conf()" >/dev/null
 # A promoted restore archives its new timeline into the same repository (it keeps the
 # source's archive_command): what it archived is removed after each round, so every
 # round restores the same base backup and WAL (no timelines of earlier rounds to follow).
