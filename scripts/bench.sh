@@ -5,8 +5,10 @@
 #
 #   scripts/bench.sh [--trades N] [--reps R] [--only PARTS] [--zstd-level L] [--opsctl PATH] [--out FILE]
 #   (or BENCH_TRADES, BENCH_REPS, BENCH_ONLY, BENCH_ZSTD_LEVEL, BENCH_OPSCTL, BENCH_OUT;
-#   --rows = --trades; --zstd-level: opsctl's zstd side runs with --compression-level L)
+#   --rows = --trades; --zstd-level: opsctl's zstd side runs with --compression-level L;
+#   BENCH_WAL=0 leaves out the WAL archiving bench that otherwise runs last)
 #   scripts/bench.sh --wal-only [--reps R] [--seconds S] [--opsctl PATH]   (scripts/bench-wal.sh)
+#   scripts/bench.sh --only pitr [--trades N] [--reps R]   (scripts/bench-pitr.sh alone; BENCH_RPO_SECONDS)
 #
 # Two data sets of N trades (seeded, over 24 months, 1,000 users), both through the schema
 # as shipped (`opsctl migrate up`, monthly partitions by `opsctl partition ensure`):
@@ -24,6 +26,12 @@
 #   health   `opsctl health` on 500 partitions
 #   inserts  trade inserts/s with and without the audit trigger (pgbench)
 #   memory   peak RSS of create/verify/restore at twice the data (should not grow)
+#   s3       on the audit data set: backup create and restore with a local directory
+#            repository vs the loopback S3 server (s3s-fs), peak RSS of each, and the
+#            throughput of `backup copy` between the two repositories
+#   pitr     point-in-time recovery (scripts/bench-pitr.sh, its own archiving cluster; not
+#            in the default set: its RPO run alone takes BENCH_RPO_SECONDS, default 180):
+#            RPO after a crash, RTO physical vs logical, basebackup vs pg_basebackup by hand
 # Defaults: 100,000 trades, 3 rounds (a few minutes). Builds opsctl in release mode unless
 # --opsctl is given. A throwaway TLS cluster is started under a temp dir and removed at
 # the end. Report: markdown on stdout and in --out (default benches/results/latest.md).
@@ -50,12 +58,16 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument $1 (use --trades N --reps R --only PARTS --opsctl PATH --out FILE)" ;;
   esac
 done
-ALL_PARTS="backup restore import archive health inserts memory"
+ALL_PARTS="backup restore import archive health inserts memory s3"
 [ "$ONLY" = all ] && ONLY="${ALL_PARTS// /,}"
 for p in ${ONLY//,/ }; do
-  [[ " $ALL_PARTS " == *" $p "* ]] || die "unknown part $p (parts: $ALL_PARTS)"
+  [[ " $ALL_PARTS pitr " == *" $p "* ]] || die "unknown part $p (parts: $ALL_PARTS pitr)"
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
+# pitr alone: scripts/bench-pitr.sh, with its own cluster (its report beside --out).
+PITR_ARGS=(--trades "$TRADES" --reps "$REPS" --out "$(dirname "$OUT")/pitr-latest.md")
+[ -z "$OPSCTL" ] || PITR_ARGS+=(--opsctl "$OPSCTL")
+[ "$ONLY" != pitr ] || exec scripts/bench-pitr.sh "${PITR_ARGS[@]}"
 ROWS="$TRADES"
 install_deps
 if [ -z "$OPSCTL" ]; then
@@ -67,90 +79,19 @@ OPSCTL="$(cd "$(dirname "$OPSCTL")" && pwd)/$(basename "$OPSCTL")"
 
 WORK="$(mktemp -d /tmp/opsctl-bench.XXXXXX)"
 chmod 755 "$WORK"
-trap 'bench_cleanup "$WORK"' EXIT
+S3_PID=""
+trap '[ -z "$S3_PID" ] || kill "$S3_PID" 2>/dev/null; bench_cleanup "$WORK"' EXIT
 bench_cluster "$WORK"
 BIN="$PG_BINDIR"
 RESULTS="$WORK/results.tsv"
 SIZES="$WORK/sizes.tsv"
 : > "$RESULTS"; : > "$SIZES"
 LOAD_START="$(uptime)"
-TICK=$(getconf CLK_TCK)
 
-# measure NAME CMD...: one run of CMD (stdout in $WORK/last.out). Appends to $RESULTS:
-# name, wall s, peak RSS KiB of CMD's own process (VmHWM, polled every 50 ms: opsctl's
-# own memory, not pg_dump's), CPU s of the whole tree (user+sys, children included),
-# 1-minute load average at the start, CPU s of CMD's own process, peak RSS KiB of the
-# largest process of the tree (/usr/bin/time).
-measure() {
-  local name="$1"; shift
-  local load; load=$(cut -d' ' -f1 /proc/loadavg)
-  local t0 t1; t0=$(date +%s%N)
-  /usr/bin/time -f "%U %S %M" -o "$WORK/time.txt" "$@" >"$WORK/last.out" 2>"$WORK/last.err" &
-  local tp=$! cp="" hwm=0 ticks=0 k v _ st
-  while kill -0 "$tp" 2>/dev/null; do
-    [ -n "$cp" ] || cp=$(pgrep -P "$tp" 2>/dev/null | head -1) || true
-    if [ -n "$cp" ]; then
-      while read -r k v _; do
-        if [ "$k" = VmHWM: ] && [ "$v" -gt "$hwm" ]; then hwm=$v; fi
-      done < "/proc/$cp/status" 2>/dev/null || true
-      if { read -r st < "/proc/$cp/stat"; } 2>/dev/null; then
-        st=${st##*) }; read -r -a st <<< "$st"
-        [ $(( st[11] + st[12] )) -lt "$ticks" ] || ticks=$(( st[11] + st[12] ))
-      fi
-    fi
-    sleep 0.05
-  done
-  wait "$tp" || { cat "$WORK/last.err" >&2; die "$name failed"; }
-  t1=$(date +%s%N)
-  local u s m; read -r u s m < "$WORK/time.txt"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" \
-    "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1e9}')" "$hwm" \
-    "$(awk -v u="$u" -v s="$s" 'BEGIN {printf "%.2f", u+s}')" "$load" \
-    "$(awk -v t="$ticks" -v h="$TICK" 'BEGIN {printf "%.2f", t/h}')" "$m" >> "$RESULTS"
-}
 size_of() { stat -c %s "$1"; }
 newest() { find "$1" -name '*.opsbak' | head -1; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k/1024}'; }
 mb() { awk -v b="$1" 'BEGIN {printf "%.1f MB", b/1e6}'; }
-fresh_db() { q postgres "DROP DATABASE IF EXISTS $1" >/dev/null; q postgres "CREATE DATABASE $1" >/dev/null; }
-
-# ---------------------------------------------------------------- data
-# make_trading_db NAME ROWS AUDIT(on|off): the schema by `opsctl migrate up`, 1,000
-# users, ROWS trades over 24 months inserted in transactions of 100,000 (with the audit
-# trigger on, each trade's insert is recorded in audit.logged_actions, as when the
-# application writes it), then the monthly partitions by `opsctl partition ensure`.
-make_trading_db() {
-  local db="$1" rows="$2" audit="$3" from to
-  fresh_db "$db"
-  OPSCTL_DATABASE_URL="$(url_for "$db")" "$OPSCTL" migrate up >/dev/null
-  {
-    echo "SELECT setseed(0.42);"
-    echo "INSERT INTO users (username, email) SELECT 'user' || g, 'user' || g || '@example.com' FROM generate_series(1, 1000) g;"
-    [ "$audit" = on ] || echo "ALTER TABLE trades DISABLE TRIGGER USER;"
-    for (( from = 1; from <= rows; from += 100000 )); do
-      to=$(( from + 99999 < rows ? from + 99999 : rows ))
-      cat <<SQL
-INSERT INTO trades (id, user_id, symbol, side, quantity, entry_price, exit_price, entry_time,
-                    exit_time, realized_pnl, commission, model_id)
-SELECT 't' || g, 1 + (g % 1000),
-       (ARRAY['BTCUSDT','ETHUSDT','SOLUSDT','BNBUSDT','XRPUSDT','ADAUSDT'])[1 + g % 6],
-       (ARRAY['long','short','buy','sell'])[1 + g % 4],
-       round((random() * 10)::numeric, 8), round((random() * 60000)::numeric, 8),
-       round((random() * 60000)::numeric, 8),
-       date_trunc('month', now() at time zone 'utc') - interval '24 months'
-         + (g::float8 / $rows) * interval '24 months',
-       date_trunc('month', now() at time zone 'utc') - interval '24 months'
-         + (g::float8 / $rows) * interval '24 months' + interval '2 hours',
-       round((random() * 2000 - 1000)::numeric, 8), round((random() * 5)::numeric, 8),
-       'model-' || (g % 7)
-FROM generate_series($from, $to) g;
-SQL
-    done
-    [ "$audit" = on ] || echo "ALTER TABLE trades ENABLE TRIGGER USER;"
-  } | psql -X -q -v ON_ERROR_STOP=1 -d "$db" >/dev/null
-  OPSCTL_DATABASE_URL="$(url_for "$db")" "$OPSCTL" partition ensure >/dev/null 2>&1
-  q "$db" "VACUUM ANALYZE" >/dev/null
-}
 
 # composition DB: the database's tables (partitions summed into their table), largest first.
 composition() {
@@ -171,7 +112,7 @@ composition() {
 }
 
 DATASETS=()
-if want backup || want restore; then DATASETS=(audit lean); fi
+if want backup || want restore; then DATASETS=(audit lean); elif want s3; then DATASETS=(audit); fi
 if want import || want archive || want inserts; then
   [[ " ${DATASETS[*]} " == *" lean "* ]] || DATASETS+=(lean)
 fi
@@ -333,6 +274,78 @@ if want memory; then
   measure restore_2x "$OPSCTL" restore "$B2" --key-file "$KEY" --target-db r_2x --create
 fi
 
+
+# ---------------------------------------------------------------- S3 repository (issue 15)
+# A loopback S3 server (s3s-fs: an S3 server over a directory that checks SigV4
+# signatures, as the tests use it) and a policy with two repositories, `disk` (a local
+# directory) and `s3` (s3://bucket/opsctl on that server). On the audit data set, each
+# round: backup create to disk · to s3, then restore from disk · from s3 (into a fresh
+# database each), then `backup copy` of this round's disk backup to s3 and of the s3 one
+# to a second local directory. The order of the two sides flips every round (A B, B A, …).
+if want s3; then
+  S3BIN="$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")"
+  S3_PORT=$(free_port)
+  mkdir -p "$WORK/s3/bucket" "$WORK/s3-disk" "$WORK/s3-copies"
+  RUST_LOG=error "$S3BIN" --host 127.0.0.1 --port "$S3_PORT" --access-key bench-access \
+    --secret-key bench-secret-5eed "$WORK/s3" >/dev/null 2>&1 &
+  S3_PID=$!
+  for _ in $(seq 100); do (: < "/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null && break; sleep 0.1; done
+  cat > "$WORK/s3-policy.toml" <<TOML
+[backup]
+key_file = "$KEY"
+
+[[repositories]]
+name = "disk"
+url = "$WORK/s3-disk"
+
+[[repositories]]
+name = "s3"
+url = "s3://bucket/opsctl"
+endpoint = "http://127.0.0.1:$S3_PORT"
+region = "us-east-1"
+path_style = true
+allow_http = true
+TOML
+  # The S3 server's credentials and the policy, for the opsctl runs only (`env` execs
+  # opsctl in place, so measure polls opsctl's own process).
+  S3ENV=(env AWS_ACCESS_KEY_ID=bench-access AWS_SECRET_ACCESS_KEY=bench-secret-5eed OPSCTL_POLICY="$WORK/s3-policy.toml")
+  # The S3 server's own CPU (user + sys ticks of s3s-fs): appended to each run's row as
+  # column 8, CPU s the server spent during that run (it shares the 2 cores with opsctl).
+  s3_ticks() { local st; read -r st < "/proc/$S3_PID/stat"; st=${st##*) }; read -r -a st <<< "$st"; echo $(( st[11] + st[12] )); }
+  s3_server_cpu() { awk -v a="$1" -v b="$(s3_ticks)" -v h="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b-a)/h}'; }
+  # s3_create SIDE: one backup create into repository SIDE; its id in $WORK/id-SIDE.
+  s3_create() {
+    local t0; t0=$(s3_ticks)
+    OPSCTL_DATABASE_URL="$(url_for bench_audit)" measure "s3:create_$1" "${S3ENV[@]}" "$OPSCTL" backup create --repo "$1"
+    sed -i "\$s/\$/\t$(s3_server_cpu "$t0")/" "$RESULTS"
+    awk 'NR==1 {print $2}' "$WORK/last.out" > "$WORK/id-$1"
+  }
+  s3_restore() {
+    fresh_db r_s3
+    local t0; t0=$(s3_ticks)
+    OPSCTL_DATABASE_URL="$(url_for bench_audit)" measure "s3:restore_$1" "${S3ENV[@]}" "$OPSCTL" restore "$(cat "$WORK/id-$1")" --repo "$1" --target-db r_s3
+    sed -i "\$s/\$/\t$(s3_server_cpu "$t0")/" "$RESULTS"
+    [ "$(q r_s3 'SELECT count(*) FROM trades')" = "$ROWS" ] || die "restored row count differs (from $1)"
+  }
+  # s3_copy NAME FROM TO: backup copy of this round's FROM backup to TO; bytes in column 9.
+  s3_copy() {
+    local t0; t0=$(s3_ticks)
+    measure "$1" "${S3ENV[@]}" "$OPSCTL" backup copy "$(cat "$WORK/id-$2")" --repo "$2" --to "$3" --format json
+    local bytes; bytes=$(grep -o '"bytes": *[0-9]*' "$WORK/last.out" | grep -o '[0-9]*$')
+    sed -i "\$s/\$/\t$(s3_server_cpu "$t0")\t$bytes/" "$RESULTS"
+  }
+  for i in $(seq "$REPS"); do
+    if [ $(( i % 2 )) -eq 1 ]; then SIDES="disk s3"; else SIDES="s3 disk"; fi
+    log "S3 repository, round $i of $REPS ($SIDES): backup create · restore · backup copy"
+    for side in $SIDES; do s3_create "$side"; done
+    for side in $SIDES; do s3_restore "$side"; done
+    s3_copy s3:copy_disk_to_s3 disk s3
+    s3_copy s3:copy_s3_to_disk s3 "$WORK/s3-copies"
+  done
+  q postgres "DROP DATABASE r_s3" >/dev/null
+  S3_SIZE=$(stat -c %s "$(newest "$WORK/s3-disk")")
+fi
+
 # ---------------------------------------------------------------- report
 mkdir -p "$(dirname "$OUT")"
 LOAD_END="$(uptime)"
@@ -453,7 +466,34 @@ LOAD() { median "$1" 5; }
     want archive && echo "| archive (partial month) | $(R archive_partial_month) | – |"
     echo
   fi
-  echo "<details><summary>Raw runs: name, wall s, peak RSS KiB (own process), CPU s (all processes), 1-min load at start, CPU s (own process), peak RSS KiB (largest process)</summary>"
+  if want s3; then
+    CD=$(M s3:create_disk); CS=$(M s3:create_s3); RD=$(M s3:restore_disk); RS=$(M s3:restore_s3)
+    # mbs NAME: MB/s of the NAME copies (bytes in column 9 / median wall s).
+    SRV() { median "$1" 8; }
+    mbs() { awk -v b="$(maxcol "$1" 9)" -v s="$(M "$1")" 'BEGIN { if (s+0 == 0) print "n/a"; else printf "%.1f", b/1e6/s }'; }
+    echo "### S3 repository (issue 15): data set \`audit\`, $ROWS trades, local directory vs loopback S3 (s3s-fs)"
+    echo
+    echo "Backup object: $(mb "$S3_SIZE") (zstd 3 + AES-256-GCM). S3 repository: s3s-fs 0.14.1 on 127.0.0.1 (plain HTTP, SigV4 checked), object_store multipart, part_size 8 MiB, concurrency 3 (the defaults). Sides alternated, order flipped each round."
+    echo
+    echo "| command | local directory: wall s | S3: wall s | S3 / local | peak RSS (own), local / S3 | CPU s (own), local / S3 | S3 server's CPU s | load |"
+    echo "|---|---|---|---|---|---|---|---|"
+    echo "| \`backup create --repo\` | $CD | $CS | $(ratio "$CS" "$CD") | $(R s3:create_disk) / $(R s3:create_s3) | $(OWN s3:create_disk) / $(OWN s3:create_s3) | $(SRV s3:create_s3) | $(LOAD s3:create_disk) / $(LOAD s3:create_s3) |"
+    echo "| \`restore ID --repo\` (fresh database) | $RD | $RS | $(ratio "$RS" "$RD") | $(R s3:restore_disk) / $(R s3:restore_s3) | $(OWN s3:restore_disk) / $(OWN s3:restore_s3) | $(SRV s3:restore_s3) | $(LOAD s3:restore_disk) / $(LOAD s3:restore_s3) |"
+    echo
+    echo "| \`backup copy ID --to\` (read back and checked) | wall s | throughput | peak RSS (own) | S3 server's CPU s | load |"
+    echo "|---|---|---|---|---|---|"
+    echo "| local directory → S3 | $(M s3:copy_disk_to_s3) | $(mbs s3:copy_disk_to_s3) MB/s | $(R s3:copy_disk_to_s3) | $(SRV s3:copy_disk_to_s3) | $(LOAD s3:copy_disk_to_s3) |"
+    echo "| S3 → local directory | $(M s3:copy_s3_to_disk) | $(mbs s3:copy_s3_to_disk) MB/s | $(R s3:copy_s3_to_disk) | $(SRV s3:copy_s3_to_disk) | $(LOAD s3:copy_s3_to_disk) |"
+    echo
+    RSS_MAX=$(for n in s3:create_disk s3:create_s3 s3:restore_disk s3:restore_s3 s3:copy_disk_to_s3 s3:copy_s3_to_disk; do maxcol "$n"; done | sort -n | tail -1)
+    echo "| target (issue 15) | measured | verdict |"
+    echo "|---|---|---|"
+    echo "| backup create to S3 ≤ 1.15× to a local directory | $(ratio "$CS" "$CD") | $(verdict "$(ratio "$CS" "$CD")" le 1.15) |"
+    echo "| restore from S3 ≤ 1.15× from a local directory | $(ratio "$RS" "$RD") | $(verdict "$(ratio "$RS" "$RD")" le 1.15) |"
+    echo "| peak RSS < 64 MiB (largest of the six commands) | $(mib "$RSS_MAX") | $(verdict "$(awk -v k="$RSS_MAX" 'BEGIN {print k/1024}')" lt 64) |"
+    echo
+  fi
+  echo "<details><summary>Raw runs: name, wall s, peak RSS KiB (own process), CPU s (all processes), 1-min load at start, CPU s (own process), peak RSS KiB (largest process)[, S3 server's CPU s, bytes copied]</summary>"
   echo
   echo '```'
   cat "$RESULTS"
@@ -467,6 +507,15 @@ LOAD() { median "$1" 5; }
   echo "</details>"
 } | tee "$OUT"
 
+# ---------------------------------------------------------------- PITR (scripts/bench-pitr.sh)
+if want pitr; then
+  log "point-in-time recovery"
+  scripts/bench-pitr.sh "${PITR_ARGS[@]:0:6}" --opsctl "$OPSCTL"
+fi
+
 # ---------------------------------------------------------------- WAL archiving (scripts/bench-wal.sh)
-log "WAL archiving"
-scripts/bench-wal.sh --opsctl "$OPSCTL" --out "$(dirname "$OUT")/wal-latest.md"
+# BENCH_WAL=0 leaves it out (e.g. when only the s3 part is wanted).
+if [ "${BENCH_WAL:-1}" != 0 ]; then
+  log "WAL archiving"
+  scripts/bench-wal.sh --opsctl "$OPSCTL" --out "$(dirname "$OUT")/wal-latest.md"
+fi

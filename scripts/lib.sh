@@ -92,3 +92,77 @@ maxcol() { awk -F'\t' -v n="$1" -v c="${2:-3}" '$1==n {if ($c>m) m=$c} END {prin
 
 # ratio A B: A/B with two decimals, "n/a" when either is missing.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b+0 == 0) print "n/a"; else printf "%.2f", a/b }'; }
+
+# ---- benchmarks shared by bench.sh and bench-pitr.sh: measured runs and the trading data ----
+# (they use $WORK, $RESULTS, $OPSCTL and the throwaway cluster of `bench_cluster`)
+
+# measure NAME CMD...: one run of CMD (stdout in $WORK/last.out). Appends to $RESULTS:
+# name, wall s, peak RSS KiB of CMD's own process (VmHWM, polled every 50 ms: opsctl's
+# own memory, not pg_dump's), CPU s of the whole tree (user+sys, children included),
+# 1-minute load average at the start, CPU s of CMD's own process, peak RSS KiB of the
+# largest process of the tree (/usr/bin/time).
+measure() {
+  local name="$1"; shift
+  local load; load=$(cut -d' ' -f1 /proc/loadavg)
+  local t0 t1; t0=$(date +%s%N)
+  /usr/bin/time -f "%U %S %M" -o "$WORK/time.txt" "$@" >"$WORK/last.out" 2>"$WORK/last.err" &
+  local tp=$! cp="" hwm=0 ticks=0 k v _ st
+  while kill -0 "$tp" 2>/dev/null; do
+    [ -n "$cp" ] || cp=$(pgrep -P "$tp" 2>/dev/null | head -1) || true
+    if [ -n "$cp" ]; then
+      while read -r k v _; do
+        if [ "$k" = VmHWM: ] && [ "$v" -gt "$hwm" ]; then hwm=$v; fi
+      done < "/proc/$cp/status" 2>/dev/null || true
+      if { read -r st < "/proc/$cp/stat"; } 2>/dev/null; then
+        st=${st##*) }; read -r -a st <<< "$st"
+        [ $(( st[11] + st[12] )) -lt "$ticks" ] || ticks=$(( st[11] + st[12] ))
+      fi
+    fi
+    sleep 0.05
+  done
+  wait "$tp" || { cat "$WORK/last.err" >&2; die "$name failed"; }
+  t1=$(date +%s%N)
+  local u s m; read -r u s m < "$WORK/time.txt"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" \
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", (b-a)/1e9}')" "$hwm" \
+    "$(awk -v u="$u" -v s="$s" 'BEGIN {printf "%.2f", u+s}')" "$load" \
+    "$(awk -v t="$ticks" -v h="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t/h}')" "$m" >> "$RESULTS"
+}
+fresh_db() { q postgres "DROP DATABASE IF EXISTS $1" >/dev/null; q postgres "CREATE DATABASE $1" >/dev/null; }
+
+# make_trading_db NAME ROWS AUDIT(on|off): the schema by `opsctl migrate up`, 1,000
+# users, ROWS trades over 24 months inserted in transactions of 100,000 (with the audit
+# trigger on, each trade's insert is recorded in audit.logged_actions, as when the
+# application writes it), then the monthly partitions by `opsctl partition ensure`.
+make_trading_db() {
+  local db="$1" rows="$2" audit="$3" from to
+  fresh_db "$db"
+  OPSCTL_DATABASE_URL="$(url_for "$db")" "$OPSCTL" migrate up >/dev/null
+  {
+    echo "SELECT setseed(0.42);"
+    echo "INSERT INTO users (username, email) SELECT 'user' || g, 'user' || g || '@example.com' FROM generate_series(1, 1000) g;"
+    [ "$audit" = on ] || echo "ALTER TABLE trades DISABLE TRIGGER USER;"
+    for (( from = 1; from <= rows; from += 100000 )); do
+      to=$(( from + 99999 < rows ? from + 99999 : rows ))
+      cat <<SQL
+INSERT INTO trades (id, user_id, symbol, side, quantity, entry_price, exit_price, entry_time,
+                    exit_time, realized_pnl, commission, model_id)
+SELECT 't' || g, 1 + (g % 1000),
+       (ARRAY['BTCUSDT','ETHUSDT','SOLUSDT','BNBUSDT','XRPUSDT','ADAUSDT'])[1 + g % 6],
+       (ARRAY['long','short','buy','sell'])[1 + g % 4],
+       round((random() * 10)::numeric, 8), round((random() * 60000)::numeric, 8),
+       round((random() * 60000)::numeric, 8),
+       date_trunc('month', now() at time zone 'utc') - interval '24 months'
+         + (g::float8 / $rows) * interval '24 months',
+       date_trunc('month', now() at time zone 'utc') - interval '24 months'
+         + (g::float8 / $rows) * interval '24 months' + interval '2 hours',
+       round((random() * 2000 - 1000)::numeric, 8), round((random() * 5)::numeric, 8),
+       'model-' || (g % 7)
+FROM generate_series($from, $to) g;
+SQL
+    done
+    [ "$audit" = on ] || echo "ALTER TABLE trades ENABLE TRIGGER USER;"
+  } | psql -X -q -v ON_ERROR_STOP=1 -d "$db" >/dev/null
+  OPSCTL_DATABASE_URL="$(url_for "$db")" "$OPSCTL" partition ensure >/dev/null 2>&1
+  q "$db" "VACUUM ANALYZE" >/dev/null
+}

@@ -567,6 +567,11 @@ pub fn start_and_wait(
         .arg(log)
         .args(["-W", "start"])
         .stdin(std::process::Stdio::null());
+    // Only what this start appends to the log counts: the log may already hold the lines
+    // of an earlier recovery (a base backup of a cluster that was itself restored with
+    // --start carries that data directory's opsctl-recovery.log), which would otherwise
+    // read as this recovery having finished at once.
+    let skip = fs::metadata(log).map(|m| m.len() as usize).unwrap_or(0);
     let t0 = Instant::now();
     let out = cmd
         .output()
@@ -582,7 +587,9 @@ pub fn start_and_wait(
     let mut seen_pid = false;
     loop {
         std::thread::sleep(Duration::from_millis(250));
-        let text = fs::read_to_string(log).unwrap_or_default();
+        let text = fs::read(log)
+            .map(|b| String::from_utf8_lossy(b.get(skip..).unwrap_or_default()).into_owned())
+            .unwrap_or_default();
         let pid_exists = dir.join("postmaster.pid").exists();
         seen_pid |= pid_exists;
         let stop_line = text

@@ -48,6 +48,11 @@ fn bench_script_runs_on_a_small_data_set() {
         "| health, 500 partitions (s) |",
         "| trade inserts/s, audit trigger on / off |",
         "| backup create | ",
+        "| `backup create --repo` |",
+        "| `restore ID --repo` (fresh database) |",
+        "| local directory → S3 |",
+        "| backup create to S3 ≤ 1.15× to a local directory |",
+        "| peak RSS < 64 MiB (largest of the six commands) |",
     ] {
         assert!(text.contains(row), "missing {row:?} in:\n{text}");
     }

@@ -307,6 +307,17 @@ fn restore_to_a_time_a_restore_point_and_the_end_of_the_archive() {
     let a = Archiving::start("main", "");
     a.psql("CREATE TABLE marks (id int PRIMARY KEY, note text)");
     a.psql("INSERT INTO marks VALUES (0, 'before-backup')");
+    // A cluster that was itself restored with --start keeps opsctl-recovery.log in its data
+    // directory, so its base backups carry it: a restore must not take those old lines for
+    // its own recovery having finished.
+    std::fs::write(
+        a.data.join("opsctl-recovery.log"),
+        "LOG:  redo done at 0/DEADBEE system usage: CPU: user: 0.00 s\n\
+         LOG:  last completed transaction was at log time 2000-01-01 00:00:00+00\n\
+         LOG:  archive recovery complete\n\
+         LOG:  database system is ready to accept connections\n",
+    )
+    .unwrap();
     let r = a
         .opsctl()
         .args(["basebackup", "--format", "json"])
@@ -444,6 +455,7 @@ fn restore_to_a_time_a_restore_point_and_the_end_of_the_archive() {
         .success();
     let j = r.json();
     assert_eq!(j["reached"]["state"], "promoted", "{}", r.stdout);
+    assert_ne!(j["reached"]["lsn"], "0/DEADBEE", "{}", r.stdout);
     assert_eq!(marks(&a, l_port), "before-backup,first,second,third,fourth");
     assert_eq!(a.psql_port(l_port, "SELECT pg_is_in_recovery()"), "f");
 }
