@@ -44,27 +44,16 @@ fn chown_postgres(p: &Path) {
 impl Archiving {
     pub fn start(tag: &str, extra_conf: &str) -> Archiving {
         let bindir = common::bindir();
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("opsctl-pitr-{tag}-"))
-            .tempdir_in("/tmp")
-            .unwrap()
-            .keep();
-        let data = dir.join("data");
-        let sock = dir.join("sock");
+        let common::ClusterDir {
+            dir,
+            data,
+            sock,
+            ca,
+            server,
+            ..
+        } = common::cluster_dir(&format!("opsctl-pitr-{tag}-"));
         let repo = dir.join("repo");
-        std::fs::create_dir_all(&sock).unwrap();
         std::fs::create_dir_all(&repo).unwrap();
-        let ca = common::make_ca(&dir, "ca");
-        let server = common::make_cert(
-            &dir,
-            "server",
-            &ca,
-            "localhost",
-            "DNS:localhost,IP:127.0.0.1",
-        );
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&server.1, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::fs::write(dir.join("pwfile"), PASSWORD).unwrap();
         let key = dir.join("key");
         opsctl()
             .args(["backup", "keygen", "--out"])

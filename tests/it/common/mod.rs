@@ -151,31 +151,64 @@ pub fn make_cert(
     (crt, key)
 }
 
+/// A new cluster directory under /tmp (kept until its owner removes it): the paths of
+/// `data` (made by initdb later) and `sock` (made), a CA and a localhost server
+/// certificate whose key is 0600, and `pwfile` holding [`PASSWORD`].
+pub struct ClusterDir {
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    pub sock: PathBuf,
+    /// (certificate, key) of the CA.
+    pub ca: (PathBuf, PathBuf),
+    /// (certificate, key) of the server.
+    pub server: (PathBuf, PathBuf),
+    pub pwfile: PathBuf,
+}
+
+pub fn cluster_dir(prefix: &str) -> ClusterDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap()
+        .keep();
+    let data = dir.join("data");
+    let sock = dir.join("sock");
+    std::fs::create_dir_all(&sock).unwrap();
+    let ca = make_ca(&dir, "ca");
+    let server = make_cert(
+        &dir,
+        "server",
+        &ca,
+        "localhost",
+        "DNS:localhost,IP:127.0.0.1",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&server.1, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let pwfile = dir.join("pwfile");
+    std::fs::write(&pwfile, PASSWORD).unwrap();
+    ClusterDir {
+        dir,
+        data,
+        sock,
+        ca,
+        server,
+        pwfile,
+    }
+}
+
 impl Cluster {
     fn start() -> Cluster {
         let bindir = bindir();
         let as_postgres = is_root();
-        let dir = tempfile::Builder::new()
-            .prefix("opsctl-it-")
-            .tempdir_in("/tmp")
-            .unwrap()
-            .keep();
-        let data = dir.join("data");
-        let socket_dir = dir.join("sock");
-        std::fs::create_dir_all(&socket_dir).unwrap();
-        let ca = make_ca(&dir, "ca");
+        let ClusterDir {
+            dir,
+            data,
+            sock: socket_dir,
+            ca,
+            server,
+            pwfile,
+        } = cluster_dir("opsctl-it-");
         let other = make_ca(&dir, "other-ca");
-        let server = make_cert(
-            &dir,
-            "server",
-            &ca,
-            "localhost",
-            "DNS:localhost,IP:127.0.0.1",
-        );
-        let pwfile = dir.join("pwfile");
-        std::fs::write(&pwfile, PASSWORD).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&server.1, std::fs::Permissions::from_mode(0o600)).unwrap();
         if as_postgres {
             run_ok(
                 Command::new("chown")
@@ -588,26 +621,14 @@ impl OwnCluster {
     pub fn start(hba: &str) -> OwnCluster {
         let bindir = bindir();
         let as_postgres = is_root();
-        let dir = tempfile::Builder::new()
-            .prefix("opsctl-own-")
-            .tempdir_in("/tmp")
-            .unwrap()
-            .keep();
-        let data = dir.join("data");
-        let sock = dir.join("sock");
-        std::fs::create_dir_all(&sock).unwrap();
-        let ca = make_ca(&dir, "ca");
-        let server = make_cert(
-            &dir,
-            "server",
-            &ca,
-            "localhost",
-            "DNS:localhost,IP:127.0.0.1",
-        );
-        let pwfile = dir.join("pwfile");
-        std::fs::write(&pwfile, PASSWORD).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&server.1, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let ClusterDir {
+            dir,
+            data,
+            sock,
+            ca,
+            server,
+            pwfile,
+        } = cluster_dir("opsctl-own-");
         if as_postgres {
             run_ok(
                 Command::new("chown")
