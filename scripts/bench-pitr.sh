@@ -48,12 +48,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 install_deps
-if [ -z "$OPSCTL" ]; then
-  log "building opsctl (release)"
-  cargo build --release --locked --quiet
-  OPSCTL="$PWD/target/release/opsctl"
-fi
-OPSCTL="$(cd "$(dirname "$OPSCTL")" && pwd)/$(basename "$OPSCTL")"
+OPSCTL="$(bench_opsctl "$OPSCTL")"
 BIN="$PG_BINDIR"
 
 WORK="$(mktemp -d /tmp/opsctl-bench-pitr.XXXXXX)"

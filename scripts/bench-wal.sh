@@ -28,12 +28,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 install_deps
-if [ -z "$OPSCTL" ]; then
-  log "building opsctl (release)"
-  cargo build --release --locked --quiet
-  OPSCTL="$PWD/target/release/opsctl"
-fi
-OPSCTL="$(cd "$(dirname "$OPSCTL")" && pwd)/$(basename "$OPSCTL")"
+OPSCTL="$(bench_opsctl "$OPSCTL")"
 
 W="$(mktemp -d /tmp/opsctl-bench-wal.XXXXXX)"
 chmod 755 "$W"

@@ -70,12 +70,7 @@ PITR_ARGS=(--trades "$TRADES" --reps "$REPS" --out "$(dirname "$OUT")/pitr-lates
 [ "$ONLY" != pitr ] || exec scripts/bench-pitr.sh "${PITR_ARGS[@]}"
 ROWS="$TRADES"
 install_deps
-if [ -z "$OPSCTL" ]; then
-  log "building opsctl (release)"
-  cargo build --release --locked --quiet
-  OPSCTL="$PWD/target/release/opsctl"
-fi
-OPSCTL="$(cd "$(dirname "$OPSCTL")" && pwd)/$(basename "$OPSCTL")"
+OPSCTL="$(bench_opsctl "$OPSCTL")"
 
 WORK="$(mktemp -d /tmp/opsctl-bench.XXXXXX)"
 chmod 755 "$WORK"

@@ -9,6 +9,19 @@ PG_BINDIR="${PG_BINDIR:-/usr/lib/postgresql/15/bin}"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# The opsctl a benchmark measures, as an absolute path: $1 when given, else a release
+# build of this checkout (built now).
+bench_opsctl() {
+  local p="${1:-}"
+  if [ -z "$p" ]; then
+    log "building opsctl (release)"
+    cargo build --release --locked --quiet || return 1
+    p="$PWD/target/release/opsctl"
+  fi
+  [ -x "$p" ] || { printf 'error: no opsctl binary at %s\n' "$p" >&2; return 1; }
+  echo "$(cd "$(dirname "$p")" && pwd)/$(basename "$p")"
+}
+
 # Installs (with apt-get) whatever of the toolchain and PostgreSQL 15 is missing.
 install_deps() {
   local missing=()
