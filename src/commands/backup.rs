@@ -501,7 +501,7 @@ fn list(a: BackupListArgs) -> anyhow::Result<u8> {
             })
             .collect()
     };
-    let bases = super::pitr::base_listed(&repos[0])?;
+    let bases = crate::pitr::catalog::listed(&repos[0])?;
     if a.output.format == Format::Json && !bases.is_empty() {
         let mut all: Vec<serde_json::Value> = entries
             .iter()
@@ -677,13 +677,17 @@ fn temps_line(temps: &[repo::TempEntry]) -> Option<String> {
 
 async fn verify_cmd(a: BackupVerifyArgs) -> anyhow::Result<u8> {
     let policy = load_policy(&a.policy)?;
+    // An id of a base backup (found without a key): verified as one.
     if !Path::new(&a.backup).exists() {
         if let Ok(repos) = repositories(&a.dir, &policy) {
-            let keys = load_keys(&a.keys, &policy)?;
-            if let Some(code) =
-                super::pitr::verify_base(&repos[0], &a.backup, &keys, a.output.format)
-            {
-                return Ok(code);
+            if let Ok(b) = crate::pitr::catalog::find_base(&repos[0], &a.backup) {
+                let keys = load_keys(&a.keys, &policy)?;
+                return Ok(super::pitr::verify_base(
+                    &repos[0],
+                    b,
+                    &keys,
+                    a.output.format,
+                ));
             }
         }
     }

@@ -464,15 +464,8 @@ pub async fn restore_point(a: RestorePointArgs) -> u8 {
     EXIT_OK
 }
 
-pub use crate::pitr::catalog::Listed as BaseListed;
-
-/// The base backups of a repository with their windows and status, oldest first.
-pub fn base_listed(repo: &crate::storage::Repository) -> anyhow::Result<Vec<BaseListed>> {
-    Ok(crate::pitr::catalog::listed(repo)?)
-}
-
 /// The `backup list` table of base backups.
-pub fn base_table(bases: &[BaseListed]) -> String {
+pub fn base_table(bases: &[crate::pitr::catalog::Listed]) -> String {
     let mut s = String::from(
         "\nbase backups (physical, for restore --pitr); recovery window = stop → newest archived WAL:\n",
     );
@@ -559,14 +552,13 @@ pub fn prune_text(
     s
 }
 
-/// `backup verify ID` for a base backup: None when `id` names no base backup.
+/// `backup verify ID` for base backup `b`: exit 0 good, 1 bad or not checked.
 pub fn verify_base(
     repo: &crate::storage::Repository,
-    id: &str,
+    b: crate::pitr::catalog::BaseEntry,
     keys: &[crate::backup::keys::KeyMaterial],
     format: Format,
-) -> Option<u8> {
-    let b = crate::pitr::catalog::find_base(repo, id).ok()?;
+) -> u8 {
     let pb = progress("verifying the base backup");
     let r = tokio::task::block_in_place(|| prestore::authenticate(repo, &b, keys, &pb));
     drop(pb);
@@ -602,9 +594,9 @@ pub fn verify_base(
                     text::plural(m.file_list.len() as u64, "file")
                 ));
             }
-            Some(EXIT_OK)
+            EXIT_OK
         }
-        Err(e) => Some(fail(EXIT_FAILURE, e)),
+        Err(e) => fail(EXIT_FAILURE, e),
     }
 }
 
